@@ -1,0 +1,319 @@
+//! The request flow, top to bottom: route → open cookie → (tokenjar's own
+//! answer | plan → send through the [`Upstream`] port → response rules) →
+//! reply. One [`Gateway`] per server worker; the [`Rules`] are shared.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::cookies::{CookieJar, CookieState, Rejection};
+use crate::error::FlowError;
+use crate::headers::Headers;
+use crate::login::{LoginRules, MAX_LOGIN_BODY};
+use crate::path::{PathError, Route, RouteClass, Routes};
+use crate::plan::{
+    self, BodySize, ClientRequest, Reply, ReplyBody, UpstreamBase, UpstreamRequest,
+    UpstreamResponse,
+};
+use crate::ports::{Clock, Upstream};
+use crate::token::{Token, TokenRules};
+
+/// Everything the flow decides by, built once from configuration.
+#[derive(Clone, Debug)]
+pub struct Rules {
+    /// Route paths.
+    pub routes: Routes,
+    /// Where the API is.
+    pub upstream: UpstreamBase,
+    /// How the token goes upstream.
+    pub token: TokenRules,
+    /// Where the token is in the login response.
+    pub login: LoginRules,
+    /// The auth cookie.
+    pub cookies: CookieJar,
+}
+
+/// How a login went, for logs and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoginResult {
+    /// The cookie was set.
+    Success,
+    /// The API said no (non-2xx), passed through.
+    Refused,
+    /// The API said yes but its answer was unusable or never came.
+    Failed,
+}
+
+impl LoginResult {
+    /// The metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Refused => "refused",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// A finished request: the reply and what happened on the way, for the
+/// adapter to log and count.
+#[derive(Debug)]
+pub struct Handled<B> {
+    /// What goes back to the browser.
+    pub reply: Reply<B>,
+    /// The route class, for metrics.
+    pub route: RouteClass,
+    /// The error tokenjar answered with, if any (to be logged once).
+    pub error: Option<FlowError>,
+    /// A cookie that was sent but refused (and is being deleted).
+    pub rejected_cookie: Option<Rejection>,
+    /// How a login went, on the login route.
+    pub login: Option<LoginResult>,
+}
+
+/// The request flow over an upstream `U` and a clock `C`.
+pub struct Gateway<U, C> {
+    rules: Arc<Rules>,
+    upstream: U,
+    clock: C,
+}
+
+impl<U: Upstream, C: Clock> Gateway<U, C> {
+    /// A gateway deciding by `rules`, sending through `upstream`.
+    pub fn new(rules: Arc<Rules>, upstream: U, clock: C) -> Self {
+        Self {
+            rules,
+            upstream,
+            clock,
+        }
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// The upstream port (for an adapter that needs it for probes).
+    pub fn upstream(&self) -> &U {
+        &self.upstream
+    }
+
+    /// Which route a raw path belongs to. Adapters call this first to serve
+    /// [`Route::Outside`] themselves (a frontend), then [`dispatch`](Self::dispatch).
+    ///
+    /// # Errors
+    /// [`PathError`] for a path that is refused.
+    pub fn route(&self, raw_path: &str) -> Result<Route, PathError> {
+        self.rules.routes.classify(raw_path)
+    }
+
+    /// Handles a request end to end.
+    pub async fn handle(&self, request: ClientRequest<U::RequestBody>) -> Handled<U::ResponseBody> {
+        let route = self.route(&request.path);
+        self.dispatch(route, request).await
+    }
+
+    /// Handles a request whose route is already known.
+    pub async fn dispatch(
+        &self,
+        route: Result<Route, PathError>,
+        request: ClientRequest<U::RequestBody>,
+    ) -> Handled<U::ResponseBody> {
+        let route = match route {
+            Ok(route) => route,
+            Err(error) => return Self::failed(RouteClass::Api, error.into()),
+        };
+        let class = route.class();
+        let now = self.clock.now();
+        let cookie = self
+            .rules
+            .cookies
+            .open(request.headers.get_all("cookie"), now);
+        let rejected_cookie = match cookie {
+            CookieState::Rejected(why) => Some(why),
+            _ => None,
+        };
+
+        let (result, login) = match route {
+            Route::Session => (self.session(&request.method, &cookie), None),
+            Route::Logout => (self.logout(&request.method), None),
+            Route::Outside => (Err(FlowError::NotFound), None),
+            Route::Proxy { rest, login: false } => {
+                (self.proxy(request, &rest, cookie.token()).await, None)
+            }
+            Route::Proxy { rest, login: true } => {
+                let result = self.login(request, &rest, cookie.token(), now).await;
+                let outcome = match &result {
+                    Ok(reply) if (200..300).contains(&reply.status) => LoginResult::Success,
+                    Ok(_) => LoginResult::Refused,
+                    Err(_) => LoginResult::Failed,
+                };
+                (result, Some(outcome))
+            }
+        };
+
+        let (mut reply, error) = match result {
+            Ok(reply) => (reply, None),
+            Err(error) => (error.reply(), Some(error)),
+        };
+        // A cookie that failed to open is deleted, unless this very reply
+        // already writes the cookie (a login or a logout).
+        if rejected_cookie.is_some() && !self.writes_cookie(&reply.headers) {
+            reply
+                .headers
+                .append("set-cookie", self.rules.cookies.removal());
+        }
+        Handled {
+            reply,
+            route: class,
+            error,
+            rejected_cookie,
+            login,
+        }
+    }
+
+    fn failed(route: RouteClass, error: FlowError) -> Handled<U::ResponseBody> {
+        Handled {
+            reply: error.reply(),
+            route,
+            error: Some(error),
+            rejected_cookie: None,
+            login: None,
+        }
+    }
+
+    fn writes_cookie(&self, headers: &Headers) -> bool {
+        let prefix = format!("{}=", self.rules.cookies.name());
+        headers
+            .get_all("set-cookie")
+            .any(|v| v.starts_with(prefix.as_bytes()))
+    }
+
+    fn session(
+        &self,
+        method: &str,
+        cookie: &CookieState,
+    ) -> Result<Reply<U::ResponseBody>, FlowError> {
+        if !matches!(method, "GET" | "HEAD") {
+            return Err(FlowError::MethodNotAllowed { allow: "GET, HEAD" });
+        }
+        let body = match cookie {
+            CookieState::Valid(session) => {
+                json!({ "loggedIn": true, "expiresAt": session.expires_at })
+            }
+            _ => json!({ "loggedIn": false }),
+        };
+        Ok(no_store(Reply::json(200, &body)))
+    }
+
+    fn logout(&self, method: &str) -> Result<Reply<U::ResponseBody>, FlowError> {
+        if method != "POST" {
+            return Err(FlowError::MethodNotAllowed { allow: "POST" });
+        }
+        let mut reply = no_store(Reply::json(200, &json!({ "loggedIn": false })));
+        reply
+            .headers
+            .append("set-cookie", self.rules.cookies.removal());
+        Ok(reply)
+    }
+
+    /// The upstream request for a proxied route.
+    fn plan(
+        &self,
+        request: ClientRequest<U::RequestBody>,
+        rest: &str,
+        token: Option<&Token>,
+    ) -> UpstreamRequest<U::RequestBody> {
+        let mut headers = plan::request_headers(&request.headers, request.peer, request.scheme);
+        self.rules.token.apply(&mut headers, token);
+        UpstreamRequest {
+            url: self.rules.upstream.url(rest, request.query.as_deref()),
+            body_size: BodySize::from_headers(&request.headers),
+            method: request.method,
+            headers,
+            body: request.body,
+        }
+    }
+
+    async fn proxy(
+        &self,
+        request: ClientRequest<U::RequestBody>,
+        rest: &str,
+        token: Option<&Token>,
+    ) -> Result<Reply<U::ResponseBody>, FlowError> {
+        let planned = self.plan(request, rest, token);
+        let response = self.upstream.send(planned).await?;
+        Ok(self.pass_through(response))
+    }
+
+    fn pass_through(&self, response: UpstreamResponse<U::ResponseBody>) -> Reply<U::ResponseBody> {
+        Reply {
+            status: response.status,
+            headers: plan::response_headers(&response.headers, self.rules.cookies.name()),
+            body: ReplyBody::Stream {
+                body: response.body,
+                size: response.body_size,
+            },
+        }
+    }
+
+    /// A login: proxied like any call, but a 2xx answer is read, its token
+    /// moved into the cookie, and the rest of its JSON passed on.
+    async fn login(
+        &self,
+        request: ClientRequest<U::RequestBody>,
+        rest: &str,
+        token: Option<&Token>,
+        now: i64,
+    ) -> Result<Reply<U::ResponseBody>, FlowError> {
+        let mut planned = self.plan(request, rest, token);
+        // The body must be parsed, so it must come uncompressed.
+        planned.headers.remove("accept-encoding");
+        let response = self.upstream.send(planned).await?;
+        if !(200..300).contains(&response.status) {
+            return Ok(self.pass_through(response));
+        }
+        let encoded = response
+            .headers
+            .get_str("content-encoding")
+            .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"));
+        if encoded {
+            return Err(crate::login::LoginError::Encoded.into());
+        }
+        let headers = response.headers;
+        let body = self
+            .upstream
+            .read_body(response.body, MAX_LOGIN_BODY)
+            .await?;
+        let login = self.rules.login.extract(&body)?;
+        let issued = self.rules.cookies.issue(&login.token, now)?;
+
+        let secret = login.token.expose().as_bytes();
+        let mut headers = plan::response_headers(&headers, self.rules.cookies.name());
+        headers.retain(|name, value| {
+            // The body is tokenjar's now, so the API's description of its
+            // own body no longer holds; and no header may carry the token.
+            !matches!(
+                name,
+                "content-type" | "content-encoding" | "etag" | "content-md5" | "digest"
+            ) && !contains(value, secret)
+        });
+        headers.append("content-type", "application/json");
+        headers.append("set-cookie", issued.set_cookie);
+        Ok(no_store(Reply {
+            status: 200,
+            headers,
+            body: ReplyBody::Full(login.body),
+        }))
+    }
+}
+
+/// Session state must never be served from a cache.
+fn no_store<B>(mut reply: Reply<B>) -> Reply<B> {
+    reply.headers.set("cache-control", "no-store");
+    reply
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}

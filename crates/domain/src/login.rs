@@ -1,0 +1,307 @@
+//! Reading the token out of the API's login response, and the body the
+//! browser gets instead: the API's JSON minus the token, plus
+//! `"loggedIn": true`.
+
+use serde_json::Value;
+
+use crate::token::{Token, TokenError};
+
+/// Largest login response body read (1 MiB); a bigger one is refused.
+pub const MAX_LOGIN_BODY: usize = 1024 * 1024;
+
+/// Why a 2xx login response cannot be used (502 `bad_login_response`).
+/// The messages never hold the token or the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LoginError {
+    /// The body is not JSON.
+    #[error("the login response is not JSON")]
+    NotJson,
+    /// Nothing, or not a string, at the configured pointer.
+    #[error("the login response has no token string at the configured field")]
+    NoToken,
+    /// The body is larger than [`MAX_LOGIN_BODY`].
+    #[error("the login response is larger than 1 MiB")]
+    TooLarge,
+    /// The body is compressed; tokenjar asks for an identity encoding.
+    #[error("the login response is content-encoded")]
+    Encoded,
+    /// The token cannot be carried.
+    #[error("the login token is unusable: {0}")]
+    Token(#[from] TokenError),
+    /// The token appears again elsewhere in the body.
+    #[error("the login response repeats the token outside the configured field")]
+    TokenRepeated,
+}
+
+/// Where the token sits in the login response (a JSON Pointer, RFC 6901).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoginRules {
+    pointer: String,
+}
+
+impl Default for LoginRules {
+    fn default() -> Self {
+        Self {
+            pointer: "/authToken".to_owned(),
+        }
+    }
+}
+
+/// A login response with its token taken out.
+#[derive(Debug)]
+pub struct Login {
+    /// The token, for the cookie.
+    pub token: Token,
+    /// The JSON body for the browser.
+    pub body: Vec<u8>,
+}
+
+impl LoginRules {
+    /// Rules for a token at `pointer`, e.g. `/authToken` or `/data/token`.
+    ///
+    /// # Errors
+    /// A message when `pointer` is not a JSON Pointer to a member.
+    pub fn new(pointer: &str) -> Result<Self, String> {
+        if !pointer.starts_with('/') {
+            return Err(format!(
+                "{pointer:?} is not a JSON Pointer (it must start with /)"
+            ));
+        }
+        let mut chars = pointer.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
+                return Err(format!("{pointer:?} has a ~ not followed by 0 or 1"));
+            }
+        }
+        Ok(Self {
+            pointer: pointer.to_owned(),
+        })
+    }
+
+    /// The pointer.
+    pub fn pointer(&self) -> &str {
+        &self.pointer
+    }
+
+    /// Takes the token out of a 2xx login response body.
+    ///
+    /// # Errors
+    /// [`LoginError`] when the body is too large, not JSON, has no token
+    /// string at the pointer, the token cannot go in a header, or the token
+    /// appears again elsewhere in what the browser would get.
+    pub fn extract(&self, body: &[u8]) -> Result<Login, LoginError> {
+        if body.len() > MAX_LOGIN_BODY {
+            return Err(LoginError::TooLarge);
+        }
+        let mut doc: Value = serde_json::from_slice(body).map_err(|_| LoginError::NotJson)?;
+        let token = self.take(&mut doc)?;
+        let token = Token::new(token)?;
+        let mut doc = match doc {
+            Value::Object(map) => map,
+            // Not an object at the top: nothing of it can carry `loggedIn`,
+            // so the browser gets just the flag.
+            _ => serde_json::Map::new(),
+        };
+        doc.insert("loggedIn".to_owned(), Value::Bool(true));
+        let doc = Value::Object(doc);
+        if mentions(&doc, token.expose()) {
+            return Err(LoginError::TokenRepeated);
+        }
+        Ok(Login {
+            token,
+            body: doc.to_string().into_bytes(),
+        })
+    }
+
+    /// Removes and returns the string at the pointer.
+    fn take(&self, doc: &mut Value) -> Result<String, LoginError> {
+        let (parent, last) = self.pointer.rsplit_once('/').ok_or(LoginError::NoToken)?;
+        let key = last.replace("~1", "/").replace("~0", "~");
+        let parent = doc.pointer_mut(parent).ok_or(LoginError::NoToken)?;
+        let index = key.parse::<usize>().ok();
+        let slot = match &*parent {
+            Value::Object(map) => map.get(&key),
+            Value::Array(items) => index.and_then(|i| items.get(i)),
+            _ => None,
+        };
+        if !matches!(slot, Some(Value::String(s)) if !s.is_empty()) {
+            return Err(LoginError::NoToken);
+        }
+        let taken = match (parent, index) {
+            (Value::Object(map), _) => map.shift_remove(&key),
+            (Value::Array(items), Some(i)) => Some(items.remove(i)),
+            _ => None,
+        };
+        match taken {
+            Some(Value::String(s)) => Ok(s),
+            _ => Err(LoginError::NoToken),
+        }
+    }
+}
+
+/// Whether `needle` occurs in any string or key of `doc`.
+fn mentions(doc: &Value, needle: &str) -> bool {
+    match doc {
+        Value::String(s) => s.contains(needle),
+        Value::Array(items) => items.iter().any(|v| mentions(v, needle)),
+        Value::Object(map) => map
+            .iter()
+            .any(|(k, v)| k.contains(needle) || mentions(v, needle)),
+        Value::Number(n) => n.to_string().contains(needle),
+        Value::Bool(_) | Value::Null => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(pointer: &str) -> LoginRules {
+        LoginRules::new(pointer).unwrap()
+    }
+
+    fn check(pointer: &str, body: &str, expected: Result<(&str, Value), LoginError>) {
+        let got = rules(pointer).extract(body.as_bytes()).map(|login| {
+            let body: Value = serde_json::from_slice(&login.body).unwrap();
+            (login.token.expose().to_owned(), body)
+        });
+        let expected = expected.map(|(t, v)| (t.to_owned(), v));
+        assert_eq!(got, expected, "{pointer} {body}");
+    }
+
+    #[test]
+    fn token_is_taken_out_and_logged_in_added() {
+        check(
+            "/authToken",
+            r#"{"authToken":"abc.def.ghi","user":{"name":"demo"}}"#,
+            Ok((
+                "abc.def.ghi",
+                serde_json::json!({"user":{"name":"demo"},"loggedIn":true}),
+            )),
+        );
+        check(
+            "/data/token",
+            r#"{"data":{"token":"t-1","kind":"x"}}"#,
+            Ok((
+                "t-1",
+                serde_json::json!({"data":{"kind":"x"},"loggedIn":true}),
+            )),
+        );
+        check(
+            "/a~1b/c~0d",
+            r#"{"a/b":{"c~d":"t-2"}}"#,
+            Ok(("t-2", serde_json::json!({"a/b":{},"loggedIn":true}))),
+        );
+        check(
+            "/tokens/1",
+            r#"{"tokens":["first","second"]}"#,
+            Ok((
+                "second",
+                serde_json::json!({"tokens":["first"],"loggedIn":true}),
+            )),
+        );
+        check(
+            "/0",
+            r#"["top-level-array"]"#,
+            Ok(("top-level-array", serde_json::json!({"loggedIn":true}))),
+        );
+        check(
+            "/authToken",
+            r#"{"authToken":"x","loggedIn":false}"#,
+            Ok(("x", serde_json::json!({"loggedIn":true}))),
+        );
+    }
+
+    #[test]
+    fn member_order_is_kept() {
+        let login = rules("/authToken")
+            .extract(br#"{"z":1,"authToken":"tok","a":2}"#)
+            .unwrap();
+        assert_eq!(login.body, br#"{"z":1,"a":2,"loggedIn":true}"#);
+    }
+
+    #[test]
+    fn unusable_bodies_are_refused() {
+        let cases: &[(&str, LoginError)] = &[
+            ("", LoginError::NotJson),
+            ("<html>", LoginError::NotJson),
+            ("{\"authToken\":", LoginError::NotJson),
+            ("{}", LoginError::NoToken),
+            ("null", LoginError::NoToken),
+            ("\"just-a-string\"", LoginError::NoToken),
+            (r#"{"authToken":42}"#, LoginError::NoToken),
+            (r#"{"authToken":{"v":"x"}}"#, LoginError::NoToken),
+            (r#"{"authToken":null}"#, LoginError::NoToken),
+            (r#"{"authToken":""}"#, LoginError::NoToken),
+            (r#"{"authtoken":"x"}"#, LoginError::NoToken),
+            (
+                r#"{"authToken":"a\r\nSet-Cookie: x=1"}"#,
+                LoginError::Token(TokenError::NotHeaderSafe),
+            ),
+            (
+                r#"{"authToken":"a\u0000b"}"#,
+                LoginError::Token(TokenError::NotHeaderSafe),
+            ),
+            (
+                r#"{"authToken":"tok-123","copy":"tok-123"}"#,
+                LoginError::TokenRepeated,
+            ),
+            (
+                r#"{"authToken":"tok-123","u":{"tok-123":1}}"#,
+                LoginError::TokenRepeated,
+            ),
+            (
+                r#"{"authToken":"tok-123","u":["x tok-123 y"]}"#,
+                LoginError::TokenRepeated,
+            ),
+            (
+                r#"{"authToken":"12345","n":123456}"#,
+                LoginError::TokenRepeated,
+            ),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(
+                rules("/authToken").extract(body.as_bytes()).map(|_| ()),
+                Err(*expected),
+                "{body}"
+            );
+        }
+        assert_eq!(
+            rules("/t/5").extract(br#"{"t":["a"]}"#).map(|_| ()),
+            Err(LoginError::NoToken)
+        );
+        assert_eq!(
+            rules("/t/x").extract(br#"{"t":["a"]}"#).map(|_| ()),
+            Err(LoginError::NoToken)
+        );
+    }
+
+    #[test]
+    fn size_and_nesting_limits() {
+        let mut big = br#"{"authToken":"t","pad":""#.to_vec();
+        big.resize(MAX_LOGIN_BODY + 1, b'x');
+        assert_eq!(
+            rules("/authToken").extract(&big).map(|_| ()),
+            Err(LoginError::TooLarge)
+        );
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(
+            rules("/authToken").extract(deep.as_bytes()).map(|_| ()),
+            Err(LoginError::NotJson)
+        );
+        assert_eq!(
+            rules("/authToken").extract(b"\xff\xfe{}").map(|_| ()),
+            Err(LoginError::NotJson)
+        );
+    }
+
+    #[test]
+    fn pointers_are_validated() {
+        assert!(LoginRules::new("/authToken").is_ok());
+        assert!(LoginRules::new("/a~0~1").is_ok());
+        assert!(LoginRules::new("authToken").is_err());
+        assert!(LoginRules::new("").is_err());
+        assert!(LoginRules::new("/a~2").is_err());
+        assert!(LoginRules::new("/a~").is_err());
+    }
+}

@@ -1,0 +1,407 @@
+//! Which route a request path belongs to, and the path it is forwarded to:
+//! the prefix is stripped, unsafe paths are refused, and the login route is
+//! recognised however its path is spelled.
+
+use std::borrow::Cow;
+
+use percent_encoding::percent_decode;
+
+/// The routes tokenjar knows, normalised once at start-up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Routes {
+    /// The proxied prefix without a trailing slash (`""` proxies everything).
+    prefix: String,
+    login: Vec<String>,
+    logout: Vec<String>,
+    session: Vec<String>,
+}
+
+/// What a request path is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Forwarded to the API. `rest` is the path after the prefix, with
+    /// repeated slashes collapsed (`""` or starting with `/`); `login` says
+    /// whether it reaches the API's login endpoint.
+    Proxy {
+        /// Path to append to the upstream base path.
+        rest: String,
+        /// Whether the response must be intercepted as a login.
+        login: bool,
+    },
+    /// Answered by tokenjar: log out.
+    Logout,
+    /// Answered by tokenjar: session state.
+    Session,
+    /// Not a tokenjar route (a frontend's, or nobody's).
+    Outside,
+}
+
+/// The route classes that requests are counted by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RouteClass {
+    /// Proxied API call.
+    Api,
+    /// Proxied login.
+    Login,
+    /// tokenjar's logout.
+    Logout,
+    /// tokenjar's session.
+    Session,
+    /// The web app's own pages.
+    Frontend,
+    /// Probes and metrics.
+    Ops,
+}
+
+impl RouteClass {
+    /// The label used in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Api => "api",
+            Self::Login => "login",
+            Self::Logout => "logout",
+            Self::Session => "session",
+            Self::Frontend => "frontend",
+            Self::Ops => "ops",
+        }
+    }
+}
+
+impl Route {
+    /// The class this route is counted under.
+    pub fn class(&self) -> RouteClass {
+        match self {
+            Self::Proxy { login: true, .. } => RouteClass::Login,
+            Self::Proxy { .. } => RouteClass::Api,
+            Self::Logout => RouteClass::Logout,
+            Self::Session => RouteClass::Session,
+            Self::Outside => RouteClass::Frontend,
+        }
+    }
+}
+
+/// Why a request path is refused (400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// Not an absolute path.
+    #[error("the request path must start with /")]
+    NotAbsolute,
+    /// A `.` or `..` segment, plain or percent-encoded.
+    #[error("the request path holds a dot segment")]
+    DotSegment,
+    /// A `%2F` inside a segment, which the API could read as a separator.
+    #[error("the request path holds an encoded slash")]
+    EncodedSlash,
+    /// A backslash, NUL or other control character.
+    #[error("the request path holds a forbidden character")]
+    ForbiddenCharacter,
+}
+
+/// Why the configured routes cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RoutesError {
+    /// The `routes.*` key at fault.
+    pub key: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Routes {
+    /// Normalises the configured routes.
+    ///
+    /// # Errors
+    /// Every problem found, each naming its `routes.*` key.
+    pub fn new(
+        prefix: &str,
+        login: &str,
+        logout: &str,
+        session: &str,
+    ) -> Result<Self, Vec<RoutesError>> {
+        let mut errors = Vec::new();
+        let mut norm = |key: &'static str, value: &str| match normalise(value) {
+            Ok(segments) => segments,
+            Err(e) => {
+                errors.push(RoutesError {
+                    key,
+                    message: format!("{value:?}: {e}"),
+                });
+                Vec::new()
+            }
+        };
+        let prefix_segments = norm("prefix", prefix);
+        let login_n = norm("login", login);
+        let logout_n = norm("logout", logout);
+        let session_n = norm("session", session);
+        let prefix = prefix.trim_end_matches('/').to_owned();
+        if errors.is_empty() {
+            if !login_n.starts_with(&prefix_segments) || login_n.len() == prefix_segments.len() {
+                errors.push(RoutesError {
+                    key: "login",
+                    message: format!(
+                        "{login:?} must be below routes.prefix {:?} so that it is proxied",
+                        prefix_or_root(&prefix)
+                    ),
+                });
+            }
+            let named = [
+                ("login", &login_n),
+                ("logout", &logout_n),
+                ("session", &session_n),
+            ];
+            for (i, (key, a)) in named.iter().enumerate() {
+                for (other, b) in &named[i + 1..] {
+                    if a == b {
+                        errors.push(RoutesError {
+                            key,
+                            message: format!("is the same path as routes.{other}"),
+                        });
+                    }
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Self {
+            prefix,
+            login: login_n,
+            logout: logout_n,
+            session: session_n,
+        })
+    }
+
+    /// The proxied prefix as configured, `/` for everything.
+    pub fn prefix(&self) -> &str {
+        prefix_or_root(&self.prefix)
+    }
+
+    /// Classifies a raw (percent-encoded, as received) request path.
+    ///
+    /// # Errors
+    /// [`PathError`] for a path that is malformed or could escape the
+    /// upstream base path.
+    pub fn classify(&self, raw_path: &str) -> Result<Route, PathError> {
+        let segments = normalise(raw_path)?;
+        let matches = |route: &[String]| segments.as_slice() == route;
+        if matches(&self.logout) {
+            return Ok(Route::Logout);
+        }
+        if matches(&self.session) {
+            return Ok(Route::Session);
+        }
+        let rest = match raw_path.strip_prefix(self.prefix.as_str()) {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
+            _ => return Ok(Route::Outside),
+        };
+        Ok(Route::Proxy {
+            rest: collapse_slashes(rest),
+            login: matches(&self.login),
+        })
+    }
+}
+
+fn prefix_or_root(prefix: &str) -> &str {
+    if prefix.is_empty() {
+        "/"
+    } else {
+        prefix
+    }
+}
+
+/// A path as the API would most likely understand it, for comparing routes:
+/// segments percent-decoded, `;parameters` cut (servlet containers ignore
+/// them), lowercase, empty segments dropped. Refuses what could escape.
+fn normalise(raw: &str) -> Result<Vec<String>, PathError> {
+    if !raw.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    let mut out = Vec::new();
+    for segment in raw.split('/').filter(|s| !s.is_empty()) {
+        let decoded: Cow<'_, [u8]> = percent_decode(segment.as_bytes()).into();
+        if decoded.iter().any(|&b| b < 0x20 || b == 0x7f || b == b'\\') {
+            return Err(PathError::ForbiddenCharacter);
+        }
+        if decoded.contains(&b'/') {
+            return Err(PathError::EncodedSlash);
+        }
+        let text = String::from_utf8_lossy(&decoded);
+        let bare = text.split(';').next().unwrap_or_default();
+        if bare == "." || bare == ".." || text == "." || text == ".." {
+            return Err(PathError::DotSegment);
+        }
+        out.push(bare.to_lowercase());
+    }
+    Ok(out)
+}
+
+/// `//a///b/` → `/a/b/`: empty segments carry no meaning for an API and
+/// some frameworks treat them differently, so one spelling goes upstream.
+fn collapse_slashes(rest: &str) -> String {
+    let mut out = String::with_capacity(rest.len());
+    for segment in rest.split('/').filter(|s| !s.is_empty()) {
+        out.push('/');
+        out.push_str(segment);
+    }
+    if rest.ends_with('/') {
+        out.push('/');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routes() -> Routes {
+        Routes::new("/api", "/api/login", "/api/logout", "/api/session").unwrap()
+    }
+
+    fn check(path: &str, expected: Result<Route, PathError>) {
+        assert_eq!(routes().classify(path), expected, "{path}");
+    }
+
+    fn proxy(rest: &str, login: bool) -> Result<Route, PathError> {
+        Ok(Route::Proxy {
+            rest: rest.to_owned(),
+            login,
+        })
+    }
+
+    #[test]
+    fn prefix_is_stripped_and_rest_kept() {
+        check("/api", proxy("", false));
+        check("/api/", proxy("/", false));
+        check("/api/users/7", proxy("/users/7", false));
+        check("/api/users/7/", proxy("/users/7/", false));
+        check("/api//x", proxy("/x", false));
+        check("/api/a//b///", proxy("/a/b/", false));
+        check("/api/caf%C3%A9/%20x", proxy("/caf%C3%A9/%20x", false));
+        check("/api/a%3Bb", proxy("/a%3Bb", false));
+    }
+
+    #[test]
+    fn outside_the_prefix() {
+        check("/apix", Ok(Route::Outside));
+        check("/", Ok(Route::Outside));
+        check("/index.html", Ok(Route::Outside));
+        check("/API/users", Ok(Route::Outside));
+        check("//api/users", Ok(Route::Outside));
+    }
+
+    #[test]
+    fn login_is_recognised_however_spelled() {
+        for path in [
+            "/api/login",
+            "/api/LOGIN",
+            "/api/Login/",
+            "/api//login",
+            "/api/login//",
+            "/api/%6Cogin",
+            "/api/%4C%4F%47%49%4E",
+            "/api/login;jsessionid=1",
+        ] {
+            let route = routes().classify(path).unwrap();
+            assert!(
+                matches!(route, Route::Proxy { login: true, .. }),
+                "{path}: {route:?}"
+            );
+        }
+        check("/api/login2", proxy("/login2", false));
+        check("/api/login/x", proxy("/login/x", false));
+        check("/api/xlogin", proxy("/xlogin", false));
+    }
+
+    #[test]
+    fn logout_and_session_are_tokenjars_own() {
+        check("/api/logout", Ok(Route::Logout));
+        check("/api/Logout/", Ok(Route::Logout));
+        check("/api/session", Ok(Route::Session));
+        check("/api//session", Ok(Route::Session));
+        let outside = Routes::new("/api", "/api/login", "/auth/logout", "/auth/session").unwrap();
+        assert_eq!(outside.classify("/auth/logout"), Ok(Route::Logout));
+        assert_eq!(outside.classify("/api/logout"), proxy("/logout", false));
+    }
+
+    #[test]
+    fn unsafe_paths_are_refused() {
+        let cases = [
+            ("/api/../admin", PathError::DotSegment),
+            ("/api/./x", PathError::DotSegment),
+            ("/api/%2e%2e/admin", PathError::DotSegment),
+            ("/api/%2E%2e/admin", PathError::DotSegment),
+            ("/api/.%2e/admin", PathError::DotSegment),
+            ("/api/..;/admin", PathError::DotSegment),
+            ("/api/x/..", PathError::DotSegment),
+            ("/api/a%2Fb", PathError::EncodedSlash),
+            ("/api/a%2fb", PathError::EncodedSlash),
+            ("/api/a\\b", PathError::ForbiddenCharacter),
+            ("/api/a%5Cb", PathError::ForbiddenCharacter),
+            ("/api/a%00b", PathError::ForbiddenCharacter),
+            ("/api/a%0d%0ab", PathError::ForbiddenCharacter),
+            ("/api/a\u{0}b", PathError::ForbiddenCharacter),
+            ("api/x", PathError::NotAbsolute),
+            ("", PathError::NotAbsolute),
+            ("*", PathError::NotAbsolute),
+        ];
+        for (path, error) in cases {
+            check(path, Err(error));
+        }
+        // Dots that are not whole segments are ordinary names.
+        check(
+            "/api/a..b/.well-known/x.json",
+            proxy("/a..b/.well-known/x.json", false),
+        );
+    }
+
+    #[test]
+    fn invalid_percent_escapes_and_non_utf8_do_not_panic() {
+        check("/api/%zz/%", proxy("/%zz/%", false));
+        check("/api/%ff%fe", proxy("/%ff%fe", false));
+    }
+
+    #[test]
+    fn whole_site_prefix() {
+        let all = Routes::new("/", "/login", "/logout", "/session").unwrap();
+        assert_eq!(all.prefix(), "/");
+        assert_eq!(all.classify("/users"), proxy("/users", false));
+        assert_eq!(all.classify("/"), proxy("/", false));
+        assert_eq!(all.classify("/LOGIN"), proxy("/LOGIN", true));
+    }
+
+    #[test]
+    fn bad_route_settings_name_their_key() {
+        let keys = |r: Result<Routes, Vec<RoutesError>>| -> Vec<&'static str> {
+            r.err()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| e.key)
+                .collect()
+        };
+        assert_eq!(
+            keys(Routes::new(
+                "api",
+                "/api/login",
+                "/api/logout",
+                "/api/session"
+            )),
+            ["prefix"]
+        );
+        assert_eq!(
+            keys(Routes::new("/api", "/login", "/api/logout", "/api/session")),
+            ["login"]
+        );
+        assert_eq!(
+            keys(Routes::new("/api", "/api", "/api/logout", "/api/session")),
+            ["login"]
+        );
+        assert_eq!(
+            keys(Routes::new("/api", "/api/login", "/api/x", "/api/X/")),
+            ["logout"]
+        );
+        assert_eq!(
+            keys(Routes::new("/api", "/api/../login", "x", "/api/session")),
+            ["login", "logout"]
+        );
+    }
+}

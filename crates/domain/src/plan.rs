@@ -1,0 +1,436 @@
+//! The request plan: what a browser request becomes on its way to the API
+//! (URL, headers, body shape) and what the API's response becomes on its way
+//! back. Plain data in, plain data out.
+
+use std::net::IpAddr;
+
+use crate::headers::{strip_hop_by_hop, Headers};
+
+/// How a message body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodySize {
+    /// No body at all.
+    None,
+    /// A body of exactly this many bytes (`Content-Length`).
+    Sized(u64),
+    /// A body of unknown length, streamed (chunked).
+    Stream,
+}
+
+impl BodySize {
+    /// The body shape a message's headers announce. `Transfer-Encoding`
+    /// wins over `Content-Length` (RFC 9112 §6.3); the HTTP server already
+    /// refused messages where they conflict.
+    pub fn from_headers(headers: &Headers) -> Self {
+        if headers.contains("transfer-encoding") {
+            return Self::Stream;
+        }
+        match headers
+            .get_str("content-length")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            Some(n) => Self::Sized(n),
+            None => Self::None,
+        }
+    }
+}
+
+/// A request from the browser, as the server adapter hands it over.
+#[derive(Debug)]
+pub struct ClientRequest<B> {
+    /// Method, as sent (`GET`, `POST`, ...).
+    pub method: String,
+    /// Path, percent-encoded as received.
+    pub path: String,
+    /// Query string without the `?`, as received.
+    pub query: Option<String>,
+    /// Headers as received.
+    pub headers: Headers,
+    /// The client's address, when known.
+    pub peer: Option<IpAddr>,
+    /// Scheme of the connection tokenjar accepted (`http` unless TLS).
+    pub scheme: &'static str,
+    /// The body stream.
+    pub body: B,
+}
+
+/// A request to the API, ready to send.
+#[derive(Debug)]
+pub struct UpstreamRequest<B> {
+    /// Method, as the client sent it.
+    pub method: String,
+    /// Absolute URL.
+    pub url: String,
+    /// Headers to send (hop-by-hop and `Cookie` already gone, token added).
+    /// `Content-Length` is not among them: [`body_size`](Self::body_size)
+    /// says how the body is delimited.
+    pub headers: Headers,
+    /// How the body is delimited.
+    pub body_size: BodySize,
+    /// The body stream.
+    pub body: B,
+}
+
+/// The API's answer, as the upstream adapter hands it over.
+#[derive(Debug)]
+pub struct UpstreamResponse<B> {
+    /// Status code.
+    pub status: u16,
+    /// Headers as received.
+    pub headers: Headers,
+    /// How the body is delimited.
+    pub body_size: BodySize,
+    /// The body stream.
+    pub body: B,
+}
+
+/// What goes back to the browser.
+#[derive(Debug)]
+pub struct Reply<B> {
+    /// Status code.
+    pub status: u16,
+    /// Headers (no hop-by-hop, no `Content-Length`: the body decides).
+    pub headers: Headers,
+    /// The body.
+    pub body: ReplyBody<B>,
+}
+
+/// A reply body: one tokenjar made, or the API's, streamed through.
+#[derive(Debug)]
+pub enum ReplyBody<B> {
+    /// A body tokenjar made (JSON, usually).
+    Full(Vec<u8>),
+    /// The API's body, passed through as it arrives.
+    Stream {
+        /// The stream.
+        body: B,
+        /// How it is delimited.
+        size: BodySize,
+    },
+}
+
+impl<B> Reply<B> {
+    /// A JSON reply.
+    pub fn json(status: u16, value: &serde_json::Value) -> Self {
+        let mut headers = Headers::with_capacity(2);
+        headers.append("content-type", "application/json");
+        Self {
+            status,
+            headers,
+            body: ReplyBody::Full(value.to_string().into_bytes()),
+        }
+    }
+}
+
+/// Why `upstream.url` cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UrlError(String);
+
+/// The API's base URL, split into what every request shares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamBase {
+    origin: String,
+    base_path: String,
+    scheme: String,
+}
+
+impl UpstreamBase {
+    /// Parses `upstream.url`: `http://host[:port][/base/path]`, no query,
+    /// fragment or credentials.
+    ///
+    /// # Errors
+    /// [`UrlError`] saying what is wrong.
+    pub fn parse(text: &str) -> Result<Self, UrlError> {
+        let url =
+            url::Url::parse(text).map_err(|e| UrlError(format!("{text:?} is not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(UrlError(format!("{text:?} must be an http:// URL")));
+        }
+        let host = url
+            .host_str()
+            .ok_or_else(|| UrlError(format!("{text:?} has no host")))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(UrlError("credentials do not belong in upstream.url".into()));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(UrlError(format!(
+                "{text:?} must not have a query or fragment"
+            )));
+        }
+        let origin = match url.port() {
+            Some(port) => format!("{}://{host}:{port}", url.scheme()),
+            None => format!("{}://{host}", url.scheme()),
+        };
+        Ok(Self {
+            origin,
+            base_path: url.path().trim_end_matches('/').to_owned(),
+            scheme: url.scheme().to_owned(),
+        })
+    }
+
+    /// `scheme://host[:port]`.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &str {
+        &self.scheme
+    }
+
+    /// The URL for a path below the prefix (`""` or starting with `/`).
+    pub fn url(&self, rest: &str, query: Option<&str>) -> String {
+        let mut url = String::with_capacity(
+            self.origin.len()
+                + self.base_path.len()
+                + rest.len()
+                + query.map_or(0, |q| q.len() + 1)
+                + 1,
+        );
+        url.push_str(&self.origin);
+        url.push_str(&self.base_path);
+        url.push_str(rest);
+        if self.base_path.is_empty() && rest.is_empty() {
+            url.push('/');
+        }
+        if let Some(q) = query {
+            url.push('?');
+            url.push_str(q);
+        }
+        url
+    }
+}
+
+/// Request headers that never go upstream besides the hop-by-hop ones:
+/// `cookie` holds the sealed token and every other site cookie; `host` is
+/// the API's own (the client's goes in `x-forwarded-host`); the body
+/// framing is re-derived from [`BodySize`]; `expect` is answered by the
+/// server in front.
+const REQUEST_DROPPED: [&str; 4] = ["cookie", "host", "content-length", "expect"];
+
+/// The headers the API receives for a client request, minus the token
+/// (which [`crate::TokenRules::apply`] adds).
+pub fn request_headers(client: &Headers, peer: Option<IpAddr>, scheme: &str) -> Headers {
+    let mut headers = client.clone();
+    strip_hop_by_hop(&mut headers);
+    headers.retain(|name, _| !REQUEST_DROPPED.contains(&name));
+
+    let prior: Vec<&[u8]> = client.get_all("x-forwarded-for").collect();
+    let mut xff = prior.join(&b", "[..]);
+    if let Some(ip) = peer {
+        if !xff.is_empty() {
+            xff.extend_from_slice(b", ");
+        }
+        xff.extend_from_slice(ip.to_string().as_bytes());
+    }
+    headers.remove("x-forwarded-for");
+    if !xff.is_empty() {
+        headers.append("x-forwarded-for", xff);
+    }
+    headers.set("x-forwarded-proto", scheme);
+    match client.get("host") {
+        Some(host) => headers.set("x-forwarded-host", host),
+        None => headers.remove("x-forwarded-host"),
+    }
+    headers
+}
+
+/// The headers the browser receives for an API response: hop-by-hop and
+/// body framing gone, and no `Set-Cookie` that would overwrite the auth
+/// cookie (only tokenjar writes that one).
+pub fn response_headers(upstream: &Headers, cookie_name: &str) -> Headers {
+    let mut headers = upstream.clone();
+    strip_hop_by_hop(&mut headers);
+    headers.retain(|name, value| match name {
+        "content-length" => false,
+        "set-cookie" => !sets_cookie(value, cookie_name),
+        _ => true,
+    });
+    headers
+}
+
+/// Whether a `Set-Cookie` value targets `name`. A value the `cookie` crate
+/// cannot parse counts as targeting it: a browser might still read a name
+/// out of it, and passing it on buys nothing.
+fn sets_cookie(value: &[u8], name: &str) -> bool {
+    let Ok(text) = std::str::from_utf8(value) else {
+        return true;
+    };
+    match cookie::Cookie::parse(text) {
+        Ok(c) => c.name().trim() == name,
+        Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&str, &str)]) -> Headers {
+        pairs.iter().map(|(n, v)| (*n, *v)).collect()
+    }
+
+    #[test]
+    fn upstream_url_joins_base_path_rest_and_query() {
+        let cases = [
+            (
+                "http://api:9000/v1",
+                "/users/7",
+                Some("x=1"),
+                "http://api:9000/v1/users/7?x=1",
+            ),
+            (
+                "http://api:9000/v1/",
+                "/users/7",
+                None,
+                "http://api:9000/v1/users/7",
+            ),
+            ("http://api:9000/v1", "", None, "http://api:9000/v1"),
+            ("http://api:9000/v1", "/", None, "http://api:9000/v1/"),
+            ("http://api:9000", "", None, "http://api:9000/"),
+            (
+                "http://api:9000/",
+                "",
+                Some("a=b&c"),
+                "http://api:9000/?a=b&c",
+            ),
+            ("http://api", "/x", Some(""), "http://api/x?"),
+            (
+                "http://127.0.0.1:80/a/b",
+                "/c",
+                None,
+                "http://127.0.0.1/a/b/c",
+            ),
+        ];
+        for (base, rest, query, expected) in cases {
+            let base = UpstreamBase::parse(base).unwrap();
+            assert_eq!(base.url(rest, query), expected);
+        }
+    }
+
+    #[test]
+    fn bad_upstream_urls_are_refused() {
+        for bad in [
+            "api:9000",
+            "ftp://api/x",
+            "http://user:pw@api/",
+            "http://api/?q=1",
+            "http://api/#f",
+            "",
+            "http://",
+        ] {
+            assert!(UpstreamBase::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn request_headers_drop_cookies_hops_and_framing() {
+        let client = h(&[
+            ("Host", "app.example"),
+            ("Cookie", "auth-token=sealed; other=1"),
+            ("Connection", "keep-alive, x-hop"),
+            ("X-Hop", "1"),
+            ("Keep-Alive", "timeout=5"),
+            ("Content-Length", "5"),
+            ("Expect", "100-continue"),
+            ("Accept", "application/json"),
+            ("X-Custom", "kept"),
+        ]);
+        let out = request_headers(&client, Some("10.0.0.1".parse().unwrap()), "http");
+        let names: Vec<&str> = out.iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            [
+                "accept",
+                "x-custom",
+                "x-forwarded-for",
+                "x-forwarded-proto",
+                "x-forwarded-host"
+            ]
+        );
+    }
+
+    #[test]
+    fn forwarded_headers() {
+        let peer = Some("127.0.0.1".parse().unwrap());
+        let out = request_headers(&h(&[("Host", "app:8080")]), peer, "http");
+        assert_eq!(out.get("x-forwarded-for"), Some(&b"127.0.0.1"[..]));
+        assert_eq!(out.get("x-forwarded-proto"), Some(&b"http"[..]));
+        assert_eq!(out.get("x-forwarded-host"), Some(&b"app:8080"[..]));
+
+        let out = request_headers(
+            &h(&[
+                ("X-Forwarded-For", "203.0.113.9"),
+                ("x-forwarded-for", "198.51.100.1"),
+                ("X-Forwarded-Proto", "gopher"),
+                ("X-Forwarded-Host", "evil"),
+            ]),
+            peer,
+            "https",
+        );
+        assert_eq!(
+            out.get_all("x-forwarded-for").collect::<Vec<_>>(),
+            [&b"203.0.113.9, 198.51.100.1, 127.0.0.1"[..]]
+        );
+        assert_eq!(out.get("x-forwarded-proto"), Some(&b"https"[..]));
+        assert!(
+            !out.contains("x-forwarded-host"),
+            "no Host: nothing to forward"
+        );
+
+        let ipv6 = request_headers(&Headers::new(), Some("::1".parse().unwrap()), "http");
+        assert_eq!(ipv6.get("x-forwarded-for"), Some(&b"::1"[..]));
+        let unknown = request_headers(&Headers::new(), None, "http");
+        assert!(!unknown.contains("x-forwarded-for"));
+    }
+
+    #[test]
+    fn response_headers_drop_the_auth_set_cookie_only() {
+        let upstream = h(&[
+            ("Set-Cookie", "auth-token=evil; Path=/"),
+            ("Set-Cookie", " auth-token =evil2"),
+            ("Set-Cookie", "theme=dark; Path=/"),
+            ("Set-Cookie", "auth-token-2=ok"),
+            ("Set-Cookie", "=novalue"),
+            ("Connection", "x-hop"),
+            ("X-Hop", "1"),
+            ("Transfer-Encoding", "chunked"),
+            ("Content-Length", "12"),
+            ("Content-Type", "application/json"),
+        ]);
+        let out = response_headers(&upstream, "auth-token");
+        let cookies: Vec<&[u8]> = out.get_all("set-cookie").collect();
+        assert_eq!(cookies, [&b"theme=dark; Path=/"[..], b"auth-token-2=ok"]);
+        let names: Vec<&str> = out.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["set-cookie", "set-cookie", "content-type"]);
+
+        let mut odd = Headers::new();
+        odd.append("set-cookie", vec![0xff, b'=', b'x']);
+        assert!(response_headers(&odd, "auth-token").is_empty());
+    }
+
+    #[test]
+    fn body_size_from_headers() {
+        assert_eq!(BodySize::from_headers(&h(&[])), BodySize::None);
+        assert_eq!(
+            BodySize::from_headers(&h(&[("content-length", "0")])),
+            BodySize::Sized(0)
+        );
+        assert_eq!(
+            BodySize::from_headers(&h(&[("content-length", " 42 ")])),
+            BodySize::Sized(42)
+        );
+        assert_eq!(
+            BodySize::from_headers(&h(&[
+                ("transfer-encoding", "chunked"),
+                ("content-length", "3")
+            ])),
+            BodySize::Stream
+        );
+        assert_eq!(
+            BodySize::from_headers(&h(&[("content-length", "x")])),
+            BodySize::None
+        );
+    }
+}

@@ -1,0 +1,77 @@
+//! The ports: what the request flow needs from the outside world, as traits
+//! that the actix adapter implements for real and [`crate::memory`] in memory.
+
+use std::future::Future;
+
+use crate::plan::{UpstreamRequest, UpstreamResponse};
+
+/// The real API behind tokenjar.
+///
+/// Futures carry no `Send` bound: the actix adapter's HTTP client lives on
+/// one worker thread and is not `Send`.
+pub trait Upstream {
+    /// The request body stream the server adapter hands over.
+    type RequestBody;
+    /// The response body stream handed back to the server adapter.
+    type ResponseBody;
+
+    /// Sends one request and resolves when the API's response head arrived;
+    /// the body keeps streaming afterwards.
+    ///
+    /// # Errors
+    /// [`UpstreamError`] when no complete response head arrived.
+    fn send(
+        &self,
+        request: UpstreamRequest<Self::RequestBody>,
+    ) -> impl Future<Output = Result<UpstreamResponse<Self::ResponseBody>, UpstreamError>>;
+
+    /// Reads a whole response body of at most `limit` bytes (used only for
+    /// the login response, which must be parsed).
+    ///
+    /// # Errors
+    /// [`BodyReadError::TooLarge`] past `limit`, or the stream's failure.
+    fn read_body(
+        &self,
+        body: Self::ResponseBody,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<u8>, BodyReadError>>;
+}
+
+/// Wall-clock time, for cookie lifetimes.
+pub trait Clock {
+    /// Seconds since the Unix epoch.
+    fn now(&self) -> i64;
+}
+
+/// Why an upstream exchange failed before a response head arrived.
+/// The detail strings come from the transport and never hold a token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    /// The API refused, reset or closed the connection.
+    #[error("the API is unavailable: {0}")]
+    Unavailable(String),
+    /// The API did not answer within the configured time.
+    #[error("the API did not answer in time")]
+    Timeout,
+    /// The client's request body went over `server.max_body_bytes`.
+    #[error("the request body is over the configured limit")]
+    RequestBodyTooLarge,
+    /// The client's request body failed (the client went away mid-upload,
+    /// or sent a malformed body).
+    #[error("the request body could not be read: {0}")]
+    RequestBody(String),
+}
+
+/// Why a response body could not be read whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyReadError {
+    /// Longer than the limit.
+    #[error("the body is over the limit")]
+    TooLarge,
+    /// The API did not finish the body in time.
+    #[error("the body did not arrive in time")]
+    Timeout,
+    /// The stream broke.
+    #[error("the body stream failed: {0}")]
+    Failed(String),
+}

@@ -1,0 +1,528 @@
+//! The whole request flow through the in-memory adapters, no socket:
+//! login → proxied call → session → logout, and the ways each can fail.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use tokenjar_domain::memory::{
+    bytes_response, json_response, DemoApi, InMemoryUpstream, ManualClock,
+};
+use tokenjar_domain::{
+    ClientRequest, Clock, CookieJar, CookieKeys, CookiePolicy, Gateway, Handled, Headers,
+    LoginRules, ReplyBody, RouteClass, Routes, Rules, TokenRules, UpstreamBase, UpstreamError,
+};
+
+const NOW: i64 = 1_700_000_000;
+
+fn rules(token: TokenRules, upstream: &str) -> Arc<Rules> {
+    Arc::new(Rules {
+        routes: Routes::new("/api", "/api/login", "/api/logout", "/api/session").unwrap(),
+        upstream: UpstreamBase::parse(upstream).unwrap(),
+        token,
+        login: LoginRules::default(),
+        cookies: CookieJar::new(CookiePolicy::default(), CookieKeys::generate()),
+    })
+}
+
+struct App {
+    gateway: Gateway<InMemoryUpstream, Arc<ManualClock>>,
+    clock: Arc<ManualClock>,
+}
+
+impl App {
+    fn demo() -> Self {
+        let clock = Arc::new(ManualClock::new(NOW));
+        let upstream = DemoApi::new(3600).into_upstream(clock.clone());
+        Self::with(
+            upstream,
+            clock,
+            TokenRules::default(),
+            "http://api.internal:9000",
+        )
+    }
+
+    fn with(
+        upstream: InMemoryUpstream,
+        clock: Arc<ManualClock>,
+        token: TokenRules,
+        base: &str,
+    ) -> Self {
+        Self {
+            gateway: Gateway::new(rules(token, base), upstream, clock.clone()),
+            clock,
+        }
+    }
+
+    fn answering(
+        handler: impl Fn(
+                &tokenjar_domain::memory::RecordedRequest,
+            ) -> Result<tokenjar_domain::UpstreamResponse<Vec<u8>>, UpstreamError>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
+        Self::with(
+            InMemoryUpstream::new(handler),
+            Arc::new(ManualClock::new(NOW)),
+            TokenRules::default(),
+            "http://api.internal:9000/v1",
+        )
+    }
+
+    fn send(
+        &self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Handled<Vec<u8>> {
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
+            None => (target.to_owned(), None),
+        };
+        let mut all: Headers = headers.iter().map(|(n, v)| (*n, *v)).collect();
+        all.append("host", "app.example");
+        if !body.is_empty() {
+            all.append("content-length", body.len().to_string());
+        }
+        let request = ClientRequest {
+            method: method.to_owned(),
+            path,
+            query,
+            headers: all,
+            peer: Some("192.0.2.7".parse().unwrap()),
+            scheme: "http",
+            body: body.to_vec(),
+        };
+        pollster::block_on(self.gateway.handle(request))
+    }
+
+    fn recorded(&self) -> Vec<tokenjar_domain::memory::RecordedRequest> {
+        self.gateway.upstream().requests()
+    }
+}
+
+fn body_of(handled: &Handled<Vec<u8>>) -> Vec<u8> {
+    match &handled.reply.body {
+        ReplyBody::Full(b) => b.clone(),
+        ReplyBody::Stream { body, .. } => body.clone(),
+    }
+}
+
+fn json_of(handled: &Handled<Vec<u8>>) -> Value {
+    serde_json::from_slice(&body_of(handled)).unwrap()
+}
+
+fn set_cookies(handled: &Handled<Vec<u8>>) -> Vec<String> {
+    handled
+        .reply
+        .headers
+        .get_all("set-cookie")
+        .map(|v| String::from_utf8(v.to_vec()).unwrap())
+        .collect()
+}
+
+/// The `Cookie` header a browser sends back for a `Set-Cookie`.
+fn cookie_header(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap().to_owned()
+}
+
+fn everything_sent(handled: &Handled<Vec<u8>>) -> Vec<u8> {
+    let mut all = body_of(handled);
+    for (n, v) in handled.reply.headers.iter() {
+        all.extend_from_slice(n.as_bytes());
+        all.extend_from_slice(v);
+    }
+    all
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+const DEMO_LOGIN: &[u8] = br#"{"username":"demo","password":"demo"}"#;
+
+#[test]
+fn login_call_session_logout() {
+    let app = App::demo();
+
+    // Not logged in yet.
+    let me = app.send("GET", "/api/me", &[], b"");
+    assert_eq!(me.reply.status, 401);
+    let session = app.send("GET", "/api/session", &[], b"");
+    assert_eq!(json_of(&session), json!({"loggedIn": false}));
+
+    // Login: the token goes into the cookie, not to the browser.
+    let login = app.send(
+        "POST",
+        "/api/login",
+        &[("content-type", "application/json")],
+        DEMO_LOGIN,
+    );
+    assert_eq!(login.reply.status, 200);
+    assert_eq!(login.route, RouteClass::Login);
+    assert_eq!(
+        login.login,
+        Some(tokenjar_domain::flow::LoginResult::Success)
+    );
+    let body = json_of(&login);
+    assert_eq!(body, json!({"user": {"name": "demo"}, "loggedIn": true}));
+    let sent = app.recorded();
+    assert_eq!(sent[1].url, "http://api.internal:9000/login");
+    assert_eq!(sent[1].body, DEMO_LOGIN);
+    let cookies = set_cookies(&login);
+    assert_eq!(cookies.len(), 1);
+    assert!(cookies[0].contains("HttpOnly"));
+    assert!(cookies[0].contains("Max-Age=3600"), "{}", cookies[0]);
+    let cookie = cookie_header(&cookies[0]);
+
+    // The proxied call carries the token in `auth-token`.
+    let me = app.send("GET", "/api/me", &[("cookie", &cookie)], b"");
+    assert_eq!(me.reply.status, 200);
+    assert_eq!(json_of(&me), json!({"name": "demo"}));
+    let sent = app.recorded().pop().unwrap();
+    let token = sent.headers.get_str("auth-token").unwrap().to_owned();
+    assert!(token.split('.').count() == 3, "a JWT reached the API");
+    assert!(
+        !contains(&everything_sent(&login), &token),
+        "token leaked in the login reply"
+    );
+    assert!(!cookie.contains(&token), "cookie holds the token in clear");
+    assert!(!sent.headers.contains("cookie"));
+
+    // Session reports the JWT's expiry.
+    let session = app.send("GET", "/api/session", &[("cookie", &cookie)], b"");
+    assert_eq!(
+        json_of(&session),
+        json!({"loggedIn": true, "expiresAt": NOW + 3600})
+    );
+    assert!(!contains(&everything_sent(&session), &token));
+
+    // Logout deletes the cookie; the browser then sends none.
+    let logout = app.send("POST", "/api/logout", &[("cookie", &cookie)], b"");
+    assert_eq!(logout.reply.status, 200);
+    assert_eq!(json_of(&logout), json!({"loggedIn": false}));
+    let removal = set_cookies(&logout);
+    assert_eq!(removal.len(), 1);
+    assert!(removal[0].starts_with("auth-token=;") && removal[0].contains("Max-Age=0"));
+    let me = app.send("GET", "/api/me", &[], b"");
+    assert_eq!(me.reply.status, 401);
+}
+
+#[test]
+fn a_session_ends_when_its_expiry_passes() {
+    let app = App::demo();
+    let login = app.send("POST", "/api/login", &[], DEMO_LOGIN);
+    let cookie = cookie_header(&set_cookies(&login)[0]);
+    app.clock.advance(3599);
+    let ok = app.send("GET", "/api/session", &[("cookie", &cookie)], b"");
+    assert_eq!(json_of(&ok)["loggedIn"], true);
+    app.clock.advance(1);
+    let over = app.send("GET", "/api/session", &[("cookie", &cookie)], b"");
+    assert_eq!(json_of(&over), json!({"loggedIn": false}));
+    assert!(
+        set_cookies(&over)[0].contains("Max-Age=0"),
+        "expired cookie deleted"
+    );
+    assert!(over.rejected_cookie.is_some());
+    assert_eq!(app.clock.now(), NOW + 3600);
+}
+
+#[test]
+fn a_cookie_that_fails_to_open_counts_as_none_and_is_deleted() {
+    let app = App::demo();
+    for bad in ["auth-token=garbage", "auth-token=%ff", "auth-token=\"\""] {
+        let me = app.send(
+            "GET",
+            "/api/me",
+            &[("cookie", bad), ("auth-token", "forged")],
+            b"",
+        );
+        assert_eq!(me.reply.status, 401, "{bad}");
+        let sent = app.recorded().pop().unwrap();
+        assert!(
+            !sent.headers.contains("auth-token"),
+            "{bad}: forged header reached the API"
+        );
+        let deleted = set_cookies(&me);
+        assert_eq!(deleted.len(), 1, "{bad}");
+        assert!(deleted[0].contains("Max-Age=0"));
+
+        let session = app.send("GET", "/api/session", &[("cookie", bad)], b"");
+        assert_eq!(json_of(&session), json!({"loggedIn": false}));
+        assert!(set_cookies(&session)[0].contains("Max-Age=0"));
+    }
+}
+
+#[test]
+fn a_login_over_a_bad_cookie_sets_only_the_new_cookie() {
+    let app = App::demo();
+    let login = app.send(
+        "POST",
+        "/api/login",
+        &[("cookie", "auth-token=garbage")],
+        DEMO_LOGIN,
+    );
+    let cookies = set_cookies(&login);
+    assert_eq!(cookies.len(), 1, "{cookies:?}");
+    assert!(!cookies[0].contains("Max-Age=0"));
+}
+
+#[test]
+fn proxied_requests_reach_the_planned_url_with_the_planned_headers() {
+    let app = App::answering(|_| Ok(json_response(200, &json!({"ok": true}))));
+    let reply = app.send(
+        "PUT",
+        "/api/users/7?x=1",
+        &[
+            ("cookie", "theme=dark"),
+            ("auth-token", "forged"),
+            ("connection", "x-hop"),
+            ("x-hop", "1"),
+            ("x-forwarded-for", "203.0.113.9"),
+            ("accept", "application/json"),
+        ],
+        b"payload",
+    );
+    assert_eq!(reply.reply.status, 200);
+    let sent = app.recorded().pop().unwrap();
+    assert_eq!(sent.method, "PUT");
+    assert_eq!(sent.url, "http://api.internal:9000/v1/users/7?x=1");
+    assert_eq!(sent.body, b"payload");
+    assert_eq!(sent.body_size, tokenjar_domain::BodySize::Sized(7));
+    let names: Vec<&str> = sent.headers.iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "accept",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host"
+        ]
+    );
+    assert_eq!(
+        sent.headers.get_str("x-forwarded-for"),
+        Some("203.0.113.9, 192.0.2.7")
+    );
+    assert_eq!(
+        sent.headers.get_str("x-forwarded-host"),
+        Some("app.example")
+    );
+}
+
+#[test]
+fn the_token_goes_in_the_configured_header_with_its_scheme() {
+    let clock = Arc::new(ManualClock::new(NOW));
+    let upstream = DemoApi::new(60).into_upstream(clock.clone());
+    let app = App::with(
+        upstream,
+        clock,
+        TokenRules::new("Authorization", "Bearer").unwrap(),
+        "http://api.internal:9000",
+    );
+    let login = app.send("POST", "/api/login", &[], DEMO_LOGIN);
+    let cookie = cookie_header(&set_cookies(&login)[0]);
+    app.send(
+        "GET",
+        "/api/me",
+        &[("cookie", &cookie), ("authorization", "Bearer forged")],
+        b"",
+    );
+    let sent = app.recorded().pop().unwrap();
+    let values: Vec<&[u8]> = sent.headers.get_all("authorization").collect();
+    assert_eq!(values.len(), 1);
+    assert!(
+        values[0].starts_with(b"Bearer ey"),
+        "{:?}",
+        String::from_utf8_lossy(values[0])
+    );
+}
+
+#[test]
+fn api_responses_pass_through_minus_hops_and_the_auth_cookie() {
+    let app = App::answering(|_| {
+        let mut response = bytes_response(201, "text/plain", b"made".to_vec());
+        response
+            .headers
+            .append("set-cookie", "auth-token=from-api; Path=/");
+        response.headers.append("set-cookie", "theme=dark");
+        response.headers.append("connection", "x-hop");
+        response.headers.append("x-hop", "1");
+        response.headers.append("keep-alive", "timeout=5");
+        Ok(response)
+    });
+    let reply = app.send("POST", "/api/things", &[], b"x");
+    assert_eq!(reply.reply.status, 201);
+    assert_eq!(body_of(&reply), b"made");
+    assert_eq!(set_cookies(&reply), ["theme=dark"]);
+    assert!(!reply.reply.headers.contains("x-hop"));
+    assert!(!reply.reply.headers.contains("keep-alive"));
+    assert!(matches!(
+        reply.reply.body,
+        ReplyBody::Stream {
+            size: tokenjar_domain::BodySize::Sized(4),
+            ..
+        }
+    ));
+}
+
+#[test]
+fn login_spellings_are_all_intercepted() {
+    let app = App::answering(|_| Ok(json_response(200, &json!({"authToken": "tok-abc-123"}))));
+    for path in [
+        "/api/login",
+        "/api/LOGIN",
+        "/api/login/",
+        "/api//login",
+        "/api/login?next=/",
+        "/api/%6cogin",
+    ] {
+        let reply = app.send("POST", path, &[], b"{}");
+        assert_eq!(reply.reply.status, 200, "{path}");
+        assert!(
+            !contains(&everything_sent(&reply), "tok-abc-123"),
+            "{path} leaked the token"
+        );
+        assert_eq!(set_cookies(&reply).len(), 1, "{path}");
+    }
+}
+
+#[test]
+fn login_response_headers_never_carry_the_token() {
+    let app = App::answering(|_| {
+        let mut response = json_response(200, &json!({"authToken": "tok-abc-123", "id": 1}));
+        response.headers.append("x-debug-token", "tok-abc-123");
+        response.headers.append("set-cookie", "shadow=tok-abc-123");
+        response.headers.append("etag", "\"v1\"");
+        response.headers.append("x-kept", "yes");
+        Ok(response)
+    });
+    let reply = app.send("POST", "/api/login", &[], b"{}");
+    assert_eq!(reply.reply.status, 200);
+    assert!(!contains(&everything_sent(&reply), "tok-abc-123"));
+    assert_eq!(reply.reply.headers.get_str("x-kept"), Some("yes"));
+    assert_eq!(
+        reply.reply.headers.get_str("content-type"),
+        Some("application/json")
+    );
+    assert_eq!(
+        reply.reply.headers.get_str("cache-control"),
+        Some("no-store")
+    );
+    assert!(!reply.reply.headers.contains("etag"));
+    let sent = app.recorded().pop().unwrap();
+    assert!(!sent.headers.contains("accept-encoding"));
+}
+
+#[test]
+fn refused_logins_pass_through_without_a_cookie() {
+    let app = App::demo();
+    let reply = app.send(
+        "POST",
+        "/api/login",
+        &[],
+        br#"{"username":"demo","password":"no"}"#,
+    );
+    assert_eq!(reply.reply.status, 401);
+    assert_eq!(json_of(&reply), json!({"error": "bad credentials"}));
+    assert!(set_cookies(&reply).is_empty());
+    assert_eq!(
+        reply.login,
+        Some(tokenjar_domain::flow::LoginResult::Refused)
+    );
+}
+
+#[test]
+fn unusable_login_answers_are_502_without_a_cookie() {
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("text/html", b"<html>".to_vec(), ""),
+        ("application/json", br#"{"user":1}"#.to_vec(), ""),
+        ("application/json", br#"{"authToken":42}"#.to_vec(), ""),
+        (
+            "application/json",
+            br#"{"authToken":"a\r\nb"}"#.to_vec(),
+            "",
+        ),
+        (
+            "application/json",
+            {
+                let mut big = br#"{"authToken":"t","pad":""#.to_vec();
+                big.resize(2 * 1024 * 1024, b'x');
+                big
+            },
+            "",
+        ),
+        (
+            "application/json",
+            br#"{"authToken":"tok-1"}"#.to_vec(),
+            "gzip",
+        ),
+    ];
+    for (content_type, body, encoding) in cases {
+        let encoding = encoding.to_owned();
+        let app = App::answering(move |_| {
+            let mut response = bytes_response(200, content_type, body.clone());
+            if !encoding.is_empty() {
+                response
+                    .headers
+                    .append("content-encoding", encoding.clone());
+            }
+            Ok(response)
+        });
+        let reply = app.send("POST", "/api/login", &[], b"{}");
+        assert_eq!(reply.reply.status, 502);
+        assert_eq!(json_of(&reply)["error"], "bad_login_response");
+        assert!(set_cookies(&reply).is_empty());
+        assert_eq!(
+            reply.login,
+            Some(tokenjar_domain::flow::LoginResult::Failed)
+        );
+    }
+}
+
+#[test]
+fn upstream_failures_map_to_spec_errors() {
+    let cases = [
+        (
+            UpstreamError::Unavailable("connection refused".into()),
+            502,
+            "upstream_unavailable",
+        ),
+        (UpstreamError::Timeout, 504, "upstream_timeout"),
+        (UpstreamError::RequestBodyTooLarge, 413, "payload_too_large"),
+    ];
+    for (error, status, code) in cases {
+        let app = App::answering(move |_| Err(error.clone()));
+        let reply = app.send("GET", "/api/x", &[], b"");
+        assert_eq!(reply.reply.status, status);
+        assert_eq!(json_of(&reply)["error"], code);
+        assert!(reply.error.is_some());
+    }
+}
+
+#[test]
+fn tokenjars_own_routes_and_refusals() {
+    let app = App::answering(|_| Ok(json_response(200, &json!({}))));
+    let cases = [
+        ("GET", "/apix", 404, Some("not_found")),
+        ("GET", "/", 404, Some("not_found")),
+        ("GET", "/api/../admin", 400, Some("bad_request")),
+        ("GET", "/api/%2e%2e/admin", 400, Some("bad_request")),
+        ("GET", "/api/a%2Fb", 400, Some("bad_request")),
+        ("GET", "/api/logout", 405, Some("method_not_allowed")),
+        ("DELETE", "/api/session", 405, Some("method_not_allowed")),
+        ("HEAD", "/api/session", 200, None),
+        ("POST", "/api/logout", 200, None),
+    ];
+    for (method, path, status, code) in cases {
+        let reply = app.send(method, path, &[], b"");
+        assert_eq!(reply.reply.status, status, "{method} {path}");
+        if let Some(code) = code {
+            assert_eq!(json_of(&reply)["error"], code, "{method} {path}");
+        }
+    }
+    assert!(app.recorded().is_empty(), "none of these reach the API");
+    let reply = app.send("GET", "/api/logout", &[], b"");
+    assert_eq!(reply.reply.headers.get_str("allow"), Some("POST"));
+}
