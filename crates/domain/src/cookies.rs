@@ -94,10 +94,7 @@ impl CookiePolicy {
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut problems = Vec::new();
         if !crate::headers::is_valid_name(&self.name) {
-            problems.push((
-                "name",
-                format!("{:?} is not a valid cookie name", self.name),
-            ));
+            problems.push(("name", format!("{:?} is not a valid cookie name", self.name)));
         }
         if self.same_site == SameSite::None && !self.secure {
             problems.push((
@@ -610,10 +607,7 @@ mod tests {
         for case in cases {
             assert_eq!(jar.open([*case], NOW), CookieState::Absent, "{case:?}");
         }
-        assert_eq!(
-            jar.open(std::iter::empty::<&[u8]>(), NOW),
-            CookieState::Absent
-        );
+        assert_eq!(jar.open(std::iter::empty::<&[u8]>(), NOW), CookieState::Absent);
     }
 
     #[test]
@@ -710,18 +704,12 @@ mod tests {
     fn rotation_first_key_seals_all_keys_open() {
         let k1 = CookieKeys::generate_base64();
         let k2 = CookieKeys::generate_base64();
-        let old = jar_with(
-            CookiePolicy::default(),
-            CookieKeys::from_base64(&[&k1]).unwrap(),
-        );
+        let old = jar_with(CookiePolicy::default(), CookieKeys::from_base64(&[&k1]).unwrap());
         let rotated = jar_with(
             CookiePolicy::default(),
             CookieKeys::from_base64(&[&k2, &k1]).unwrap(),
         );
-        let retired = jar_with(
-            CookiePolicy::default(),
-            CookieKeys::from_base64(&[&k2]).unwrap(),
-        );
+        let retired = jar_with(CookiePolicy::default(), CookieKeys::from_base64(&[&k2]).unwrap());
 
         let old_cookie = pair(&old.issue(&tok("tok"), NOW).unwrap().set_cookie);
         assert!(rotated.open([old_cookie.as_bytes()], NOW).token().is_some());
@@ -795,9 +783,7 @@ mod tests {
         let keys = CookieKeys::from_base64(&[good.as_str()]).unwrap();
         assert_eq!(keys.len(), 1);
         assert!(!format!("{keys:?}").contains(&good[..10]));
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(&good)
-            .unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD.decode(&good).unwrap();
         assert_eq!(decoded.len(), KEY_LEN);
         assert_ne!(good, CookieKeys::generate_base64());
     }

@@ -77,9 +77,7 @@ impl FlowError {
     /// The human sentence sent to the client.
     pub fn message(&self) -> &'static str {
         match self {
-            Self::BadPath(_) => {
-                "The request path is malformed or could escape the API's base path."
-            }
+            Self::BadPath(_) => "The request path is malformed or could escape the API's base path.",
             Self::BadRequest(what) => what,
             Self::NotFound => "There is nothing at this path.",
             Self::MethodNotAllowed { .. } => "This route does not accept this method.",
@@ -87,8 +85,7 @@ impl FlowError {
                 "The request body is larger than this server accepts."
             }
             Self::Upstream(UpstreamError::RequestBody(_)) => "The request body could not be read.",
-            Self::Upstream(UpstreamError::Unavailable(_))
-            | Self::LoginBody(BodyReadError::Failed(_)) => {
+            Self::Upstream(UpstreamError::Unavailable(_)) | Self::LoginBody(BodyReadError::Failed(_)) => {
                 "The API could not be reached or closed the connection."
             }
             Self::Upstream(UpstreamError::Timeout) | Self::LoginBody(BodyReadError::Timeout) => {
@@ -102,16 +99,17 @@ impl FlowError {
 
     fn kind(&self) -> Kind {
         match self {
-            Self::BadPath(_)
-            | Self::BadRequest(_)
-            | Self::Upstream(UpstreamError::RequestBody(_)) => Kind::BadRequest,
+            Self::BadPath(_) | Self::BadRequest(_) | Self::Upstream(UpstreamError::RequestBody(_)) => {
+                Kind::BadRequest
+            }
             Self::NotFound => Kind::NotFound,
             Self::MethodNotAllowed { .. } => Kind::MethodNotAllowed,
             Self::PayloadTooLarge | Self::Upstream(UpstreamError::RequestBodyTooLarge) => {
                 Kind::PayloadTooLarge
             }
-            Self::Upstream(UpstreamError::Unavailable(_))
-            | Self::LoginBody(BodyReadError::Failed(_)) => Kind::UpstreamUnavailable,
+            Self::Upstream(UpstreamError::Unavailable(_)) | Self::LoginBody(BodyReadError::Failed(_)) => {
+                Kind::UpstreamUnavailable
+            }
             Self::Upstream(UpstreamError::Timeout) | Self::LoginBody(BodyReadError::Timeout) => {
                 Kind::UpstreamTimeout
             }

@@ -12,8 +12,7 @@ use crate::headers::Headers;
 use crate::login::{LoginRules, MAX_LOGIN_BODY};
 use crate::path::{PathError, Route, RouteClass, Routes};
 use crate::plan::{
-    self, BodySize, ClientRequest, Reply, ReplyBody, UpstreamBase, UpstreamRequest,
-    UpstreamResponse,
+    self, BodySize, ClientRequest, Reply, ReplyBody, UpstreamBase, UpstreamRequest, UpstreamResponse,
 };
 use crate::ports::{Clock, Upstream};
 use crate::token::{Token, TokenRules};
@@ -125,10 +124,7 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
         };
         let class = route.class();
         let now = self.clock.now();
-        let cookie = self
-            .rules
-            .cookies
-            .open(request.headers.get_all("cookie"), now);
+        let cookie = self.rules.cookies.open(request.headers.get_all("cookie"), now);
         let rejected_cookie = match cookie {
             CookieState::Rejected(why) => Some(why),
             _ => None,
@@ -138,9 +134,7 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
             Route::Session => (self.session(&request.method, &cookie), None),
             Route::Logout => (self.logout(&request.method), None),
             Route::Outside => (Err(FlowError::NotFound), None),
-            Route::Proxy { rest, login: false } => {
-                (self.proxy(request, &rest, cookie.token()).await, None)
-            }
+            Route::Proxy { rest, login: false } => (self.proxy(request, &rest, cookie.token()).await, None),
             Route::Proxy { rest, login: true } => {
                 let result = self.login(request, &rest, cookie.token(), now).await;
                 let outcome = match &result {
@@ -159,9 +153,7 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
         // A cookie that failed to open is deleted, unless this very reply
         // already writes the cookie (a login or a logout).
         if rejected_cookie.is_some() && !self.writes_cookie(&reply.headers) {
-            reply
-                .headers
-                .append("set-cookie", self.rules.cookies.removal());
+            reply.headers.append("set-cookie", self.rules.cookies.removal());
         }
         Handled {
             reply,
@@ -189,11 +181,7 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
             .any(|v| v.starts_with(prefix.as_bytes()))
     }
 
-    fn session(
-        &self,
-        method: &str,
-        cookie: &CookieState,
-    ) -> Result<Reply<U::ResponseBody>, FlowError> {
+    fn session(&self, method: &str, cookie: &CookieState) -> Result<Reply<U::ResponseBody>, FlowError> {
         if !matches!(method, "GET" | "HEAD") {
             return Err(FlowError::MethodNotAllowed { allow: "GET, HEAD" });
         }
@@ -211,9 +199,7 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
             return Err(FlowError::MethodNotAllowed { allow: "POST" });
         }
         let mut reply = no_store(Reply::json(200, &json!({ "loggedIn": false })));
-        reply
-            .headers
-            .append("set-cookie", self.rules.cookies.removal());
+        reply.headers.append("set-cookie", self.rules.cookies.removal());
         Ok(reply)
     }
 
@@ -281,10 +267,7 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
             return Err(crate::login::LoginError::Encoded.into());
         }
         let headers = response.headers;
-        let body = self
-            .upstream
-            .read_body(response.body, MAX_LOGIN_BODY)
-            .await?;
+        let body = self.upstream.read_body(response.body, MAX_LOGIN_BODY).await?;
         let login = self.rules.login.extract(&body)?;
         let issued = self.rules.cookies.issue(&login.token, now)?;
 

@@ -209,11 +209,7 @@ mod tests {
     fn odd_connection_values_do_not_remove_other_headers() {
         check(&[("Connection", ",, ,"), ("Accept", "a")], &["accept"]);
         check(
-            &[
-                ("Connection", "bad name, x-y"),
-                ("x-y", "1"),
-                ("bad name", "2"),
-            ],
+            &[("Connection", "bad name, x-y"), ("x-y", "1"), ("bad name", "2")],
             &["bad name"],
         );
         let mut headers = Headers::new();

@@ -43,8 +43,7 @@ pub use headers::Headers;
 pub use login::{LoginError, LoginRules};
 pub use path::{PathError, Route, RouteClass, Routes, RoutesError};
 pub use plan::{
-    BodySize, ClientRequest, Reply, ReplyBody, UpstreamBase, UpstreamRequest, UpstreamResponse,
-    UrlError,
+    BodySize, ClientRequest, Reply, ReplyBody, UpstreamBase, UpstreamRequest, UpstreamResponse, UrlError,
 };
 pub use ports::{BodyReadError, Clock, Upstream, UpstreamError};
 pub use token::{Token, TokenError, TokenRules};

@@ -144,9 +144,7 @@ fn mentions(doc: &Value, needle: &str) -> bool {
     match doc {
         Value::String(s) => s.contains(needle),
         Value::Array(items) => items.iter().any(|v| mentions(v, needle)),
-        Value::Object(map) => map
-            .iter()
-            .any(|(k, v)| k.contains(needle) || mentions(v, needle)),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains(needle) || mentions(v, needle)),
         Value::Number(n) => n.to_string().contains(needle),
         Value::Bool(_) | Value::Null => false,
     }
@@ -182,10 +180,7 @@ mod tests {
         check(
             "/data/token",
             r#"{"data":{"token":"t-1","kind":"x"}}"#,
-            Ok((
-                "t-1",
-                serde_json::json!({"data":{"kind":"x"},"loggedIn":true}),
-            )),
+            Ok(("t-1", serde_json::json!({"data":{"kind":"x"},"loggedIn":true}))),
         );
         check(
             "/a~1b/c~0d",
@@ -195,10 +190,7 @@ mod tests {
         check(
             "/tokens/1",
             r#"{"tokens":["first","second"]}"#,
-            Ok((
-                "second",
-                serde_json::json!({"tokens":["first"],"loggedIn":true}),
-            )),
+            Ok(("second", serde_json::json!({"tokens":["first"],"loggedIn":true}))),
         );
         check(
             "/0",
@@ -254,10 +246,7 @@ mod tests {
                 r#"{"authToken":"tok-123","u":["x tok-123 y"]}"#,
                 LoginError::TokenRepeated,
             ),
-            (
-                r#"{"authToken":"12345","n":123456}"#,
-                LoginError::TokenRepeated,
-            ),
+            (r#"{"authToken":"12345","n":123456}"#, LoginError::TokenRepeated),
         ];
         for (body, expected) in cases {
             assert_eq!(

@@ -33,16 +33,12 @@ pub struct RecordedRequest {
 impl RecordedRequest {
     /// The URL's path and query (what follows the origin).
     pub fn path(&self) -> &str {
-        let after_scheme = self
-            .url
-            .split_once("://")
-            .map_or(self.url.as_str(), |(_, r)| r);
+        let after_scheme = self.url.split_once("://").map_or(self.url.as_str(), |(_, r)| r);
         after_scheme.find('/').map_or("/", |i| &after_scheme[i..])
     }
 }
 
-type Handler =
-    dyn Fn(&RecordedRequest) -> Result<UpstreamResponse<Vec<u8>>, UpstreamError> + Send + Sync;
+type Handler = dyn Fn(&RecordedRequest) -> Result<UpstreamResponse<Vec<u8>>, UpstreamError> + Send + Sync;
 
 /// An API made of a function. Bodies are byte vectors.
 pub struct InMemoryUpstream {
@@ -96,11 +92,7 @@ impl Upstream for InMemoryUpstream {
         ready(answer)
     }
 
-    fn read_body(
-        &self,
-        body: Vec<u8>,
-        limit: usize,
-    ) -> impl Future<Output = Result<Vec<u8>, BodyReadError>> {
+    fn read_body(&self, body: Vec<u8>, limit: usize) -> impl Future<Output = Result<Vec<u8>, BodyReadError>> {
         ready(if body.len() > limit {
             Err(BodyReadError::TooLarge)
         } else {
@@ -183,14 +175,7 @@ impl DemoApi {
 
     /// Answers one request at time `now`. `path` excludes any base path;
     /// `token` is the `auth-token` header's value.
-    pub fn answer(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: &[u8],
-        now: i64,
-    ) -> DemoAnswer {
+    pub fn answer(&self, method: &str, path: &str, token: Option<&str>, body: &[u8], now: i64) -> DemoAnswer {
         let path = path.split('?').next().unwrap_or_default();
         match (method, path) {
             ("POST", "/login") => self.login(body, now),
@@ -218,18 +203,14 @@ impl DemoApi {
         }
         let n = self.counter.fetch_add(1, Ordering::SeqCst);
         let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#);
-        let claims = URL_SAFE_NO_PAD.encode(
-            json!({ "sub": "demo", "iat": now, "exp": now + self.lifetime_s, "n": n }).to_string(),
-        );
+        let claims = URL_SAFE_NO_PAD
+            .encode(json!({ "sub": "demo", "iat": now, "exp": now + self.lifetime_s, "n": n }).to_string());
         let token = format!("{header}.{claims}.{}{n}", self.salt);
         self.issued
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(token.clone());
-        (
-            200,
-            json!({ "authToken": token, "user": { "name": "demo" } }),
-        )
+        (200, json!({ "authToken": token, "user": { "name": "demo" } }))
     }
 
     /// This demo API as an in-memory upstream. Paths are matched as they
@@ -237,13 +218,8 @@ impl DemoApi {
     pub fn into_upstream(self, clock: Arc<dyn Clock + Send + Sync>) -> InMemoryUpstream {
         InMemoryUpstream::new(move |request| {
             let token = request.headers.get_str("auth-token");
-            let (status, body) = self.answer(
-                &request.method,
-                request.path(),
-                token,
-                &request.body,
-                clock.now(),
-            );
+            let (status, body) =
+                self.answer(&request.method, request.path(), token, &request.body, clock.now());
             Ok(json_response(status, &body))
         })
     }

@@ -112,12 +112,7 @@ impl Routes {
     ///
     /// # Errors
     /// Every problem found, each naming its `routes.*` key.
-    pub fn new(
-        prefix: &str,
-        login: &str,
-        logout: &str,
-        session: &str,
-    ) -> Result<Self, Vec<RoutesError>> {
+    pub fn new(prefix: &str, login: &str, logout: &str, session: &str) -> Result<Self, Vec<RoutesError>> {
         let mut errors = Vec::new();
         let mut norm = |key: &'static str, value: &str| match normalise(value) {
             Ok(segments) => segments,
@@ -372,19 +367,10 @@ mod tests {
     #[test]
     fn bad_route_settings_name_their_key() {
         let keys = |r: Result<Routes, Vec<RoutesError>>| -> Vec<&'static str> {
-            r.err()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|e| e.key)
-                .collect()
+            r.err().unwrap_or_default().into_iter().map(|e| e.key).collect()
         };
         assert_eq!(
-            keys(Routes::new(
-                "api",
-                "/api/login",
-                "/api/logout",
-                "/api/session"
-            )),
+            keys(Routes::new("api", "/api/login", "/api/logout", "/api/session")),
             ["prefix"]
         );
         assert_eq!(

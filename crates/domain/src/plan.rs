@@ -142,8 +142,7 @@ impl UpstreamBase {
     /// # Errors
     /// [`UrlError`] saying what is wrong.
     pub fn parse(text: &str) -> Result<Self, UrlError> {
-        let url =
-            url::Url::parse(text).map_err(|e| UrlError(format!("{text:?} is not a URL: {e}")))?;
+        let url = url::Url::parse(text).map_err(|e| UrlError(format!("{text:?} is not a URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(UrlError(format!("{text:?} must be an http:// URL")));
         }
@@ -154,9 +153,7 @@ impl UpstreamBase {
             return Err(UrlError("credentials do not belong in upstream.url".into()));
         }
         if url.query().is_some() || url.fragment().is_some() {
-            return Err(UrlError(format!(
-                "{text:?} must not have a query or fragment"
-            )));
+            return Err(UrlError(format!("{text:?} must not have a query or fragment")));
         }
         let origin = match url.port() {
             Some(port) => format!("{}://{host}:{port}", url.scheme()),
@@ -182,11 +179,7 @@ impl UpstreamBase {
     /// The URL for a path below the prefix (`""` or starting with `/`).
     pub fn url(&self, rest: &str, query: Option<&str>) -> String {
         let mut url = String::with_capacity(
-            self.origin.len()
-                + self.base_path.len()
-                + rest.len()
-                + query.map_or(0, |q| q.len() + 1)
-                + 1,
+            self.origin.len() + self.base_path.len() + rest.len() + query.map_or(0, |q| q.len() + 1) + 1,
         );
         url.push_str(&self.origin);
         url.push_str(&self.base_path);
@@ -289,19 +282,9 @@ mod tests {
             ("http://api:9000/v1", "", None, "http://api:9000/v1"),
             ("http://api:9000/v1", "/", None, "http://api:9000/v1/"),
             ("http://api:9000", "", None, "http://api:9000/"),
-            (
-                "http://api:9000/",
-                "",
-                Some("a=b&c"),
-                "http://api:9000/?a=b&c",
-            ),
+            ("http://api:9000/", "", Some("a=b&c"), "http://api:9000/?a=b&c"),
             ("http://api", "/x", Some(""), "http://api/x?"),
-            (
-                "http://127.0.0.1:80/a/b",
-                "/c",
-                None,
-                "http://127.0.0.1/a/b/c",
-            ),
+            ("http://127.0.0.1:80/a/b", "/c", None, "http://127.0.0.1/a/b/c"),
         ];
         for (base, rest, query, expected) in cases {
             let base = UpstreamBase::parse(base).unwrap();
@@ -374,10 +357,7 @@ mod tests {
             [&b"203.0.113.9, 198.51.100.1, 127.0.0.1"[..]]
         );
         assert_eq!(out.get("x-forwarded-proto"), Some(&b"https"[..]));
-        assert!(
-            !out.contains("x-forwarded-host"),
-            "no Host: nothing to forward"
-        );
+        assert!(!out.contains("x-forwarded-host"), "no Host: nothing to forward");
 
         let ipv6 = request_headers(&Headers::new(), Some("::1".parse().unwrap()), "http");
         assert_eq!(ipv6.get("x-forwarded-for"), Some(&b"::1"[..]));
@@ -422,10 +402,7 @@ mod tests {
             BodySize::Sized(42)
         );
         assert_eq!(
-            BodySize::from_headers(&h(&[
-                ("transfer-encoding", "chunked"),
-                ("content-length", "3")
-            ])),
+            BodySize::from_headers(&h(&[("transfer-encoding", "chunked"), ("content-length", "3")])),
             BodySize::Stream
         );
         assert_eq!(

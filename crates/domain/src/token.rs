@@ -188,11 +188,7 @@ mod tests {
 
     fn jwt(payload: &str) -> String {
         let enc = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        format!(
-            "{}.{}.sig",
-            enc.encode(r#"{"alg":"HS256"}"#),
-            enc.encode(payload)
-        )
+        format!("{}.{}.sig", enc.encode(r#"{"alg":"HS256"}"#), enc.encode(payload))
     }
 
     #[test]

@@ -5,12 +5,10 @@
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use tokenjar_domain::memory::{
-    bytes_response, json_response, DemoApi, InMemoryUpstream, ManualClock,
-};
+use tokenjar_domain::memory::{bytes_response, json_response, DemoApi, InMemoryUpstream, ManualClock};
 use tokenjar_domain::{
-    ClientRequest, Clock, CookieJar, CookieKeys, CookiePolicy, Gateway, Handled, Headers,
-    LoginRules, ReplyBody, RouteClass, Routes, Rules, TokenRules, UpstreamBase, UpstreamError,
+    ClientRequest, Clock, CookieJar, CookieKeys, CookiePolicy, Gateway, Handled, Headers, LoginRules,
+    ReplyBody, RouteClass, Routes, Rules, TokenRules, UpstreamBase, UpstreamError,
 };
 
 const NOW: i64 = 1_700_000_000;
@@ -34,20 +32,10 @@ impl App {
     fn demo() -> Self {
         let clock = Arc::new(ManualClock::new(NOW));
         let upstream = DemoApi::new(3600).into_upstream(clock.clone());
-        Self::with(
-            upstream,
-            clock,
-            TokenRules::default(),
-            "http://api.internal:9000",
-        )
+        Self::with(upstream, clock, TokenRules::default(), "http://api.internal:9000")
     }
 
-    fn with(
-        upstream: InMemoryUpstream,
-        clock: Arc<ManualClock>,
-        token: TokenRules,
-        base: &str,
-    ) -> Self {
+    fn with(upstream: InMemoryUpstream, clock: Arc<ManualClock>, token: TokenRules, base: &str) -> Self {
         Self {
             gateway: Gateway::new(rules(token, base), upstream, clock.clone()),
             clock,
@@ -70,13 +58,7 @@ impl App {
         )
     }
 
-    fn send(
-        &self,
-        method: &str,
-        target: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> Handled<Vec<u8>> {
+    fn send(&self, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Handled<Vec<u8>> {
         let (path, query) = match target.split_once('?') {
             Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
             None => (target.to_owned(), None),
@@ -162,10 +144,7 @@ fn login_call_session_logout() {
     );
     assert_eq!(login.reply.status, 200);
     assert_eq!(login.route, RouteClass::Login);
-    assert_eq!(
-        login.login,
-        Some(tokenjar_domain::flow::LoginResult::Success)
-    );
+    assert_eq!(login.login, Some(tokenjar_domain::flow::LoginResult::Success));
     let body = json_of(&login);
     assert_eq!(body, json!({"user": {"name": "demo"}, "loggedIn": true}));
     let sent = app.recorded();
@@ -305,10 +284,7 @@ fn proxied_requests_reach_the_planned_url_with_the_planned_headers() {
         sent.headers.get_str("x-forwarded-for"),
         Some("203.0.113.9, 192.0.2.7")
     );
-    assert_eq!(
-        sent.headers.get_str("x-forwarded-host"),
-        Some("app.example")
-    );
+    assert_eq!(sent.headers.get_str("x-forwarded-host"), Some("app.example"));
 }
 
 #[test]
@@ -406,10 +382,7 @@ fn login_response_headers_never_carry_the_token() {
         reply.reply.headers.get_str("content-type"),
         Some("application/json")
     );
-    assert_eq!(
-        reply.reply.headers.get_str("cache-control"),
-        Some("no-store")
-    );
+    assert_eq!(reply.reply.headers.get_str("cache-control"), Some("no-store"));
     assert!(!reply.reply.headers.contains("etag"));
     let sent = app.recorded().pop().unwrap();
     assert!(!sent.headers.contains("accept-encoding"));
@@ -427,10 +400,7 @@ fn refused_logins_pass_through_without_a_cookie() {
     assert_eq!(reply.reply.status, 401);
     assert_eq!(json_of(&reply), json!({"error": "bad credentials"}));
     assert!(set_cookies(&reply).is_empty());
-    assert_eq!(
-        reply.login,
-        Some(tokenjar_domain::flow::LoginResult::Refused)
-    );
+    assert_eq!(reply.login, Some(tokenjar_domain::flow::LoginResult::Refused));
 }
 
 #[test]
@@ -439,11 +409,7 @@ fn unusable_login_answers_are_502_without_a_cookie() {
         ("text/html", b"<html>".to_vec(), ""),
         ("application/json", br#"{"user":1}"#.to_vec(), ""),
         ("application/json", br#"{"authToken":42}"#.to_vec(), ""),
-        (
-            "application/json",
-            br#"{"authToken":"a\r\nb"}"#.to_vec(),
-            "",
-        ),
+        ("application/json", br#"{"authToken":"a\r\nb"}"#.to_vec(), ""),
         (
             "application/json",
             {
@@ -453,20 +419,14 @@ fn unusable_login_answers_are_502_without_a_cookie() {
             },
             "",
         ),
-        (
-            "application/json",
-            br#"{"authToken":"tok-1"}"#.to_vec(),
-            "gzip",
-        ),
+        ("application/json", br#"{"authToken":"tok-1"}"#.to_vec(), "gzip"),
     ];
     for (content_type, body, encoding) in cases {
         let encoding = encoding.to_owned();
         let app = App::answering(move |_| {
             let mut response = bytes_response(200, content_type, body.clone());
             if !encoding.is_empty() {
-                response
-                    .headers
-                    .append("content-encoding", encoding.clone());
+                response.headers.append("content-encoding", encoding.clone());
             }
             Ok(response)
         });
@@ -474,10 +434,7 @@ fn unusable_login_answers_are_502_without_a_cookie() {
         assert_eq!(reply.reply.status, 502);
         assert_eq!(json_of(&reply)["error"], "bad_login_response");
         assert!(set_cookies(&reply).is_empty());
-        assert_eq!(
-            reply.login,
-            Some(tokenjar_domain::flow::LoginResult::Failed)
-        );
+        assert_eq!(reply.login, Some(tokenjar_domain::flow::LoginResult::Failed));
     }
 }
 

@@ -1,0 +1,32 @@
+# tokenjar's everyday commands. `make run` and `make test` are all a new
+# checkout needs (with a Rust toolchain).
+
+CARGO ?= cargo
+
+.PHONY: run test lint fmt build release clean
+
+## Run tokenjar with config/ (TOKENJAR_ENV=local: plain-http cookies).
+run:
+	$(CARGO) run --release -p tokenjar -- serve --config-dir config
+
+## Every test: unit, flow (in-memory) and end-to-end (the binary on loopback).
+test:
+	$(CARGO) build -p tokenjar
+	$(CARGO) test --workspace
+
+## Formatting and clippy, warnings as errors.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+build:
+	$(CARGO) build --workspace
+
+release:
+	$(CARGO) build --release -p tokenjar
+
+clean:
+	$(CARGO) clean

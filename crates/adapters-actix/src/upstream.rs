@@ -1,0 +1,179 @@
+//! [`AwcUpstream`]: the domain's `Upstream` port over an awc client. One per
+//! server worker (awc is not `Send`), with its own keep-alive pool. No
+//! redirects are followed, no cookies stored, nothing decompressed: the
+//! API's answer goes back as it came.
+
+use std::future::Future;
+use std::time::Duration;
+
+use actix_web::body::SizedStream;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::Method;
+use awc::error::{ConnectError, PayloadError, SendRequestError};
+use tokenjar_domain::{
+    BodyReadError, BodySize, Headers, Upstream, UpstreamError, UpstreamRequest, UpstreamResponse,
+};
+
+use crate::body::RequestBody;
+
+/// The awc response, whose body is streamed back to the browser.
+pub type ResponseBody = awc::ClientResponse;
+
+/// Timeouts and pool size of the upstream client.
+#[derive(Clone, Debug)]
+pub struct UpstreamSettings {
+    /// Time to open a TCP connection to the API.
+    pub connect_timeout: Duration,
+    /// Time from sending a request to having the API's response head.
+    pub timeout: Duration,
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The API, reached with awc.
+pub struct AwcUpstream {
+    client: awc::Client,
+    timeout: Duration,
+}
+
+impl AwcUpstream {
+    /// A client for this worker.
+    pub fn new(settings: &UpstreamSettings) -> Self {
+        let connector = awc::Connector::new().timeout(settings.connect_timeout);
+        let client = awc::Client::builder()
+            .connector(connector)
+            .disable_redirects()
+            .no_default_headers()
+            // awc's own timeout would also run over the body and cut long
+            // downloads; the response-head timeout is applied around send.
+            .disable_timeout()
+            .finish();
+        Self {
+            client,
+            timeout: settings.timeout,
+        }
+    }
+
+    /// A cheap reachability check: any HTTP answer from the API counts.
+    ///
+    /// # Errors
+    /// The [`UpstreamError`] that a real request would get.
+    pub async fn probe(&self, url: &str) -> Result<u16, UpstreamError> {
+        let send = self.client.get(url).send();
+        match actix_rt::time::timeout(self.timeout, send).await {
+            Ok(Ok(response)) => Ok(response.status().as_u16()),
+            Ok(Err(e)) => Err(map_send_error(e, false)),
+            Err(_) => Err(UpstreamError::Timeout),
+        }
+    }
+}
+
+impl Upstream for AwcUpstream {
+    type RequestBody = RequestBody;
+    type ResponseBody = ResponseBody;
+
+    fn send(
+        &self,
+        request: UpstreamRequest<RequestBody>,
+    ) -> impl Future<Output = Result<UpstreamResponse<ResponseBody>, UpstreamError>> {
+        let timeout = self.timeout;
+        let built = build(&self.client, &request.method, &request.url, &request.headers);
+        async move {
+            let outgoing = built?;
+            let exceeded = request.body.exceeded_flag();
+            let send = match request.body_size {
+                // No body at all: no `Content-Length: 0` either.
+                BodySize::None => outgoing.send_body(actix_web::body::None::new()),
+                BodySize::Sized(n) => outgoing.send_body(SizedStream::new(n, request.body)),
+                BodySize::Stream => outgoing.send_stream(request.body),
+            };
+            let response = match actix_rt::time::timeout(timeout, send).await {
+                Ok(Ok(response)) => response,
+                Ok(Err(e)) => return Err(map_send_error(e, exceeded.get())),
+                Err(_) => return Err(UpstreamError::Timeout),
+            };
+            Ok(convert(response, &request.method))
+        }
+    }
+
+    fn read_body(
+        &self,
+        mut body: ResponseBody,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<u8>, BodyReadError>> {
+        let timeout = self.timeout;
+        async move {
+            match actix_rt::time::timeout(timeout, body.body().limit(limit)).await {
+                Ok(Ok(bytes)) => Ok(bytes.to_vec()),
+                Ok(Err(PayloadError::Overflow)) => Err(BodyReadError::TooLarge),
+                Ok(Err(e)) => Err(BodyReadError::Failed(e.to_string())),
+                Err(_) => Err(BodyReadError::Timeout),
+            }
+        }
+    }
+}
+
+fn build(
+    client: &awc::Client,
+    method: &str,
+    url: &str,
+    headers: &Headers,
+) -> Result<awc::ClientRequest, UpstreamError> {
+    let method = Method::from_bytes(method.as_bytes())
+        .map_err(|_| UpstreamError::RequestBody("the method is not a valid token".into()))?;
+    let mut outgoing = client.request(method, url);
+    let map = outgoing.headers_mut();
+    for (name, value) in headers.iter() {
+        // The server already parsed these as valid headers; the token was
+        // checked before it could be issued. A value that still fails is
+        // dropped rather than sent malformed.
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(value),
+        ) {
+            map.append(name, value);
+        }
+    }
+    Ok(outgoing)
+}
+
+fn convert(response: ResponseBody, method: &str) -> UpstreamResponse<ResponseBody> {
+    let status = response.status();
+    let mut headers = Headers::with_capacity(response.headers().len());
+    for (name, value) in response.headers() {
+        headers.append(name.as_str(), value.as_bytes());
+    }
+    let no_body = method == "HEAD"
+        || status.is_informational()
+        || status == actix_web::http::StatusCode::NO_CONTENT
+        || status == actix_web::http::StatusCode::NOT_MODIFIED;
+    let body_size = match BodySize::from_headers(&headers) {
+        // Neither length nor chunking: the body runs until the API closes.
+        BodySize::None if !no_body => BodySize::Stream,
+        size => size,
+    };
+    UpstreamResponse {
+        status: status.as_u16(),
+        headers,
+        body_size,
+        body: response,
+    }
+}
+
+fn map_send_error(error: SendRequestError, body_exceeded: bool) -> UpstreamError {
+    match error {
+        SendRequestError::Body(_) if body_exceeded => UpstreamError::RequestBodyTooLarge,
+        SendRequestError::Body(e) => UpstreamError::RequestBody(e.to_string()),
+        SendRequestError::Timeout | SendRequestError::Connect(ConnectError::Timeout) => {
+            UpstreamError::Timeout
+        }
+        other => UpstreamError::Unavailable(other.to_string()),
+    }
+}

@@ -1,0 +1,136 @@
+//! The `tokenjar` command: parses the command line, loads and validates the
+//! configuration, sets up logging and starts the server. Everything else
+//! lives in the domain and adapter crates.
+
+mod settings;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokenjar_adapters_actix::Application;
+use tokenjar_domain::CookieKeys;
+use tracing_subscriber::EnvFilter;
+
+use crate::settings::{describe_dir, Problem, Settings, Sources, Validated};
+
+/// Exit code for a configuration that cannot be used.
+const BAD_CONFIG: u8 = 2;
+
+/// tokenjar keeps your API token in an HTTP-only cookie and proxies your API.
+#[derive(Debug, Parser)]
+#[command(name = "tokenjar", version, about, long_about = None)]
+struct Cli {
+    /// Folder with default.toml and {TOKENJAR_ENV}.toml [default: ./config]
+    #[arg(long, global = true, env = "TOKENJAR_CONFIG_DIR", value_name = "DIR")]
+    config_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy (the default)
+    Serve,
+    /// Print a fresh random cookie key (base64, 64 bytes) and exit
+    Keygen,
+    /// Load and validate the configuration, print it with secrets redacted
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Keygen => {
+            println!("{}", CookieKeys::generate_base64());
+            ExitCode::SUCCESS
+        }
+        Command::CheckConfig => check_config(cli.config_dir),
+        Command::Serve => serve(cli.config_dir),
+    }
+}
+
+fn load(config_dir: Option<PathBuf>) -> Result<(Settings, Validated, Sources), Vec<Problem>> {
+    let sources = Sources::from_process(config_dir);
+    let settings = Settings::load(&sources)?;
+    let validated = settings.validate()?;
+    Ok((settings, validated, sources))
+}
+
+fn report(problems: &[Problem]) -> ExitCode {
+    eprintln!("tokenjar: the configuration cannot be used:");
+    for p in problems {
+        eprintln!("  error: {p}");
+    }
+    ExitCode::from(BAD_CONFIG)
+}
+
+fn check_config(config_dir: Option<PathBuf>) -> ExitCode {
+    match load(config_dir) {
+        Ok((settings, validated, sources)) => {
+            println!("# configuration folder: {}", describe_dir(&sources.dir));
+            println!("# environment: {}", sources.env);
+            for warning in warnings(&validated) {
+                println!("# warning: {warning}");
+            }
+            print!("{}", settings.redacted_toml());
+            ExitCode::SUCCESS
+        }
+        Err(problems) => report(&problems),
+    }
+}
+
+fn warnings(validated: &Validated) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if validated.ephemeral_key {
+        out.push("cookie.keys is empty: a random key is used and every session dies on restart");
+    }
+    if validated.clear_cookie {
+        out.push("cookie.encrypt is false: the token is stored in the cookie in clear");
+    }
+    if validated.frontend_set {
+        out.push("frontend.* is set but this version serves no frontend: non-API paths answer 404");
+    }
+    out
+}
+
+fn init_logging(json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn serve(config_dir: Option<PathBuf>) -> ExitCode {
+    let (_settings, validated, sources) = match load(config_dir) {
+        Ok(loaded) => loaded,
+        Err(problems) => return report(&problems),
+    };
+    init_logging(validated.json_logs);
+    tracing::info!(config = %describe_dir(&sources.dir), env = %sources.env, "configuration loaded");
+    for warning in warnings(&validated) {
+        tracing::warn!("{warning}");
+    }
+    let result = actix_web::rt::System::new().block_on(async move {
+        let app = Application::build(&validated.server, &validated.upstream, validated.rules)?;
+        tracing::info!("listening on {}", app.url());
+        app.run_until_stopped().await
+    });
+    match result {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("cannot serve: {e}");
+            eprintln!("tokenjar: cannot serve: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

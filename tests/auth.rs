@@ -1,0 +1,566 @@
+//! End-to-end tests of login interception, the auth cookie, session and
+//! logout (SPEC §4, §5, §6): the real binary in front of a recording API.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tokenjar_e2e::api::CannedReply;
+use tokenjar_e2e::pattern::{make_jwt, signature_of};
+use tokenjar_e2e::{spawn_app, unix_now, RecordingApi, Reply, TestApp, KEY_1, KEY_2};
+
+fn setup() -> (RecordingApi, TestApp) {
+    setup_with(&[])
+}
+
+fn setup_with(env: &[(&str, &str)]) -> (RecordingApi, TestApp) {
+    let api = RecordingApi::start();
+    let app = spawn_app(&api.url("/v1"), env);
+    (api, app)
+}
+
+/// Asserts that neither the token nor its signature part appears anywhere in
+/// the response (body or headers).
+fn assert_no_token(reply: &Reply, token: &str, context: &str) {
+    for needle in [token, signature_of(token)] {
+        assert!(
+            !reply.leaks(needle),
+            "{context}: the token leaked into the response: status {}, headers {:?}, body {:?}",
+            reply.status,
+            reply.headers,
+            reply.text()
+        );
+    }
+}
+
+/// Asserts the response deletes the auth cookie (`Max-Age=0`, `Path=/`).
+fn assert_deletes_cookie(reply: &Reply, context: &str) {
+    let cookie = reply.set_cookie_for("auth-token").unwrap_or_else(|| {
+        panic!(
+            "{context}: expected a Set-Cookie deleting auth-token; headers {:?}",
+            reply.headers
+        )
+    });
+    assert_eq!(cookie.max_age(), Some(0), "{context}: {}", cookie.raw);
+    assert_eq!(cookie.attr("path"), Some(Some("/")), "{context}: {}", cookie.raw);
+}
+
+/// The cookie pair with one character of the value changed.
+fn tamper(pair: &str) -> String {
+    let (name, value) = pair.split_once('=').unwrap();
+    let mut chars: Vec<char> = value.chars().collect();
+    let at = chars.len() / 2;
+    chars[at] = if chars[at] == 'A' { 'B' } else { 'A' };
+    format!("{name}={}", chars.into_iter().collect::<String>())
+}
+
+/// A raw POST of the demo credentials to `path`, with `x-csrf`.
+fn raw_login(app: &TestApp, path: &str) -> Reply {
+    let body = r#"{"username":"demo","password":"demo"}"#;
+    app.raw(&format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nx-csrf: 1\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ))
+}
+
+#[actix_web::test]
+async fn login_sets_a_sealed_http_only_cookie_and_hides_the_token() {
+    let (api, app) = setup();
+
+    let reply = app.login("demo", "demo").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let issued = api.last_issued();
+    let token = issued.token.as_str();
+
+    // The API got the login request itself.
+    let seen = api.last_request();
+    assert_eq!(
+        (seen.method.as_str(), seen.target.as_str()),
+        ("POST", "/v1/login")
+    );
+    let creds: Value = serde_json::from_slice(&seen.body).unwrap();
+    assert_eq!(creds, json!({"username": "demo", "password": "demo"}));
+
+    let body = reply.json();
+    assert_eq!(body["loggedIn"], true, "{body}");
+    assert_eq!(body["user"], json!({"name": "demo"}), "{body}");
+    assert!(body.get("authToken").is_none(), "token field kept: {body}");
+    assert_no_token(&reply, token, "login");
+
+    let cookie = reply.set_cookie_for("auth-token").expect("auth cookie set");
+    assert!(!cookie.value.is_empty());
+    assert!(!cookie.value.contains(token) && !cookie.value.contains(signature_of(token)));
+    assert_eq!(cookie.attr("httponly"), Some(None), "{}", cookie.raw);
+    assert!(
+        cookie
+            .attr("samesite")
+            .flatten()
+            .is_some_and(|v| v.eq_ignore_ascii_case("lax")),
+        "{}",
+        cookie.raw
+    );
+    assert_eq!(cookie.attr("path"), Some(Some("/")), "{}", cookie.raw);
+    assert_eq!(cookie.attr("secure"), None, "cookie.secure=false: {}", cookie.raw);
+    let max_age = cookie.max_age().expect("Max-Age following the JWT exp");
+    let expected = issued.exp.saturating_sub(unix_now()) as i64;
+    assert!(
+        (expected - 120..=expected + 5).contains(&max_age),
+        "Max-Age {max_age} should follow the JWT exp (about {expected})"
+    );
+
+    // The browser sends the cookie back; the API gets the token.
+    let reply = app.get_api("/api/echo", Some(&cookie.pair())).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(api.last_request().header_all("auth-token"), vec![token]);
+    assert_no_token(&reply, token, "api call");
+}
+
+#[actix_web::test]
+async fn bad_credentials_pass_through_without_cookie() {
+    let (api, app) = setup();
+
+    let reply = app.login("demo", "wrong").await;
+    assert_eq!(reply.status, 401, "{}", reply.text());
+    assert_eq!(reply.json(), json!({"error": "bad credentials"}));
+    assert!(
+        reply.header_all("set-cookie").is_empty(),
+        "no cookie on a failed login: {:?}",
+        reply.header_all("set-cookie")
+    );
+    assert_eq!(api.requests().len(), 1);
+}
+
+#[test]
+fn login_is_intercepted_however_its_path_is_spelled() {
+    let (api, app) = setup();
+
+    for path in [
+        "/api/LOGIN",
+        "/api/Login",
+        "/api/login/",
+        "/api//login",
+        "/api/login?x=1",
+        "/api/%6Cogin",
+    ] {
+        let before = api.issued().len();
+        let reply = raw_login(&app, path);
+        let issued = api.issued();
+        assert_eq!(
+            issued.len(),
+            before + 1,
+            "{path}: the API should have been asked to log in (status {} {})",
+            reply.status,
+            reply.text()
+        );
+        let token = issued.last().unwrap().token.clone();
+        assert_no_token(&reply, &token, path);
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+        assert_eq!(reply.json()["loggedIn"], true, "{path}");
+        assert!(
+            reply.set_cookie_for("auth-token").is_some(),
+            "{path}: the login should set the auth cookie"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn malformed_login_responses_are_502_without_cookie() {
+    let (api, app) = setup();
+    let token = make_jwt(unix_now() + 3600);
+    let big_pad = "x".repeat(2 * 1024 * 1024);
+    let cases: Vec<(&str, CannedReply)> = vec![
+        (
+            "not JSON",
+            CannedReply::raw(200, "text/plain", format!("authToken={token}")),
+        ),
+        (
+            "truncated JSON",
+            CannedReply::raw(200, "application/json", format!(r#"{{"authToken":"{token}""#)),
+        ),
+        (
+            "no token",
+            CannedReply::json(200, &json!({"user": {"name": "demo"}})),
+        ),
+        (
+            "token is a number",
+            CannedReply::json(200, &json!({"authToken": 1234567890123_u64})),
+        ),
+        (
+            "token is null",
+            CannedReply::json(200, &json!({"authToken": null})),
+        ),
+        (
+            "token is empty",
+            CannedReply::json(200, &json!({"authToken": ""})),
+        ),
+        (
+            "body over 1 MiB",
+            CannedReply::json(200, &json!({"authToken": token, "pad": big_pad})),
+        ),
+        (
+            "token with CR/LF",
+            CannedReply::json(200, &json!({"authToken": format!("{token}\r\nX-Injected: 1")})),
+        ),
+    ];
+    for (case, canned) in cases {
+        api.push_login_reply(canned);
+        let reply = app.login("demo", "demo").await;
+        assert_eq!(
+            reply.status,
+            502,
+            "{case}: expected 502 bad_login_response, got {} {:?}",
+            reply.status,
+            reply.text().chars().take(300).collect::<String>()
+        );
+        reply.assert_error(502, "bad_login_response");
+        assert!(
+            reply.header_all("set-cookie").is_empty(),
+            "{case}: no cookie may be set: {:?}",
+            reply.header_all("set-cookie")
+        );
+        assert_no_token(&reply, &token, case);
+        assert!(reply.header("x-injected").is_none(), "{case}");
+    }
+}
+
+#[actix_web::test]
+async fn any_2xx_login_with_a_token_logs_in() {
+    let (api, app) = setup();
+    let exp = unix_now() + 7200;
+    let token = make_jwt(exp);
+    api.push_login_reply(CannedReply::json(
+        201,
+        &json!({"authToken": token, "user": {"name": "demo"}}),
+    ));
+
+    let reply = app.login("demo", "demo").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["loggedIn"], true);
+    assert_no_token(&reply, &token, "201 login");
+    let cookie = reply.set_cookie_for("auth-token").expect("cookie").pair();
+
+    let session = app.session(Some(&cookie)).await;
+    assert_eq!(session.json(), json!({"loggedIn": true, "expiresAt": exp}));
+}
+
+#[actix_web::test]
+async fn login_keeps_other_fields_and_opaque_tokens_make_session_cookies() {
+    let (api, app) = setup();
+    let token = format!("opaque-{}", tokenjar_e2e::unique());
+    api.push_login_reply(CannedReply::json(
+        200,
+        &json!({"authToken": token, "user": {"name": "demo"}, "roles": ["a", "b"]}),
+    ));
+
+    let reply = app.login("demo", "demo").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.json(),
+        json!({"user": {"name": "demo"}, "roles": ["a", "b"], "loggedIn": true})
+    );
+    assert_no_token(&reply, &token, "opaque login");
+    let cookie = reply.set_cookie_for("auth-token").expect("cookie");
+    assert_eq!(cookie.max_age(), None, "no exp: a session cookie: {}", cookie.raw);
+    assert_eq!(
+        cookie.attr("expires"),
+        None,
+        "no exp: a session cookie: {}",
+        cookie.raw
+    );
+
+    let session = app.session(Some(&cookie.pair())).await;
+    assert_eq!(session.json(), json!({"loggedIn": true, "expiresAt": null}));
+    app.get_api("/api/echo", Some(&cookie.pair())).await;
+    assert_eq!(api.last_request().header_all("auth-token"), vec![token.as_str()]);
+}
+
+#[actix_web::test]
+async fn the_token_field_pointer_is_configurable() {
+    let (api, app) = setup_with(&[("TOKENJAR_TOKEN__RESPONSE_FIELD", "/data/token")]);
+    let token = make_jwt(unix_now() + 600);
+    api.push_login_reply(CannedReply::json(
+        200,
+        &json!({"data": {"token": token, "kind": "jwt"}, "authToken": "decoy"}),
+    ));
+
+    let reply = app.login("demo", "demo").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let body = reply.json();
+    assert_eq!(body["data"], json!({"kind": "jwt"}), "{body}");
+    assert_eq!(body["authToken"], "decoy", "{body}");
+    assert_no_token(&reply, &token, "pointer login");
+    let cookie = reply.set_cookie_for("auth-token").expect("cookie").pair();
+    app.get_api("/api/echo", Some(&cookie)).await;
+    assert_eq!(api.last_request().header_all("auth-token"), vec![token.as_str()]);
+}
+
+#[actix_web::test]
+async fn concurrent_logins_never_mix() {
+    let (api, app) = setup();
+
+    let logins = (0..12).map(|_| app.login("demo", "demo"));
+    let replies = futures_util::future::join_all(logins).await;
+    let mut seen_tokens = Vec::new();
+    for reply in &replies {
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let cookie = reply.set_cookie_for("auth-token").expect("cookie").pair();
+        app.get_api("/api/echo", Some(&cookie)).await;
+        let seen = api.last_request().header("auth-token").map(str::to_owned);
+        seen_tokens.push(seen.expect("token reached the API"));
+    }
+    let mut issued: Vec<String> = api.issued().into_iter().map(|i| i.token).collect();
+    issued.sort();
+    seen_tokens.sort();
+    assert_eq!(
+        seen_tokens, issued,
+        "each login's cookie must carry the token of that login"
+    );
+}
+
+#[actix_web::test]
+async fn session_reports_logged_out_without_cookie() {
+    let (api, app) = setup();
+
+    let reply = app.session(None).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json(), json!({"loggedIn": false}));
+    assert!(api.requests().is_empty(), "session is answered by tokenjar");
+}
+
+#[actix_web::test]
+async fn session_reports_the_jwt_expiry_and_never_the_token() {
+    let (api, app) = setup();
+    let cookie = app.login_cookie().await;
+    let issued = api.last_issued();
+
+    let reply = app.session(Some(&cookie)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json(), json!({"loggedIn": true, "expiresAt": issued.exp}));
+    assert_no_token(&reply, &issued.token, "session");
+    assert_eq!(api.requests().len(), 1, "only the login reached the API");
+}
+
+#[actix_web::test]
+async fn logout_deletes_the_cookie_with_or_without_one() {
+    let (api, app) = setup();
+    let cookie = app.login_cookie().await;
+    let token = api.last_issued().token;
+
+    let reply = app.logout(Some(&cookie)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json(), json!({"loggedIn": false}));
+    assert_deletes_cookie(&reply, "logout");
+    assert_no_token(&reply, &token, "logout");
+
+    let reply = app.logout(None).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json(), json!({"loggedIn": false}));
+    assert_deletes_cookie(&reply, "logout without cookie");
+
+    assert_eq!(api.requests().len(), 1, "logout is answered by tokenjar");
+}
+
+#[actix_web::test]
+async fn logout_by_get_is_405() {
+    let (api, app) = setup();
+    let cookie = app.login_cookie().await;
+
+    let reply = app.get_api("/api/logout", Some(&cookie)).await;
+    reply.assert_error(405, "method_not_allowed");
+    assert!(
+        reply.set_cookie_for("auth-token").is_none(),
+        "a GET must not log out: {:?}",
+        reply.header_all("set-cookie")
+    );
+    assert_eq!(api.requests().len(), 1);
+    let session = app.session(Some(&cookie)).await;
+    assert_eq!(session.json()["loggedIn"], true);
+}
+
+#[actix_web::test]
+async fn a_tampered_cookie_counts_as_absent() {
+    let (api, app) = setup();
+    let good = app.login_cookie().await;
+    let bad = tamper(&good);
+    assert_ne!(good, bad);
+
+    let reply = app.session(Some(&bad)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json(), json!({"loggedIn": false}));
+    assert_deletes_cookie(&reply, "session with a tampered cookie");
+
+    let reply = app.get_api("/api/echo", Some(&bad)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(
+        api.last_request().header_all("auth-token").is_empty(),
+        "a tampered cookie must not yield a token: {:?}",
+        api.last_request().headers
+    );
+    assert_deletes_cookie(&reply, "api call with a tampered cookie");
+}
+
+#[actix_web::test]
+async fn a_garbage_cookie_counts_as_absent() {
+    let (api, app) = setup();
+
+    for cookie in [
+        "auth-token=garbage",
+        "auth-token=%%%",
+        "auth-token=eyJhbGciOiJIUzI1NiJ9",
+    ] {
+        let reply = app.session(Some(cookie)).await;
+        assert_eq!(reply.status, 200, "{cookie}: {}", reply.text());
+        assert_eq!(reply.json(), json!({"loggedIn": false}), "{cookie}");
+        assert_deletes_cookie(&reply, cookie);
+
+        let reply = app.get_api("/api/echo", Some(cookie)).await;
+        assert_eq!(reply.status, 200, "{cookie}: {}", reply.text());
+        assert!(
+            api.last_request().header_all("auth-token").is_empty(),
+            "{cookie}: {:?}",
+            api.last_request().headers
+        );
+    }
+}
+
+#[actix_web::test]
+async fn a_cookie_sealed_with_another_key_counts_as_absent() {
+    let api = RecordingApi::start();
+    let first = spawn_app(&api.url("/v1"), &[("TOKENJAR_COOKIE__KEYS", KEY_1)]);
+    let other = spawn_app(&api.url("/v1"), &[("TOKENJAR_COOKIE__KEYS", KEY_2)]);
+    let cookie = first.login_cookie().await;
+
+    let reply = other.session(Some(&cookie)).await;
+    assert_eq!(reply.json(), json!({"loggedIn": false}));
+    assert_deletes_cookie(&reply, "foreign cookie");
+
+    let reply = other.get_api("/api/echo", Some(&cookie)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(api.last_request().header_all("auth-token").is_empty());
+
+    // The instance with the same key still accepts it (stateless).
+    let reply = first.session(Some(&cookie)).await;
+    assert_eq!(reply.json()["loggedIn"], true);
+}
+
+#[actix_web::test]
+async fn key_rotation_keeps_sessions_until_the_old_key_goes() {
+    let api = RecordingApi::start();
+    let (old_cookie, token) = {
+        let app = spawn_app(&api.url("/v1"), &[("TOKENJAR_COOKIE__KEYS", KEY_1)]);
+        let cookie = app.login_cookie().await;
+        (cookie, api.last_issued())
+    };
+
+    let both = format!("{KEY_2},{KEY_1}");
+    let new_cookie = {
+        let app = spawn_app(&api.url("/v1"), &[("TOKENJAR_COOKIE__KEYS", both.as_str())]);
+        let reply = app.session(Some(&old_cookie)).await;
+        assert_eq!(
+            reply.json(),
+            json!({"loggedIn": true, "expiresAt": token.exp}),
+            "a cookie sealed with K1 must open with keys K2,K1"
+        );
+        app.get_api("/api/echo", Some(&old_cookie)).await;
+        assert_eq!(
+            api.last_request().header_all("auth-token"),
+            vec![token.token.as_str()]
+        );
+        app.login_cookie().await
+    };
+
+    let app = spawn_app(&api.url("/v1"), &[("TOKENJAR_COOKIE__KEYS", KEY_2)]);
+    let reply = app.session(Some(&old_cookie)).await;
+    assert_eq!(
+        reply.json(),
+        json!({"loggedIn": false}),
+        "a cookie sealed with K1 must not open with K2 alone"
+    );
+    let reply = app.session(Some(&new_cookie)).await;
+    assert_eq!(
+        reply.json()["loggedIn"],
+        true,
+        "with keys K2,K1 new cookies are sealed with K2"
+    );
+}
+
+#[actix_web::test]
+async fn without_encryption_the_cookie_holds_the_token_in_clear() {
+    let (api, app) = setup_with(&[("TOKENJAR_COOKIE__ENCRYPT", "false")]);
+
+    let reply = app.login("demo", "demo").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let issued = api.last_issued();
+    assert!(!reply.text().contains(&issued.token), "body leaked the token");
+    let cookie = reply.set_cookie_for("auth-token").expect("cookie");
+    assert_eq!(cookie.value, issued.token);
+    assert_eq!(cookie.attr("httponly"), Some(None));
+
+    let session = app.session(Some(&cookie.pair())).await;
+    assert_eq!(session.json(), json!({"loggedIn": true, "expiresAt": issued.exp}));
+    app.get_api("/api/echo", Some(&cookie.pair())).await;
+    assert_eq!(
+        api.last_request().header_all("auth-token"),
+        vec![issued.token.as_str()]
+    );
+}
+
+#[actix_web::test]
+async fn cookie_attributes_follow_the_configuration() {
+    let (api, app) = setup_with(&[
+        ("TOKENJAR_COOKIE__NAME", "tj"),
+        ("TOKENJAR_COOKIE__SAME_SITE", "strict"),
+        ("TOKENJAR_COOKIE__SECURE", "true"),
+        ("TOKENJAR_COOKIE__MAX_AGE_S", "600"),
+        ("TOKENJAR_COOKIE__PATH", "/"),
+    ]);
+
+    let reply = app.login("demo", "demo").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(reply.set_cookie_for("auth-token").is_none());
+    let cookie = reply.set_cookie_for("tj").expect("cookie named by cookie.name");
+    assert_eq!(cookie.max_age(), Some(600), "{}", cookie.raw);
+    assert_eq!(cookie.attr("secure"), Some(None), "{}", cookie.raw);
+    assert_eq!(cookie.attr("httponly"), Some(None), "{}", cookie.raw);
+    assert!(
+        cookie
+            .attr("samesite")
+            .flatten()
+            .is_some_and(|v| v.eq_ignore_ascii_case("strict")),
+        "{}",
+        cookie.raw
+    );
+    app.get_api("/api/echo", Some(&cookie.pair())).await;
+    assert_eq!(
+        api.last_request().header_all("auth-token"),
+        vec![api.last_issued().token.as_str()]
+    );
+}
+
+#[actix_web::test]
+async fn logs_never_contain_the_token_or_a_key() {
+    let (api, app) = setup();
+    let cookie = app.login_cookie().await;
+    let token = api.last_issued().token;
+    app.get_api("/api/echo", Some(&cookie)).await;
+    app.session(Some(&cookie)).await;
+    app.get_api("/api/logout", Some(&cookie)).await;
+    app.send(
+        "GET",
+        "/api/status/500",
+        &[("cookie", cookie.as_str())],
+        Bytes::new(),
+    )
+    .await;
+    app.logout(Some(&cookie)).await;
+
+    let logs = app.logs().join("\n");
+    assert!(!logs.is_empty(), "tokenjar logged nothing at RUST_LOG=info");
+    for (what, secret) in [
+        ("token", token.as_str()),
+        ("token signature", signature_of(&token)),
+        ("cookie key", KEY_1),
+    ] {
+        assert!(!logs.contains(secret), "the logs contain the {what}:\n{logs}");
+    }
+}

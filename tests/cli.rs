@@ -1,0 +1,342 @@
+//! End-to-end tests of tokenjar's command line and layered configuration
+//! (SPEC §1, §2): the binary run directly, as a user would.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use tokenjar_e2e::{mentions_word, tokenjar_bin, TempDir, KEY_1, KEY_3};
+
+/// How long one CLI run may take before the test gives up on it.
+const RUN_DEADLINE: Duration = Duration::from_secs(20);
+
+#[derive(Debug)]
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// stdout and stderr together, for "the message names the key" checks.
+    fn output(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+
+    fn assert_code(&self, code: i32) {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "expected exit code {code}; stdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+    }
+
+    /// A bad configuration: exit 2, no panic or backtrace, every word named.
+    fn assert_config_error(&self, words: &[&str]) {
+        self.assert_code(2);
+        let output = self.output();
+        assert!(
+            !output.contains("panicked") && !output.contains("RUST_BACKTRACE"),
+            "a bad configuration must not panic:\n{output}"
+        );
+        for word in words {
+            assert!(
+                mentions_word(&output, word),
+                "the error output should name `{word}`:\n{output}"
+            );
+        }
+    }
+}
+
+/// Runs tokenjar with `args` and `env` (all inherited `TOKENJAR_*` removed),
+/// from inside `cwd` so the repo's `./config` is never picked up.
+fn run(cwd: &TempDir, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(tokenjar_bin());
+    cmd.args(args)
+        .current_dir(cwd.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_remove("RUST_BACKTRACE")
+        .env("NO_COLOR", "1");
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("TOKENJAR_") {
+            cmd.env_remove(name);
+        }
+    }
+    for (name, value) in env {
+        cmd.env(name, value);
+    }
+    let mut child = cmd.spawn().expect("start tokenjar");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for tokenjar") {
+            break status;
+        }
+        if started.elapsed() > RUN_DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "tokenjar {args:?} did not exit within {RUN_DEADLINE:?}; stderr:\n{}",
+                err_reader.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Run {
+        code: status.code(),
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    }
+}
+
+/// `check-config` on `dir` (passed with `--config-dir`).
+fn check_config(dir: &TempDir, env: &[(&str, &str)]) -> Run {
+    let cwd = TempDir::new("cwd");
+    let dir = dir.path().to_str().expect("utf-8 temp path");
+    run(&cwd, &["--config-dir", dir, "check-config"], env)
+}
+
+#[test]
+fn keygen_prints_a_fresh_64_byte_base64_key() {
+    let cwd = TempDir::new("cwd");
+    let first = run(&cwd, &["keygen"], &[]);
+    first.assert_code(0);
+    let second = run(&cwd, &["keygen"], &[]);
+    second.assert_code(0);
+
+    for key in [&first.stdout, &second.stdout] {
+        assert!(key.ends_with('\n'), "the key ends with a newline: {key:?}");
+        assert_eq!(key.lines().count(), 1, "one line only: {key:?}");
+        let decoded = STANDARD
+            .decode(key.trim_end())
+            .unwrap_or_else(|err| panic!("not standard base64 ({err}): {key:?}"));
+        assert_eq!(decoded.len(), 64, "{key:?}");
+    }
+    assert_ne!(first.stdout, second.stdout, "two keys must differ");
+}
+
+#[test]
+fn check_config_accepts_an_empty_dir_and_redacts_keys() {
+    let dir = TempDir::new("config");
+    let run = check_config(&dir, &[("TOKENJAR_COOKIE__KEYS", KEY_1)]);
+    run.assert_code(0);
+    let output = run.output();
+    // The effective settings, i.e. the compiled defaults, are printed...
+    for default in ["8080", "http://127.0.0.1:9090", "/api/login", "auth-token"] {
+        assert!(
+            run.stdout.contains(default),
+            "check-config should print the default {default}:\n{}",
+            run.stdout
+        );
+    }
+    // ...but never the key.
+    assert!(!output.contains(KEY_1), "the key was printed:\n{output}");
+    assert!(
+        !output.contains(&KEY_1[..24]),
+        "part of the key was printed:\n{output}"
+    );
+}
+
+#[test]
+fn check_config_redacts_keys_from_files() {
+    let dir = TempDir::new("config");
+    dir.write("default.toml", &format!("[cookie]\nkeys = [\"{KEY_3}\"]\n"));
+    let run = check_config(&dir, &[]);
+    run.assert_code(0);
+    assert!(
+        !run.output().contains(&KEY_3[..24]),
+        "the key was printed:\n{}",
+        run.output()
+    );
+}
+
+#[test]
+fn an_unknown_env_key_is_an_error_naming_it() {
+    let dir = TempDir::new("config");
+    check_config(&dir, &[("TOKENJAR_SERVER__PROT", "1")]).assert_config_error(&["prot"]);
+}
+
+#[test]
+fn an_unknown_file_key_is_an_error_naming_it() {
+    let dir = TempDir::new("config");
+    dir.write("default.toml", "[server]\nprot = 1\n");
+    check_config(&dir, &[]).assert_config_error(&["prot"]);
+
+    let dir = TempDir::new("config");
+    dir.write("default.toml", "[sever]\nport = 1\n");
+    check_config(&dir, &[]).assert_config_error(&["sever"]);
+}
+
+#[test]
+fn a_bad_value_is_an_error_naming_the_key() {
+    let dir = TempDir::new("config");
+    check_config(&dir, &[("TOKENJAR_SERVER__PORT", "notaport")]).assert_config_error(&["port"]);
+
+    check_config(&dir, &[("TOKENJAR_COOKIE__KEYS", "not*base64!")]).assert_config_error(&["keys"]);
+}
+
+#[test]
+fn same_site_none_needs_secure() {
+    let dir = TempDir::new("config");
+    check_config(
+        &dir,
+        &[
+            ("TOKENJAR_COOKIE__SAME_SITE", "none"),
+            ("TOKENJAR_COOKIE__SECURE", "false"),
+        ],
+    )
+    .assert_config_error(&["same_site"]);
+
+    check_config(
+        &dir,
+        &[
+            ("TOKENJAR_COOKIE__SAME_SITE", "none"),
+            ("TOKENJAR_COOKIE__SECURE", "true"),
+        ],
+    )
+    .assert_code(0);
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let dir = TempDir::new("config");
+    check_config(
+        &dir,
+        &[
+            ("TOKENJAR_SERVER__PROT", "1"),
+            ("TOKENJAR_SERVER__PORT", "notaport"),
+            ("TOKENJAR_COOKIE__SAME_SITE", "none"),
+            ("TOKENJAR_COOKIE__SECURE", "false"),
+        ],
+    )
+    .assert_config_error(&["prot", "port", "same_site"]);
+
+    // A file problem and an env problem together.
+    let dir = TempDir::new("config");
+    dir.write("default.toml", "[upstream]\nurll = \"http://x\"\n");
+    check_config(&dir, &[("TOKENJAR_SERVER__WORKERS", "many")]).assert_config_error(&["urll", "workers"]);
+}
+
+#[test]
+fn serve_with_a_bad_configuration_exits_2() {
+    let dir = TempDir::new("config");
+    let cwd = TempDir::new("cwd");
+    let dir = dir.path().to_str().unwrap();
+    run(
+        &cwd,
+        &["serve", "--config-dir", dir],
+        &[("TOKENJAR_SERVER__PORT", "0"), ("TOKENJAR_SERVER__PROT", "1")],
+    )
+    .assert_config_error(&["prot"]);
+}
+
+#[test]
+fn version_and_help_exit_0() {
+    let cwd = TempDir::new("cwd");
+    let version = run(&cwd, &["--version"], &[]);
+    version.assert_code(0);
+    assert!(
+        version.stdout.contains(env!("CARGO_PKG_VERSION")),
+        "--version should print {}: {:?}",
+        env!("CARGO_PKG_VERSION"),
+        version.stdout
+    );
+
+    let help = run(&cwd, &["--help"], &[]);
+    help.assert_code(0);
+    for word in ["serve", "demo", "keygen", "check-config", "--config-dir"] {
+        assert!(
+            help.stdout.contains(word),
+            "--help should mention {word}:\n{}",
+            help.stdout
+        );
+    }
+}
+
+#[test]
+fn the_config_dir_comes_from_the_flag_anywhere_or_the_env() {
+    let dir = TempDir::new("config");
+    dir.write("default.toml", "[server]\nport = 9999\n");
+    let path = dir.path().to_str().unwrap();
+    let cwd = TempDir::new("cwd");
+
+    for (args, env) in [
+        (vec!["--config-dir", path, "check-config"], vec![]),
+        (vec!["check-config", "--config-dir", path], vec![]),
+        (vec!["check-config"], vec![("TOKENJAR_CONFIG_DIR", path)]),
+    ] {
+        let run = run(&cwd, &args, &env);
+        run.assert_code(0);
+        assert!(
+            run.stdout.contains("9999"),
+            "{args:?} {env:?}: DIR/default.toml should set the port:\n{}",
+            run.stdout
+        );
+    }
+}
+
+#[test]
+fn layers_override_in_order() {
+    let dir = TempDir::new("config");
+    dir.write("default.toml", "[server]\nport = 9999\nhost = \"127.0.0.2\"\n");
+
+    // DIR/default.toml over the compiled defaults.
+    let run = check_config(&dir, &[]);
+    run.assert_code(0);
+    assert!(run.stdout.contains("9999"), "{}", run.stdout);
+    assert!(run.stdout.contains("127.0.0.2"), "{}", run.stdout);
+
+    // DIR/local.toml (TOKENJAR_ENV defaults to local) over default.toml.
+    dir.write("local.toml", "[server]\nport = 9998\n");
+    dir.write("staging.toml", "[server]\nport = 9997\n");
+    let run = check_config(&dir, &[]);
+    run.assert_code(0);
+    assert!(run.stdout.contains("9998"), "{}", run.stdout);
+    assert!(!run.stdout.contains("9999"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("127.0.0.2"),
+        "unset keys keep the lower layer:\n{}",
+        run.stdout
+    );
+
+    // TOKENJAR_ENV picks the file.
+    let run = check_config(&dir, &[("TOKENJAR_ENV", "staging")]);
+    run.assert_code(0);
+    assert!(run.stdout.contains("9997"), "{}", run.stdout);
+    assert!(
+        !run.stdout.contains("9998") && !run.stdout.contains("9999"),
+        "{}",
+        run.stdout
+    );
+
+    // Environment variables over every file.
+    let run = check_config(
+        &dir,
+        &[("TOKENJAR_ENV", "staging"), ("TOKENJAR_SERVER__PORT", "9996")],
+    );
+    run.assert_code(0);
+    assert!(run.stdout.contains("9996"), "{}", run.stdout);
+    assert!(
+        !run.stdout.contains("9997") && !run.stdout.contains("9998"),
+        "{}",
+        run.stdout
+    );
+}

@@ -1,0 +1,478 @@
+//! The recording API: a real HTTP server on 127.0.0.1 (actix-web on its own
+//! thread and System) that plays the upstream API and records every request
+//! tokenjar forwards to it.
+//!
+//! It answers by the last segments of the path, so it works under any base
+//! path a test chooses (e.g. `/v1`):
+//! - `POST …/login` (letter case, trailing or repeated slashes and
+//!   percent-encoding ignored, as a lenient real API would): the next canned
+//!   reply if a test queued one, else `{"authToken": <JWT>, "user": {...}}`
+//!   for demo/demo and 401 `{"error":"bad credentials"}` otherwise;
+//! - `…/download/N`: N pattern bytes, streamed chunk by chunk with a
+//!   `Content-Length`;
+//! - `…/upload`: `{"received": N, "intact": bool}` after consuming the body;
+//! - `…/hang`: never answers;
+//! - `…/status/NNN`: status NNN with header `x-upstream: yes`;
+//! - anything else: 200 `{"ok": true, "method": M, "target": T}` with header
+//!   `x-upstream: yes`.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use serde_json::{json, Value};
+
+use crate::pattern::{chunks, make_jwt, PatternCheck};
+
+/// How many body bytes of each request are kept verbatim.
+const KEEP_BODY: usize = 64 * 1024;
+
+/// One request as the API received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// The method, e.g. `GET`.
+    pub method: String,
+    /// Path and query exactly as received, e.g. `/v1/users/7?x=1`.
+    pub target: String,
+    /// Every header, names lower-case, in arrival order (repeats kept).
+    pub headers: Vec<(String, String)>,
+    /// Number of body bytes received.
+    pub body_len: u64,
+    /// The first 64 KiB of the body.
+    pub body: Vec<u8>,
+    /// Whether the body ended cleanly (false: the stream failed).
+    pub body_complete: bool,
+    /// Whether the body matched the streaming test pattern (`pattern::chunks`).
+    pub pattern_intact: bool,
+}
+
+impl Recorded {
+    /// Every value of header `name` (case-insensitive).
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The first value of header `name`, if any.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.header_all(name).into_iter().next()
+    }
+
+    /// Whether any header value (or name) contains `needle`.
+    pub fn headers_contain(&self, needle: &str) -> bool {
+        self.headers
+            .iter()
+            .any(|(n, v)| n.contains(needle) || v.contains(needle))
+    }
+}
+
+/// A reply a test queues for the next login request.
+#[derive(Debug, Clone)]
+pub struct CannedReply {
+    /// Status code.
+    pub status: u16,
+    /// Extra headers (appended, so repeats are allowed).
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl CannedReply {
+    /// A reply with a JSON body.
+    pub fn json(status: u16, body: &Value) -> Self {
+        Self::raw(status, "application/json", body.to_string())
+    }
+
+    /// A reply with any body and content type.
+    pub fn raw(status: u16, content_type: &str, body: impl Into<Bytes>) -> Self {
+        Self {
+            status,
+            headers: vec![("content-type".to_owned(), content_type.to_owned())],
+            body: body.into(),
+        }
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    fn to_response(&self) -> HttpResponse {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK);
+        let mut builder = HttpResponse::build(status);
+        for (name, value) in &self.headers {
+            builder.append_header((name.as_str(), value.as_str()));
+        }
+        builder.body(self.body.clone())
+    }
+}
+
+/// A token the API issued on a successful default login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issued {
+    /// The JWT-shaped token.
+    pub token: String,
+    /// Its `exp` claim (Unix seconds).
+    pub exp: u64,
+}
+
+#[derive(Default)]
+struct State {
+    requests: Mutex<Vec<Recorded>>,
+    canned_logins: Mutex<VecDeque<CannedReply>>,
+    issued: Mutex<Vec<Issued>>,
+}
+
+/// The recording API server; stopped on drop.
+pub struct RecordingApi {
+    addr: SocketAddr,
+    handle: ServerHandle,
+    state: Arc<State>,
+}
+
+impl std::fmt::Debug for RecordingApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordingApi")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RecordingApi {
+    /// Starts the API on 127.0.0.1 port 0 and waits until it is bound.
+    pub fn start() -> Self {
+        let state = Arc::new(State::default());
+        let shared = Arc::clone(&state);
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("recording-api".to_owned())
+            .spawn(move || {
+                let system = actix_rt::System::new();
+                system.block_on(async move {
+                    let data = web::Data::from(shared);
+                    let server = HttpServer::new(move || {
+                        App::new().app_data(data.clone()).default_service(web::to(handle))
+                    })
+                    .workers(1)
+                    .disable_signals()
+                    .shutdown_timeout(0)
+                    .bind(("127.0.0.1", 0));
+                    let server = match server {
+                        Ok(server) => server,
+                        Err(err) => {
+                            let _ = tx.send(Err(err.to_string()));
+                            return;
+                        }
+                    };
+                    let addr = server.addrs()[0];
+                    let running = server.run();
+                    let _ = tx.send(Ok((addr, running.handle())));
+                    let _ = running.await;
+                });
+            })
+            .expect("spawn the recording API thread");
+        let (addr, handle) = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the recording API did not start within 20 s")
+            .expect("the recording API could not bind 127.0.0.1:0");
+        Self { addr, handle, state }
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT` followed by `path` (e.g. a base path `/v1`).
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Every request received so far, in arrival order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.requests.lock().expect("lock").clone()
+    }
+
+    /// The most recent request; panics if there was none.
+    pub fn last_request(&self) -> Recorded {
+        self.requests().pop().expect("the API received no request at all")
+    }
+
+    /// Queues a reply for the next login request (replies are used in order).
+    pub fn push_login_reply(&self, reply: CannedReply) {
+        self.state.canned_logins.lock().expect("lock").push_back(reply);
+    }
+
+    /// Tokens issued by default logins so far.
+    pub fn issued(&self) -> Vec<Issued> {
+        self.state.issued.lock().expect("lock").clone()
+    }
+
+    /// The most recently issued token; panics if none was issued.
+    pub fn last_issued(&self) -> Issued {
+        self.issued()
+            .pop()
+            .expect("the API issued no token (no successful login reached it)")
+    }
+}
+
+impl Drop for RecordingApi {
+    fn drop(&mut self) {
+        // The stop command is sent at once; the returned future only waits.
+        drop(self.handle.stop(false));
+    }
+}
+
+/// Lower-cases, percent-decodes unreserved characters, collapses repeated
+/// slashes and drops a trailing slash and the query: how a lenient API router
+/// would see the path.
+fn route_path(target: &str) -> String {
+    let path = target.split('?').next().unwrap_or("");
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+            if let Ok(value) = u8::from_str_radix(hex, 16) {
+                if value.is_ascii_alphanumeric() || b"-._~".contains(&value) {
+                    decoded.push(value);
+                    i += 3;
+                    continue;
+                }
+            }
+        }
+        decoded.push(bytes[i]);
+        i += 1;
+    }
+    let lower = String::from_utf8_lossy(&decoded).to_ascii_lowercase();
+    let mut out = String::with_capacity(lower.len());
+    for segment in lower.split('/').filter(|s| !s.is_empty()) {
+        out.push('/');
+        out.push_str(segment);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+async fn handle(req: HttpRequest, mut payload: web::Payload, state: web::Data<State>) -> HttpResponse {
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str().to_owned())
+        .unwrap_or_else(|| req.uri().to_string());
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let index = {
+        let mut requests = state.requests.lock().expect("lock");
+        requests.push(Recorded {
+            method: req.method().as_str().to_owned(),
+            target: target.clone(),
+            headers,
+            body_len: 0,
+            body: Vec::new(),
+            body_complete: false,
+            pattern_intact: true,
+        });
+        requests.len() - 1
+    };
+
+    let mut check = PatternCheck::new();
+    let mut kept = Vec::new();
+    let mut complete = true;
+    while let Some(piece) = payload.next().await {
+        match piece {
+            Ok(bytes) => {
+                check.feed(&bytes);
+                let room = KEEP_BODY.saturating_sub(kept.len());
+                kept.extend_from_slice(&bytes[..bytes.len().min(room)]);
+            }
+            Err(_) => {
+                complete = false;
+                break;
+            }
+        }
+    }
+    {
+        let mut requests = state.requests.lock().expect("lock");
+        let entry = &mut requests[index];
+        entry.body_len = check.received();
+        entry.body = kept.clone();
+        entry.body_complete = complete;
+        entry.pattern_intact = check.intact();
+    }
+    if !complete {
+        return HttpResponse::BadRequest().finish();
+    }
+
+    let path = route_path(&target);
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let last = segments.last().copied().unwrap_or("");
+    let before_last = if segments.len() >= 2 {
+        segments[segments.len() - 2]
+    } else {
+        ""
+    };
+
+    if last == "login" && req.method() == actix_web::http::Method::POST {
+        return login(&state, &kept);
+    }
+    if last == "hang" {
+        return futures_util::future::pending::<HttpResponse>().await;
+    }
+    if last == "upload" {
+        return json_response(
+            StatusCode::OK,
+            &json!({"received": check.received(), "intact": check.intact()}),
+        );
+    }
+    if before_last == "download" {
+        if let Ok(total) = last.parse::<u64>() {
+            let stream = futures_util::stream::iter(chunks(total).map(Ok::<_, std::io::Error>));
+            return HttpResponse::Ok()
+                .content_type("application/octet-stream")
+                .no_chunking(total)
+                .streaming(stream);
+        }
+    }
+    if before_last == "status" {
+        if let Some(status) = last
+            .parse::<u16>()
+            .ok()
+            .and_then(|s| StatusCode::from_u16(s).ok())
+        {
+            return HttpResponse::build(status)
+                .insert_header(("x-upstream", "yes"))
+                .content_type("application/json")
+                .body(json!({"status": status.as_u16()}).to_string());
+        }
+    }
+    HttpResponse::Ok()
+        .insert_header(("x-upstream", "yes"))
+        .content_type("application/json")
+        .body(json!({"ok": true, "method": req.method().as_str(), "target": target}).to_string())
+}
+
+fn json_response(status: StatusCode, body: &Value) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("application/json")
+        .body(body.to_string())
+}
+
+fn login(state: &State, body: &[u8]) -> HttpResponse {
+    if let Some(canned) = state.canned_logins.lock().expect("lock").pop_front() {
+        return canned.to_response();
+    }
+    let creds: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    if creds["username"] == "demo" && creds["password"] == "demo" {
+        let exp = crate::unix_now() + 86_400;
+        let token = make_jwt(exp);
+        state.issued.lock().expect("lock").push(Issued {
+            token: token.clone(),
+            exp,
+        });
+        json_response(
+            StatusCode::OK,
+            &json!({"authToken": token, "user": {"name": "demo"}}),
+        )
+    } else {
+        json_response(StatusCode::UNAUTHORIZED, &json!({"error": "bad credentials"}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{route_path, CannedReply, RecordingApi};
+    use crate::pattern::{chunks, PatternCheck};
+    use futures_util::StreamExt as _;
+    use std::time::Duration;
+
+    #[test]
+    fn route_path_is_lenient() {
+        assert_eq!(route_path("/v1/LOGIN"), "/v1/login");
+        assert_eq!(route_path("/v1//login/?x=1"), "/v1/login");
+        assert_eq!(route_path("/v1/%6Cogin"), "/v1/login");
+        assert_eq!(route_path("/v1/a%2Fb"), "/v1/a%2fb");
+        assert_eq!(route_path(""), "/");
+    }
+
+    /// The harness itself: the API records, logs in, streams and hangs as the
+    /// end-to-end tests expect (checked without tokenjar in between).
+    #[actix_web::test]
+    async fn the_recording_api_behaves() {
+        let api = RecordingApi::start();
+        let client = awc::Client::builder().timeout(Duration::from_secs(10)).finish();
+
+        let mut res = client
+            .post(api.url("/v1//LOGIN/?x=1"))
+            .send_body(r#"{"username":"demo","password":"demo"}"#)
+            .await
+            .unwrap();
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["authToken"], api.last_issued().token.as_str());
+        assert_eq!(api.last_request().target, "/v1//LOGIN/?x=1");
+
+        api.push_login_reply(CannedReply::raw(201, "text/plain", "canned"));
+        let mut res = client.post(api.url("/login")).send().await.unwrap();
+        assert_eq!(res.status().as_u16(), 201);
+        assert_eq!(res.body().await.unwrap(), "canned");
+        let res = client.post(api.url("/login")).send_body("{}").await.unwrap();
+        assert_eq!(res.status().as_u16(), 401);
+
+        let total = 3 * 1024 * 1024 + 17;
+        let stream = futures_util::stream::iter(chunks(total).map(Ok::<_, std::io::Error>));
+        let mut res = client
+            .post(api.url("/v1/upload"))
+            .insert_header(("x-test", "1"))
+            .send_stream(stream)
+            .await
+            .unwrap();
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["received"], total);
+        assert_eq!(body["intact"], true);
+        assert_eq!(api.last_request().header("x-test"), Some("1"));
+
+        let mut res = client
+            .get(api.url(&format!("/download/{total}")))
+            .send()
+            .await
+            .unwrap();
+        let mut check = PatternCheck::new();
+        while let Some(piece) = res.next().await {
+            check.feed(&piece.unwrap());
+        }
+        assert_eq!(check.received(), total);
+        assert!(check.intact());
+
+        let mut corrupt = PatternCheck::new();
+        corrupt.feed(&[0, 1, 2, 4]);
+        assert!(!corrupt.intact());
+
+        let hang = client
+            .get(api.url("/hang"))
+            .timeout(Duration::from_millis(200))
+            .send()
+            .await;
+        assert!(hang.is_err(), "/hang must not answer");
+    }
+}

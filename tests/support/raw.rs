@@ -1,0 +1,244 @@
+//! Raw-socket helpers: an HTTP/1.1 client that sends exact bytes (no path
+//! normalisation, any header), a raw upstream that answers canned bytes or
+//! hangs up, and a URL nothing listens on.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::app::Reply;
+
+/// Alias kept for readability at call sites that use raw sockets.
+pub type RawResponse = Reply;
+
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Sends `request` verbatim to `addr` and reads one response.
+///
+/// The body is read by `Content-Length`, chunked coding or until the server
+/// closes; a response to a request starting with `HEAD ` has no body.
+pub fn raw_request(addr: SocketAddr, request: &[u8]) -> Reply {
+    let mut stream = TcpStream::connect(addr).expect("connect to tokenjar");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    stream.write_all(request).expect("send the raw request");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let head_end = loop {
+        if let Some(at) = find(&buf, b"\r\n\r\n") {
+            break at;
+        }
+        let n = stream.read(&mut chunk).unwrap_or_else(|err| {
+            panic!(
+                "reading the response head failed ({err}); got so far: {:?}",
+                String::from_utf8_lossy(&buf)
+            )
+        });
+        assert!(
+            n > 0,
+            "connection closed before a complete response head; got: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut rest = buf[head_end + 4..].to_vec();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or("");
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            Some((name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        })
+        .collect();
+    let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+    let no_body = request.starts_with(b"HEAD ") || status == 204 || status == 304 || status < 200;
+    let body = if no_body {
+        Vec::new()
+    } else if header("transfer-encoding").is_some_and(|te| te.to_ascii_lowercase().contains("chunked")) {
+        read_chunked(&mut stream, rest)
+    } else if let Some(len) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        while rest.len() < len {
+            let n = stream.read(&mut chunk).expect("read the response body");
+            assert!(n > 0, "connection closed inside the response body");
+            rest.extend_from_slice(&chunk[..n]);
+        }
+        rest.truncate(len);
+        rest
+    } else {
+        let _ = stream.read_to_end(&mut rest);
+        rest
+    };
+    Reply {
+        status,
+        headers,
+        body: Bytes::from(body),
+    }
+}
+
+fn read_chunked(stream: &mut TcpStream, mut buf: Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let mut fill = |buf: &mut Vec<u8>, want: usize| {
+        while buf.len() < want {
+            let n = stream.read(&mut chunk).expect("read a chunk");
+            assert!(n > 0, "connection closed inside a chunked body");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    loop {
+        let line_end = loop {
+            if let Some(at) = find(&buf, b"\r\n") {
+                break at;
+            }
+            let want = buf.len() + 1;
+            fill(&mut buf, want);
+        };
+        let size_text = String::from_utf8_lossy(&buf[..line_end]).into_owned();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .unwrap_or_else(|_| panic!("bad chunk size line {size_text:?}"));
+        buf.drain(..line_end + 2);
+        if size == 0 {
+            return out;
+        }
+        fill(&mut buf, size + 2);
+        out.extend_from_slice(&buf[..size]);
+        buf.drain(..size + 2);
+    }
+}
+
+/// A URL on loopback where nothing listens (a port bound, then closed).
+pub fn refused_url() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    format!("http://{addr}")
+}
+
+/// A raw upstream on loopback: for each connection it reads the request head,
+/// records it, then either writes canned bytes and closes, or just closes.
+#[derive(Debug)]
+pub struct RawUpstream {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    heads: Arc<Mutex<Vec<String>>>,
+}
+
+impl RawUpstream {
+    /// Answers every request with `response` (exact bytes) and closes.
+    pub fn answering(response: &[u8]) -> Self {
+        Self::start(Some(response.to_vec()))
+    }
+
+    /// Closes every connection after reading the request head, answering
+    /// nothing.
+    pub fn closing() -> Self {
+        Self::start(None)
+    }
+
+    fn start(response: Option<Vec<u8>>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let (stop_flag, seen) = (Arc::clone(&stop), Arc::clone(&heads));
+        std::thread::Builder::new()
+            .name("raw-upstream".to_owned())
+            .spawn(move || {
+                for conn in listener.incoming() {
+                    if stop_flag.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(mut conn) = conn else { continue };
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while find(&buf, b"\r\n\r\n").is_none() {
+                        match conn.read(&mut chunk) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    seen.lock()
+                        .expect("lock")
+                        .push(String::from_utf8_lossy(&buf).into_owned());
+                    if let Some(response) = &response {
+                        let _ = conn.write_all(response);
+                        let _ = conn.flush();
+                    }
+                    let _ = conn.shutdown(std::net::Shutdown::Both);
+                }
+            })
+            .expect("spawn the raw upstream thread");
+        Self { addr, stop, heads }
+    }
+
+    /// `http://127.0.0.1:PORT` followed by `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The request heads received so far (request line and headers).
+    pub fn heads(&self) -> Vec<String> {
+        self.heads.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for RawUpstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so the thread sees the flag and ends.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{raw_request, refused_url, RawUpstream};
+    use crate::RecordingApi;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn raw_client_and_upstreams_work() {
+        let api = RecordingApi::start();
+        let reply = raw_request(
+            api.addr(),
+            b"GET /v1/a/../b?x=%2F HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.json()["target"], "/v1/a/../b?x=%2F");
+        assert_eq!(api.last_request().target, "/v1/a/../b?x=%2F");
+
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        let upstream = RawUpstream::answering(chunked);
+        let addr = upstream.url("").trim_start_matches("http://").parse().unwrap();
+        let reply = raw_request(addr, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!((reply.status, reply.text().as_str()), (200, "abcde"));
+        assert_eq!(reply.header("x-a"), Some("1"));
+        assert_eq!(upstream.heads(), vec!["GET / HTTP/1.1\r\nHost: h\r\n\r\n"]);
+
+        let closing = RawUpstream::closing();
+        let addr: std::net::SocketAddr = closing.url("").trim_start_matches("http://").parse().unwrap();
+        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        conn.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let mut answer = Vec::new();
+        let _ = conn.read_to_end(&mut answer);
+        assert!(answer.is_empty(), "a closing upstream answers nothing");
+
+        let refused: std::net::SocketAddr = refused_url().trim_start_matches("http://").parse().unwrap();
+        assert!(std::net::TcpStream::connect(refused).is_err());
+    }
+}
