@@ -12,7 +12,8 @@ use config::{Config, Environment, File, FileFormat, Map, Value, ValueKind};
 use serde::{Deserialize, Serialize};
 use tokenjar_adapters_actix::{ServerSettings, UpstreamSettings};
 use tokenjar_domain::{
-    CookieJar, CookieKeys, CookiePolicy, LoginRules, Routes, Rules, SameSite, TokenRules, UpstreamBase,
+    CookieJar, CookieKeys, CookiePolicy, CsrfRules, LoginRules, Routes, Rules, SameSite, TokenRules,
+    UpstreamBase,
 };
 
 /// The compiled-in defaults: the repository's `config/default.toml`.
@@ -421,20 +422,15 @@ impl Settings {
             .map_err(|e| problems.push(problem("cookie.keys", e.to_string())))
             .ok();
 
-        if !self.csrf.header.is_empty() && !tokenjar_domain::headers::is_valid_name(&self.csrf.header) {
-            problems.push(problem(
-                "csrf.header",
-                format!("{:?} is not a valid header name", self.csrf.header),
-            ));
+        if let Err(e) = CsrfRules::new::<&str>(&self.csrf.header, &[]) {
+            problems.push(problem("csrf.header", e));
         }
         for origin in &self.csrf.allowed_origins {
-            if !is_origin(origin) {
-                problems.push(problem(
-                    "csrf.allowed_origins",
-                    format!("{origin:?} is not an origin (scheme://host[:port], no path)"),
-                ));
+            if let Err(e) = CsrfRules::new("", std::slice::from_ref(origin)) {
+                problems.push(problem("csrf.allowed_origins", e));
             }
         }
+        let csrf = CsrfRules::new(&self.csrf.header, &self.csrf.allowed_origins).ok();
 
         if let Some(url) = &self.frontend.url {
             if let Err(e) = UpstreamBase::parse(url) {
@@ -462,8 +458,8 @@ impl Settings {
         if !problems.is_empty() {
             return Err(problems);
         }
-        let (Some(upstream), Some(routes), Some(login), Some(token), Some(policy), Some(keys)) =
-            (upstream, routes, login, token, policy, keys)
+        let (Some(upstream), Some(routes), Some(login), Some(token), Some(policy), Some(keys), Some(csrf)) =
+            (upstream, routes, login, token, policy, keys, csrf)
         else {
             return Err(vec![problem("config", "invalid configuration")]);
         };
@@ -479,6 +475,7 @@ impl Settings {
             token,
             login,
             cookies: CookieJar::new(policy, keys),
+            csrf,
         };
         Ok(Validated {
             rules: Arc::new(rules),
@@ -530,21 +527,6 @@ pub struct Validated {
     pub clear_cookie: bool,
     /// A frontend is configured.
     pub frontend_set: bool,
-}
-
-fn is_origin(text: &str) -> bool {
-    match url::Url::parse(text) {
-        Ok(url) => {
-            matches!(url.scheme(), "http" | "https")
-                && url.host_str().is_some()
-                && url.path() == "/"
-                && !text.ends_with('/')
-                && url.query().is_none()
-                && url.fragment().is_none()
-                && url.username().is_empty()
-        }
-        Err(_) => false,
-    }
 }
 
 /// Every key present in `config` that the defaults do not know.

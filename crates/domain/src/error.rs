@@ -4,6 +4,7 @@
 use serde_json::json;
 
 use crate::cookies::CookieError;
+use crate::csrf::CsrfRefusal;
 use crate::login::LoginError;
 use crate::path::PathError;
 use crate::plan::Reply;
@@ -22,6 +23,9 @@ pub enum FlowError {
     /// Some other part of the request is malformed.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// Refused as a possible cross-site request forgery.
+    #[error("csrf: {0}")]
+    Csrf(#[from] CsrfRefusal),
     /// Neither an API route nor the frontend's.
     #[error("no route")]
     NotFound,
@@ -53,6 +57,7 @@ impl FlowError {
     pub fn status(&self) -> u16 {
         match self.kind() {
             Kind::BadRequest => 400,
+            Kind::Csrf => 403,
             Kind::NotFound => 404,
             Kind::MethodNotAllowed => 405,
             Kind::PayloadTooLarge => 413,
@@ -65,6 +70,7 @@ impl FlowError {
     pub fn code(&self) -> &'static str {
         match self.kind() {
             Kind::BadRequest => "bad_request",
+            Kind::Csrf => "csrf",
             Kind::NotFound => "not_found",
             Kind::MethodNotAllowed => "method_not_allowed",
             Kind::PayloadTooLarge => "payload_too_large",
@@ -79,6 +85,7 @@ impl FlowError {
         match self {
             Self::BadPath(_) => "The request path is malformed or could escape the API's base path.",
             Self::BadRequest(what) => what,
+            Self::Csrf(_) => "The request was refused as a possible cross-site request forgery.",
             Self::NotFound => "There is nothing at this path.",
             Self::MethodNotAllowed { .. } => "This route does not accept this method.",
             Self::PayloadTooLarge | Self::Upstream(UpstreamError::RequestBodyTooLarge) => {
@@ -102,6 +109,7 @@ impl FlowError {
             Self::BadPath(_) | Self::BadRequest(_) | Self::Upstream(UpstreamError::RequestBody(_)) => {
                 Kind::BadRequest
             }
+            Self::Csrf(_) => Kind::Csrf,
             Self::NotFound => Kind::NotFound,
             Self::MethodNotAllowed { .. } => Kind::MethodNotAllowed,
             Self::PayloadTooLarge | Self::Upstream(UpstreamError::RequestBodyTooLarge) => {
@@ -156,6 +164,7 @@ impl ErrorBody {
 #[derive(Clone, Copy)]
 enum Kind {
     BadRequest,
+    Csrf,
     NotFound,
     MethodNotAllowed,
     PayloadTooLarge,
@@ -183,6 +192,7 @@ mod tests {
                 400,
                 "bad_request",
             ),
+            (CsrfRefusal::MissingHeader.into(), 403, "csrf"),
             (FlowError::NotFound, 404, "not_found"),
             (
                 FlowError::MethodNotAllowed { allow: "POST" },

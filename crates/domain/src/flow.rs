@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::cookies::{CookieJar, CookieState, Rejection};
+use crate::csrf::CsrfRules;
 use crate::error::FlowError;
 use crate::headers::Headers;
 use crate::login::{LoginRules, MAX_LOGIN_BODY};
@@ -30,6 +31,8 @@ pub struct Rules {
     pub login: LoginRules,
     /// The auth cookie.
     pub cookies: CookieJar,
+    /// Cross-site request forgery defence.
+    pub csrf: CsrfRules,
 }
 
 /// How a login went, for logs and metrics.
@@ -123,6 +126,14 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
             Err(error) => return Self::failed(RouteClass::Api, error.into()),
         };
         let class = route.class();
+        // Before anything else: a forged request must not even log out.
+        if let Err(refusal) = self
+            .rules
+            .csrf
+            .check(&request.method, &request.headers, request.scheme)
+        {
+            return Self::failed(class, refusal.into());
+        }
         let now = self.clock.now();
         let cookie = self.rules.cookies.open(request.headers.get_all("cookie"), now);
         let rejected_cookie = match cookie {

@@ -24,6 +24,7 @@
 //! ```
 
 pub mod cookies;
+pub mod csrf;
 pub mod error;
 pub mod flow;
 pub mod headers;
@@ -37,6 +38,7 @@ pub mod token;
 pub use cookies::{
     CookieJar, CookieKeys, CookiePolicy, CookieState, IssuedCookie, KeyError, SameSite, Session,
 };
+pub use csrf::{CsrfRefusal, CsrfRules};
 pub use error::{ErrorBody, FlowError};
 pub use flow::{Gateway, Handled, Rules};
 pub use headers::Headers;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use tokenjar_domain::memory::{bytes_response, json_response, DemoApi, InMemoryUpstream, ManualClock};
 use tokenjar_domain::{
-    ClientRequest, Clock, CookieJar, CookieKeys, CookiePolicy, Gateway, Handled, Headers, LoginRules,
-    ReplyBody, RouteClass, Routes, Rules, TokenRules, UpstreamBase, UpstreamError,
+    ClientRequest, Clock, CookieJar, CookieKeys, CookiePolicy, CsrfRules, Gateway, Handled, Headers,
+    LoginRules, ReplyBody, RouteClass, Routes, Rules, TokenRules, UpstreamBase, UpstreamError,
 };
 
 const NOW: i64 = 1_700_000_000;
@@ -20,6 +20,7 @@ fn rules(token: TokenRules, upstream: &str) -> Arc<Rules> {
         token,
         login: LoginRules::default(),
         cookies: CookieJar::new(CookiePolicy::default(), CookieKeys::generate()),
+        csrf: CsrfRules::default(),
     })
 }
 
@@ -58,7 +59,20 @@ impl App {
         )
     }
 
+    /// Sends a request as the app's own page would (with the CSRF header).
     fn send(&self, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Handled<Vec<u8>> {
+        let mut with_csrf = headers.to_vec();
+        with_csrf.push(("x-csrf", "1"));
+        self.send_bare(method, target, &with_csrf, body)
+    }
+
+    fn send_bare(
+        &self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Handled<Vec<u8>> {
         let (path, query) = match target.split_once('?') {
             Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
             None => (target.to_owned(), None),
@@ -275,6 +289,7 @@ fn proxied_requests_reach_the_planned_url_with_the_planned_headers() {
         names,
         [
             "accept",
+            "x-csrf",
             "x-forwarded-for",
             "x-forwarded-proto",
             "x-forwarded-host"
@@ -482,4 +497,53 @@ fn tokenjars_own_routes_and_refusals() {
     assert!(app.recorded().is_empty(), "none of these reach the API");
     let reply = app.send("GET", "/api/logout", &[], b"");
     assert_eq!(reply.reply.headers.get_str("allow"), Some("POST"));
+}
+
+#[test]
+fn forged_requests_are_refused_before_anything_happens() {
+    let app = App::demo();
+    let login = app.send("POST", "/api/login", &[], DEMO_LOGIN);
+    let cookie = cookie_header(&set_cookies(&login)[0]);
+    let before = app.recorded().len();
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>);
+    let forged: [Case; 4] = [
+        ("POST", "/api/logout", vec![("cookie", &cookie)]),
+        ("POST", "/api/login", vec![]),
+        (
+            "DELETE",
+            "/api/things/1",
+            vec![
+                ("cookie", &cookie),
+                ("x-csrf", "1"),
+                ("origin", "https://evil.example"),
+            ],
+        ),
+        (
+            "PUT",
+            "/api/things/1",
+            vec![
+                ("cookie", &cookie),
+                ("x-csrf", "1"),
+                ("sec-fetch-site", "cross-site"),
+            ],
+        ),
+    ];
+    for (method, path, headers) in forged {
+        let reply = app.send_bare(method, path, &headers, b"{}");
+        assert_eq!(reply.reply.status, 403, "{method} {path}");
+        assert_eq!(json_of(&reply)["error"], "csrf");
+        assert!(
+            set_cookies(&reply).is_empty(),
+            "{method} {path} touched the cookie"
+        );
+    }
+    assert_eq!(app.recorded().len(), before, "a forged request reached the API");
+    // The page's own requests, with its origin, pass.
+    let own = app.send(
+        "POST",
+        "/api/logout",
+        &[("cookie", &cookie), ("origin", "http://app.example")],
+        b"",
+    );
+    assert_eq!(own.reply.status, 200);
 }

@@ -1,0 +1,356 @@
+//! Cross-site request forgery defence (SPEC §7): an unsafe request must carry
+//! the configured custom header (which browsers cannot send cross-site
+//! without a CORS preflight, which tokenjar never grants) and must not come
+//! from a foreign `Origin` or announce itself as `Sec-Fetch-Site: cross-site`.
+
+use crate::headers::{is_valid_name, Headers};
+
+/// Why a request was refused as a possible forgery (403 `csrf`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CsrfRefusal {
+    /// An unsafe method without the required header.
+    #[error("the CSRF header is missing")]
+    MissingHeader,
+    /// An `Origin` that is neither the request's own nor allowed.
+    #[error("the request comes from a foreign origin")]
+    ForeignOrigin,
+    /// The browser says the request is cross-site.
+    #[error("the browser marked the request cross-site")]
+    CrossSite,
+    /// A CORS preflight from a foreign origin: never granted.
+    #[error("CORS preflight from a foreign origin")]
+    Preflight,
+}
+
+/// The configured CSRF rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CsrfRules {
+    header: Option<String>,
+    allowed_origins: Vec<String>,
+}
+
+impl Default for CsrfRules {
+    fn default() -> Self {
+        Self {
+            header: Some("x-csrf".to_owned()),
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+impl CsrfRules {
+    /// Rules requiring `header` (`""` turns that check off; the origin
+    /// checks stay) and accepting `allowed_origins` besides the request's
+    /// own.
+    ///
+    /// # Errors
+    /// A message naming the bad header name or origin.
+    pub fn new<S: AsRef<str>>(header: &str, allowed_origins: &[S]) -> Result<Self, String> {
+        if !header.is_empty() && !is_valid_name(header) {
+            return Err(format!("{header:?} is not a valid header name"));
+        }
+        let mut allowed = Vec::with_capacity(allowed_origins.len());
+        for origin in allowed_origins {
+            let origin = origin.as_ref();
+            allowed.push(
+                normalise_origin(origin)
+                    .ok_or_else(|| format!("{origin:?} is not an origin (scheme://host[:port], no path)"))?,
+            );
+        }
+        Ok(Self {
+            header: (!header.is_empty()).then(|| header.to_ascii_lowercase()),
+            allowed_origins: allowed,
+        })
+    }
+
+    /// Checks one request. `scheme` is the scheme of the connection
+    /// tokenjar accepted.
+    ///
+    /// The request's own origin is its scheme and host as the browser used
+    /// them: `X-Forwarded-Proto` / `X-Forwarded-Host` when a load balancer
+    /// in front set them (a browser cannot add those cross-site without a
+    /// preflight), else the connection's scheme and `Host`.
+    ///
+    /// # Errors
+    /// [`CsrfRefusal`] saying which rule the request breaks.
+    pub fn check(&self, method: &str, headers: &Headers, scheme: &str) -> Result<(), CsrfRefusal> {
+        let preflight = method == "OPTIONS" && headers.contains("access-control-request-method");
+        if is_safe(method) && !preflight {
+            return Ok(());
+        }
+        if let Some(origin) = headers.get("origin") {
+            if !self.origin_allowed(origin, headers, scheme) {
+                return Err(if preflight {
+                    CsrfRefusal::Preflight
+                } else {
+                    CsrfRefusal::ForeignOrigin
+                });
+            }
+        }
+        if preflight {
+            return Ok(());
+        }
+        if headers
+            .get("sec-fetch-site")
+            .is_some_and(|v| v.eq_ignore_ascii_case(b"cross-site"))
+        {
+            return Err(CsrfRefusal::CrossSite);
+        }
+        if let Some(name) = &self.header {
+            if !headers.contains(name) {
+                return Err(CsrfRefusal::MissingHeader);
+            }
+        }
+        Ok(())
+    }
+
+    fn origin_allowed(&self, origin: &[u8], headers: &Headers, scheme: &str) -> bool {
+        let Some(origin) = std::str::from_utf8(origin).ok().and_then(normalise_origin) else {
+            // `null`, garbage, non-UTF-8: nobody's origin.
+            return false;
+        };
+        if self.allowed_origins.contains(&origin) {
+            return true;
+        }
+        own_origin(headers, scheme).is_some_and(|own| own == origin)
+    }
+}
+
+/// GET, HEAD and OPTIONS change nothing (RFC 9110 §9.2.1) and are not checked.
+pub fn is_safe(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS")
+}
+
+fn first_value<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
+    let value = headers.get_str(name)?;
+    let first = value.split(',').next()?.trim();
+    (!first.is_empty()).then_some(first)
+}
+
+fn own_origin(headers: &Headers, scheme: &str) -> Option<String> {
+    let scheme = match first_value(headers, "x-forwarded-proto") {
+        Some(p) if p.eq_ignore_ascii_case("http") || p.eq_ignore_ascii_case("https") => p,
+        _ => scheme,
+    };
+    let host = first_value(headers, "x-forwarded-host").or_else(|| headers.get_str("host"))?;
+    normalise_origin(&format!("{scheme}://{host}"))
+}
+
+/// `scheme://host[:port]`, lowercase, default port dropped; `None` for
+/// anything with a path, query, credentials or an unknown scheme.
+fn normalise_origin(text: &str) -> Option<String> {
+    let url = url::Url::parse(text).ok()?;
+    let plain = matches!(url.scheme(), "http" | "https")
+        && url.path() == "/"
+        && !text.ends_with('/')
+        && url.query().is_none()
+        && url.fragment().is_none()
+        && url.username().is_empty()
+        && url.password().is_none();
+    if !plain {
+        return None;
+    }
+    let host = url.host_str()?;
+    Some(match url.port() {
+        Some(port) => format!("{}://{host}:{port}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&str, &str)]) -> Headers {
+        pairs.iter().map(|(n, v)| (*n, *v)).collect()
+    }
+
+    fn check(rules: &CsrfRules, method: &str, headers: &[(&str, &str)], expected: Result<(), CsrfRefusal>) {
+        assert_eq!(
+            rules.check(method, &h(headers), "http"),
+            expected,
+            "{method} {headers:?}"
+        );
+    }
+
+    const HOST: (&str, &str) = ("host", "app.example:8080");
+    const TOKEN: (&str, &str) = ("x-csrf", "1");
+
+    #[test]
+    fn safe_methods_pass_whatever_they_carry() {
+        let rules = CsrfRules::default();
+        for method in ["GET", "HEAD", "OPTIONS"] {
+            check(&rules, method, &[HOST], Ok(()));
+            check(
+                &rules,
+                method,
+                &[HOST, ("origin", "https://evil.example")],
+                Ok(()),
+            );
+            check(&rules, method, &[HOST, ("sec-fetch-site", "cross-site")], Ok(()));
+        }
+    }
+
+    #[test]
+    fn unsafe_methods_need_the_header() {
+        let rules = CsrfRules::default();
+        for method in ["POST", "PUT", "PATCH", "DELETE", "TRACE", "PROPFIND", "get"] {
+            check(&rules, method, &[HOST], Err(CsrfRefusal::MissingHeader));
+            check(&rules, method, &[HOST, TOKEN], Ok(()));
+            check(&rules, method, &[HOST, ("X-CSRF", "")], Ok(()));
+        }
+    }
+
+    #[test]
+    fn the_origin_must_be_the_requests_own_or_allowed() {
+        let rules = CsrfRules::new("x-csrf", &["https://admin.example"]).unwrap();
+        let cases: &[(&str, Result<(), CsrfRefusal>)] = &[
+            ("http://app.example:8080", Ok(())),
+            ("HTTP://APP.EXAMPLE:8080", Ok(())),
+            ("https://admin.example", Ok(())),
+            ("https://admin.example:443", Ok(())),
+            ("https://app.example:8080", Err(CsrfRefusal::ForeignOrigin)),
+            ("http://app.example", Err(CsrfRefusal::ForeignOrigin)),
+            ("http://evil.example", Err(CsrfRefusal::ForeignOrigin)),
+            (
+                "http://app.example:8080.evil.example",
+                Err(CsrfRefusal::ForeignOrigin),
+            ),
+            ("null", Err(CsrfRefusal::ForeignOrigin)),
+            ("", Err(CsrfRefusal::ForeignOrigin)),
+            ("http://app.example:8080/path", Err(CsrfRefusal::ForeignOrigin)),
+        ];
+        for (origin, expected) in cases {
+            check(&rules, "POST", &[HOST, TOKEN, ("origin", origin)], *expected);
+        }
+        let mut bytes = h(&[HOST, TOKEN]);
+        bytes.append("origin", vec![0xff, 0xfe]);
+        assert_eq!(
+            rules.check("POST", &bytes, "http"),
+            Err(CsrfRefusal::ForeignOrigin)
+        );
+    }
+
+    #[test]
+    fn behind_a_tls_load_balancer_the_forwarded_scheme_and_host_count() {
+        let rules = CsrfRules::default();
+        check(
+            &rules,
+            "POST",
+            &[
+                ("host", "10.0.0.5:8080"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "app.example"),
+                ("origin", "https://app.example"),
+                TOKEN,
+            ],
+            Ok(()),
+        );
+        check(
+            &rules,
+            "POST",
+            &[
+                ("host", "app.example"),
+                ("x-forwarded-proto", "https, http"),
+                ("origin", "https://app.example"),
+                TOKEN,
+            ],
+            Ok(()),
+        );
+        check(
+            &rules,
+            "POST",
+            &[
+                ("host", "app.example"),
+                ("x-forwarded-proto", "gopher"),
+                ("origin", "https://app.example"),
+                TOKEN,
+            ],
+            Err(CsrfRefusal::ForeignOrigin),
+        );
+        check(
+            &rules,
+            "POST",
+            &[("origin", "http://app.example"), TOKEN],
+            Err(CsrfRefusal::ForeignOrigin),
+        );
+    }
+
+    #[test]
+    fn sec_fetch_site_cross_site_is_refused() {
+        let rules = CsrfRules::default();
+        check(
+            &rules,
+            "POST",
+            &[HOST, TOKEN, ("sec-fetch-site", "cross-site")],
+            Err(CsrfRefusal::CrossSite),
+        );
+        check(
+            &rules,
+            "POST",
+            &[HOST, TOKEN, ("sec-fetch-site", "Cross-Site")],
+            Err(CsrfRefusal::CrossSite),
+        );
+        check(
+            &rules,
+            "POST",
+            &[HOST, TOKEN, ("sec-fetch-site", "same-origin")],
+            Ok(()),
+        );
+        check(
+            &rules,
+            "POST",
+            &[HOST, TOKEN, ("sec-fetch-site", "same-site")],
+            Ok(()),
+        );
+        check(&rules, "POST", &[HOST, TOKEN, ("sec-fetch-site", "none")], Ok(()));
+    }
+
+    #[test]
+    fn an_empty_header_setting_keeps_the_origin_rules() {
+        let rules = CsrfRules::new::<&str>("", &[]).unwrap();
+        check(&rules, "POST", &[HOST], Ok(()));
+        check(
+            &rules,
+            "POST",
+            &[HOST, ("origin", "http://evil.example")],
+            Err(CsrfRefusal::ForeignOrigin),
+        );
+        check(
+            &rules,
+            "DELETE",
+            &[HOST, ("sec-fetch-site", "cross-site")],
+            Err(CsrfRefusal::CrossSite),
+        );
+    }
+
+    #[test]
+    fn foreign_preflights_are_refused() {
+        let rules = CsrfRules::new("x-csrf", &["https://admin.example"]).unwrap();
+        let preflight = |origin: &'static str| {
+            [
+                HOST,
+                ("origin", origin),
+                ("access-control-request-method", "POST"),
+                ("access-control-request-headers", "x-csrf"),
+            ]
+        };
+        check(
+            &rules,
+            "OPTIONS",
+            &preflight("https://evil.example"),
+            Err(CsrfRefusal::Preflight),
+        );
+        check(&rules, "OPTIONS", &preflight("https://admin.example"), Ok(()));
+        check(&rules, "OPTIONS", &preflight("http://app.example:8080"), Ok(()));
+    }
+
+    #[test]
+    fn settings_are_validated() {
+        assert!(CsrfRules::new("bad header", &[] as &[&str]).is_err());
+        assert!(CsrfRules::new("x-csrf", &["https://a.example/path"]).is_err());
+        assert!(CsrfRules::new("x-csrf", &["https://a.example/"]).is_err());
+        assert!(CsrfRules::new("x-csrf", &["a.example"]).is_err());
+        assert!(CsrfRules::new("x-csrf", &["https://a.example:8443", "http://b.example"]).is_ok());
+    }
+}
