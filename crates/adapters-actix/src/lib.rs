@@ -5,10 +5,15 @@
 
 mod body;
 mod clock;
+mod metrics;
+mod ops;
 mod server;
+mod telemetry;
 mod upstream;
 
 pub use body::RequestBody;
 pub use clock::SystemClock;
-pub use server::{Application, ServerSettings};
+pub use metrics::Metrics;
+pub use ops::OpsSettings;
+pub use server::{Application, ServerSettings, Settings};
 pub use upstream::{AwcUpstream, UpstreamSettings};

@@ -1,24 +1,29 @@
-//! The actix-web server: one handler for every path that turns the request
-//! into a domain [`ClientRequest`], runs the [`Gateway`], logs what went
-//! wrong once, and streams the [`Reply`] back.
+//! The actix-web server: one handler for every path. Operator endpoints are
+//! answered here; everything else becomes a domain [`ClientRequest`] for the
+//! [`Gateway`], whose [`Reply`] is streamed back. A thin middleware counts
+//! each request and returns its request id.
 
 use std::io;
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::body::{None as NoBody, SizedStream};
-use actix_web::dev::Server;
+use actix_web::dev::{Server, Service as _};
 use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::http::StatusCode;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::http::{KeepAlive, StatusCode};
+use actix_web::{web, App, HttpMessage, HttpRequest, HttpResponse, HttpServer};
 use tokenjar_domain::{
-    BodySize, ClientRequest, FlowError, Gateway, Handled, Headers, Reply, ReplyBody, Rules,
+    request_id, BodySize, ClientRequest, FlowError, Gateway, Handled, Headers, Reply, ReplyBody, Route,
+    RouteClass, Rules,
 };
 use tracing_actix_web::TracingLogger;
 
 use crate::body::RequestBody;
 use crate::clock::SystemClock;
+use crate::metrics::Metrics;
+use crate::ops::{self, Op, OpsSettings, Readiness};
+use crate::telemetry::{ChosenRequestId, RequestSpan};
 use crate::upstream::{AwcUpstream, ResponseBody, UpstreamSettings};
 
 /// The server's own settings (the `server.*` keys).
@@ -34,6 +39,12 @@ pub struct ServerSettings {
     pub shutdown_timeout: Duration,
     /// Request body limit in bytes; 0 means none.
     pub max_body_bytes: u64,
+    /// Open connections per worker; 0 keeps actix-web's default (25,000).
+    pub max_connections: usize,
+    /// Time a client has to send a complete request head (slowloris guard).
+    pub client_request_timeout: Duration,
+    /// Idle keep-alive time; zero disables keep-alive.
+    pub keep_alive: Duration,
 }
 
 impl Default for ServerSettings {
@@ -44,16 +55,39 @@ impl Default for ServerSettings {
             workers: 0,
             shutdown_timeout: Duration::from_secs(30),
             max_body_bytes: 0,
+            max_connections: 0,
+            client_request_timeout: Duration::from_secs(5),
+            keep_alive: Duration::from_secs(5),
         }
     }
 }
 
+/// Everything the adapter needs besides the domain's rules.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    /// `server.*`
+    pub server: ServerSettings,
+    /// `upstream.*`
+    pub upstream: UpstreamSettings,
+    /// `ops.*`
+    pub ops: OpsSettings,
+}
+
 type AwcGateway = Gateway<AwcUpstream, SystemClock>;
 
-/// What every worker's handler shares.
-#[derive(Clone, Copy)]
-struct Limits {
+/// What every worker shares.
+struct Shared {
+    metrics: Metrics,
+    ops: OpsSettings,
     max_body_bytes: Option<u64>,
+    base_url: String,
+}
+
+/// One worker's state: its gateway (with its own awc client) and caches.
+struct Worker {
+    gateway: AwcGateway,
+    readiness: Readiness,
+    shared: Arc<Shared>,
 }
 
 /// A bound, not yet running tokenjar server.
@@ -67,32 +101,72 @@ impl Application {
     /// Binds the listener and prepares the workers.
     ///
     /// # Errors
-    /// The listener could not be bound.
-    pub fn build(
-        server: &ServerSettings,
-        upstream: &UpstreamSettings,
-        rules: Arc<Rules>,
-    ) -> io::Result<Self> {
+    /// The listener could not be bound, or the metrics not registered.
+    pub fn build(settings: &Settings, rules: Arc<Rules>) -> io::Result<Self> {
+        let server = &settings.server;
         let listener = TcpListener::bind((server.host.as_str(), server.port))?;
         let port = listener.local_addr()?.port();
-        let limits = Limits {
+        let metrics = Metrics::new().map_err(io::Error::other)?;
+        let shared = Arc::new(Shared {
+            metrics,
+            ops: settings.ops.clone(),
             max_body_bytes: (server.max_body_bytes > 0).then_some(server.max_body_bytes),
-        };
-        let upstream = upstream.clone();
+            base_url: rules.upstream.url("", None),
+        });
+        let upstream = settings.upstream.clone();
         let mut http = HttpServer::new(move || {
             // One client per worker: awc is not Send, and a per-worker pool
             // keeps connections warm without locking.
-            let gateway: AwcGateway =
-                Gateway::new(Arc::clone(&rules), AwcUpstream::new(&upstream), SystemClock);
+            let worker = Worker {
+                gateway: Gateway::new(Arc::clone(&rules), AwcUpstream::new(&upstream), SystemClock),
+                readiness: Readiness::default(),
+                shared: Arc::clone(&shared),
+            };
+            let counted = Arc::clone(&shared);
             App::new()
-                .wrap(TracingLogger::default())
-                .app_data(web::Data::new(gateway))
-                .app_data(web::Data::new(limits))
+                .app_data(web::Data::new(worker))
                 .default_service(web::to(handle))
+                .wrap_fn(move |request, service| {
+                    let started = Instant::now();
+                    let shared = Arc::clone(&counted);
+                    let response = service.call(request);
+                    async move {
+                        let mut response = response.await?;
+                        let (route, id) = {
+                            let extensions = response.request().extensions();
+                            (
+                                extensions.get::<RouteClass>().copied(),
+                                extensions.get::<ChosenRequestId>().cloned(),
+                            )
+                        };
+                        if let Some(value) = id.and_then(|id| HeaderValue::from_str(&id.0).ok()) {
+                            response
+                                .headers_mut()
+                                .insert(HeaderName::from_static(request_id::HEADER), value);
+                        }
+                        let route = route.unwrap_or(RouteClass::Frontend);
+                        shared.metrics.observe_request(
+                            route.as_str(),
+                            response.status().as_str(),
+                            started.elapsed().as_secs_f64(),
+                        );
+                        Ok(response)
+                    }
+                })
+                .wrap(TracingLogger::<RequestSpan>::new())
         })
-        .shutdown_timeout(server.shutdown_timeout.as_secs());
+        .shutdown_timeout(server.shutdown_timeout.as_secs())
+        .client_request_timeout(server.client_request_timeout)
+        .keep_alive(if server.keep_alive.is_zero() {
+            KeepAlive::Disabled
+        } else {
+            KeepAlive::Timeout(server.keep_alive)
+        });
         if server.workers > 0 {
             http = http.workers(server.workers);
+        }
+        if server.max_connections > 0 {
+            http = http.max_connections(server.max_connections);
         }
         let server_handle = http.listen(listener)?.run();
         Ok(Self {
@@ -130,31 +204,51 @@ impl Application {
     }
 }
 
-async fn handle(
-    request: HttpRequest,
-    payload: web::Payload,
-    gateway: web::Data<AwcGateway>,
-    limits: web::Data<Limits>,
-) -> HttpResponse {
+async fn handle(request: HttpRequest, payload: web::Payload, worker: web::Data<Worker>) -> HttpResponse {
+    let shared = &worker.shared;
     let method = request.method().as_str().to_owned();
-    let headers = headers_of(&request);
-    if let (Some(limit), BodySize::Sized(n)) = (limits.max_body_bytes, BodySize::from_headers(&headers)) {
+    let path = request.uri().path();
+
+    if let Some(op) = Op::at(path) {
+        request.extensions_mut().insert(RouteClass::Ops);
+        let upstream = worker.gateway.upstream();
+        let answer = ops::answer(
+            op,
+            &request,
+            upstream,
+            &worker.readiness,
+            &shared.base_url,
+            &shared.metrics,
+            &shared.ops,
+        )
+        .await;
+        return answer.unwrap_or_else(|error| fail(&error, &shared.metrics, &method));
+    }
+
+    let route = worker.gateway.route(path);
+    let class = route.as_ref().map_or(RouteClass::Api, Route::class);
+    request.extensions_mut().insert(class);
+
+    let mut headers = headers_of(&request);
+    if let (Some(limit), BodySize::Sized(n)) = (shared.max_body_bytes, BodySize::from_headers(&headers)) {
         if n > limit {
-            let error = FlowError::PayloadTooLarge;
-            log_error(&error);
-            return respond(error.reply(), &method);
+            return fail(&FlowError::PayloadTooLarge, &shared.metrics, &method);
         }
+    }
+    if let Some(id) = request.extensions().get::<ChosenRequestId>() {
+        headers.set(request_id::HEADER, id.0.as_bytes());
     }
     let client = ClientRequest {
         method: method.clone(),
-        path: request.uri().path().to_owned(),
+        path: path.to_owned(),
         query: request.uri().query().map(str::to_owned),
         headers,
         peer: request.peer_addr().map(|a| a.ip()),
         scheme: "http",
-        body: RequestBody::new(payload.into_inner(), limits.max_body_bytes),
+        body: RequestBody::new(payload.into_inner(), shared.max_body_bytes),
     };
-    let handled = gateway.handle(client).await;
+    let handled = worker.gateway.dispatch(route, client).await;
+    shared.metrics.record(&handled);
     report(&handled);
     respond(handled.reply, &method)
 }
@@ -165,6 +259,13 @@ fn headers_of(request: &HttpRequest) -> Headers {
         headers.append(name.as_str(), value.as_bytes());
     }
     headers
+}
+
+/// An error the adapter answers by itself: counted, logged, replied.
+fn fail(error: &FlowError, metrics: &Metrics, method: &str) -> HttpResponse {
+    metrics.record_error(error);
+    log_error(error);
+    respond(error.reply(), method)
 }
 
 /// Logs what the flow did that an operator should know, once per request.

@@ -26,6 +26,8 @@ pub struct UpstreamSettings {
     pub connect_timeout: Duration,
     /// Time from sending a request to having the API's response head.
     pub timeout: Duration,
+    /// Connections per worker to the API; 0 = awc's default (100).
+    pub pool_size: usize,
 }
 
 impl Default for UpstreamSettings {
@@ -33,6 +35,7 @@ impl Default for UpstreamSettings {
         Self {
             connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(30),
+            pool_size: 0,
         }
     }
 }
@@ -46,7 +49,10 @@ pub struct AwcUpstream {
 impl AwcUpstream {
     /// A client for this worker.
     pub fn new(settings: &UpstreamSettings) -> Self {
-        let connector = awc::Connector::new().timeout(settings.connect_timeout);
+        let mut connector = awc::Connector::new().timeout(settings.connect_timeout);
+        if settings.pool_size > 0 {
+            connector = connector.limit(settings.pool_size);
+        }
         let client = awc::Client::builder()
             .connector(connector)
             .disable_redirects()

@@ -118,7 +118,7 @@ fn serve(config_dir: Option<PathBuf>) -> ExitCode {
         tracing::warn!("{warning}");
     }
     let result = actix_web::rt::System::new().block_on(async move {
-        let app = Application::build(&validated.server, &validated.upstream, validated.rules)?;
+        let app = Application::build(&validated.adapter, validated.rules)?;
         tracing::info!("listening on {}", app.url());
         app.run_until_stopped().await
     });

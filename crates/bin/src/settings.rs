@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat, Map, Value, ValueKind};
 use serde::{Deserialize, Serialize};
-use tokenjar_adapters_actix::{ServerSettings, UpstreamSettings};
+use tokenjar_adapters_actix::{OpsSettings, ServerSettings, Settings as AdapterSettings, UpstreamSettings};
 use tokenjar_domain::{
     CookieJar, CookieKeys, CookiePolicy, CsrfRules, LoginRules, Routes, Rules, SameSite, TokenRules,
     UpstreamBase,
@@ -47,6 +47,8 @@ pub struct Settings {
     /// `frontend.*`
     #[serde(default)]
     pub frontend: FrontendSection,
+    /// `ops.*`
+    pub ops: OpsSection,
     /// `log.*`
     pub log: LogSection,
 }
@@ -65,6 +67,12 @@ pub struct ServerSection {
     pub shutdown_timeout_s: u64,
     /// Request body limit; 0 = none.
     pub max_body_bytes: u64,
+    /// Connections per worker; 0 = default.
+    pub max_connections: usize,
+    /// Request-head timeout.
+    pub client_request_timeout_ms: u64,
+    /// Keep-alive idle time; 0 = off.
+    pub keep_alive_s: u64,
 }
 
 /// `upstream.*`
@@ -77,6 +85,8 @@ pub struct UpstreamSection {
     pub connect_timeout_ms: u64,
     /// Response-head timeout.
     pub timeout_ms: u64,
+    /// Connections per worker; 0 = default.
+    pub pool_size: usize,
 }
 
 /// `routes.*`
@@ -163,6 +173,29 @@ pub struct FrontendSection {
     /// A folder of static files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
+}
+
+/// `ops.*`
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsSection {
+    /// Bearer token for `/metrics`; "" = open.
+    pub metrics_token: String,
+}
+
+impl fmt::Debug for OpsSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpsSection")
+            .field(
+                "metrics_token",
+                &if self.metrics_token.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .finish()
+    }
 }
 
 /// `log.*`
@@ -259,7 +292,8 @@ impl Settings {
             .build()
             .map_err(|e| vec![problem("config", e.to_string())])?;
 
-        let mut problems = unknown_keys(&config);
+        let known = known_keys();
+        let mut problems = unknown_keys(&config, &known);
         let defaults = Config::builder()
             .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
             .build()
@@ -270,11 +304,14 @@ impl Settings {
         // section that fails is replaced by its defaults so that the other
         // sections can still be validated and their problems reported too.
         macro_rules! section {
-            ($name:literal) => {
-                match config
-                    .get::<Value>($name)
-                    .map(serde_path_to_error::deserialize)
-                {
+            ($name:literal) => {{
+                let known_only = config.get::<Map<String, Value>>($name).map(|mut table| {
+                    // Unknown keys were reported above; without them the
+                    // deserializer reports the first ill-typed value instead.
+                    table.retain(|key, _| known.contains(&format!("{}.{key}", $name)));
+                    Value::new(None, ValueKind::Table(table))
+                });
+                match known_only.map(serde_path_to_error::deserialize) {
                     Ok(Ok(value)) => value,
                     other => {
                         match other {
@@ -294,7 +331,7 @@ impl Settings {
                             .map_err(|e| vec![problem($name, e.to_string())])?
                     }
                 }
-            };
+            }};
         }
         let settings = Self {
             server: section!("server"),
@@ -304,6 +341,7 @@ impl Settings {
             cookie: section!("cookie"),
             csrf: section!("csrf"),
             frontend: section!("frontend"),
+            ops: section!("ops"),
             log: section!("log"),
         };
         if problems.is_empty() {
@@ -352,6 +390,10 @@ impl Settings {
         for (key, ms) in [
             ("upstream.connect_timeout_ms", self.upstream.connect_timeout_ms),
             ("upstream.timeout_ms", self.upstream.timeout_ms),
+            (
+                "server.client_request_timeout_ms",
+                self.server.client_request_timeout_ms,
+            ),
         ] {
             if ms == 0 {
                 problems.push(problem(key, "must be greater than 0"));
@@ -477,18 +519,30 @@ impl Settings {
             cookies: CookieJar::new(policy, keys),
             csrf,
         };
+        let server = ServerSettings {
+            host: self.server.host.clone(),
+            port: self.server.port,
+            workers: self.server.workers,
+            shutdown_timeout: Duration::from_secs(self.server.shutdown_timeout_s),
+            max_body_bytes: self.server.max_body_bytes,
+            max_connections: self.server.max_connections,
+            client_request_timeout: Duration::from_millis(self.server.client_request_timeout_ms),
+            keep_alive: Duration::from_secs(self.server.keep_alive_s),
+        };
+        let upstream = UpstreamSettings {
+            connect_timeout: Duration::from_millis(self.upstream.connect_timeout_ms),
+            timeout: Duration::from_millis(self.upstream.timeout_ms),
+            pool_size: self.upstream.pool_size,
+        };
+        let ops = OpsSettings {
+            metrics_token: (!self.ops.metrics_token.is_empty()).then(|| self.ops.metrics_token.clone()),
+        };
         Ok(Validated {
             rules: Arc::new(rules),
-            server: ServerSettings {
-                host: self.server.host.clone(),
-                port: self.server.port,
-                workers: self.server.workers,
-                shutdown_timeout: Duration::from_secs(self.server.shutdown_timeout_s),
-                max_body_bytes: self.server.max_body_bytes,
-            },
-            upstream: UpstreamSettings {
-                connect_timeout: Duration::from_millis(self.upstream.connect_timeout_ms),
-                timeout: Duration::from_millis(self.upstream.timeout_ms),
+            adapter: AdapterSettings {
+                server,
+                upstream,
+                ops,
             },
             json_logs: self.log.format == "json",
             ephemeral_key,
@@ -500,6 +554,9 @@ impl Settings {
     /// The effective settings as TOML, with the cookie keys redacted.
     pub fn redacted_toml(&self) -> String {
         let mut shown = self.clone();
+        if !shown.ops.metrics_token.is_empty() {
+            shown.ops.metrics_token = "<redacted>".to_owned();
+        }
         shown.cookie.keys = shown
             .cookie
             .keys
@@ -515,10 +572,8 @@ impl Settings {
 pub struct Validated {
     /// The domain's rules.
     pub rules: Arc<Rules>,
-    /// The server's settings.
-    pub server: ServerSettings,
-    /// The upstream client's settings.
-    pub upstream: UpstreamSettings,
+    /// The actix adapter's settings.
+    pub adapter: AdapterSettings,
     /// JSON log lines.
     pub json_logs: bool,
     /// No key was configured; a random one was made.
@@ -530,8 +585,7 @@ pub struct Validated {
 }
 
 /// Every key present in `config` that the defaults do not know.
-fn unknown_keys(config: &Config) -> Vec<Problem> {
-    let known = known_keys();
+fn unknown_keys(config: &Config, known: &[String]) -> Vec<Problem> {
     let mut problems = Vec::new();
     let Ok(table) = config.clone().try_deserialize::<Map<String, Value>>() else {
         return vec![problem("config", "the configuration is not a table of sections")];

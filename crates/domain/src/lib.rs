@@ -33,6 +33,7 @@ pub mod memory;
 pub mod path;
 pub mod plan;
 pub mod ports;
+pub mod request_id;
 pub mod token;
 
 pub use cookies::{

@@ -1,0 +1,117 @@
+//! The operator's endpoints, outside the API prefix: `/healthz` (the process
+//! runs), `/readyz` (the API answers, checked at most once a second per
+//! worker so probes cannot hammer it) and `/metrics` (Prometheus text,
+//! optionally behind a bearer token).
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{FromRequest, HttpRequest, HttpResponse};
+use actix_web_httpauth::extractors::bearer::BearerAuth;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use tokenjar_domain::{FlowError, UpstreamError};
+
+use crate::upstream::AwcUpstream;
+
+/// How long a readiness answer is reused.
+const READY_CACHE: Duration = Duration::from_secs(1);
+
+/// The operator endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `/healthz`
+    Health,
+    /// `/readyz`
+    Ready,
+    /// `/metrics`
+    Metrics,
+}
+
+impl Op {
+    /// The endpoint at this exact path, if any.
+    pub fn at(path: &str) -> Option<Self> {
+        match path {
+            "/healthz" => Some(Self::Health),
+            "/readyz" => Some(Self::Ready),
+            "/metrics" => Some(Self::Metrics),
+            _ => None,
+        }
+    }
+}
+
+/// Settings of the operator endpoints (the `ops.*` keys).
+#[derive(Clone, Debug, Default)]
+pub struct OpsSettings {
+    /// If set, `/metrics` requires `Authorization: Bearer <token>`.
+    pub metrics_token: Option<String>,
+}
+
+/// One worker's cached readiness.
+#[derive(Default)]
+pub struct Readiness {
+    last: Cell<Option<(Instant, Result<(), UpstreamError>)>>,
+}
+
+impl Readiness {
+    async fn check(&self, upstream: &AwcUpstream, url: &str) -> Result<(), UpstreamError> {
+        let cached = self.last.take();
+        if let Some((at, result)) = &cached {
+            if at.elapsed() < READY_CACHE {
+                let result = result.clone();
+                self.last.set(cached);
+                return result;
+            }
+        }
+        let result = upstream.probe(url).await.map(|_| ());
+        self.last.set(Some((Instant::now(), result.clone())));
+        result
+    }
+}
+
+/// Answers an operator endpoint.
+pub async fn answer(
+    op: Op,
+    request: &HttpRequest,
+    upstream: &AwcUpstream,
+    readiness: &Readiness,
+    base_url: &str,
+    metrics: &crate::metrics::Metrics,
+    settings: &OpsSettings,
+) -> Result<HttpResponse, FlowError> {
+    if !matches!(request.method().as_str(), "GET" | "HEAD") {
+        return Err(FlowError::MethodNotAllowed { allow: "GET, HEAD" });
+    }
+    match op {
+        Op::Health => Ok(HttpResponse::Ok().json(json!({ "status": "ok" }))),
+        Op::Ready => match readiness.check(upstream, base_url).await {
+            Ok(()) => Ok(HttpResponse::Ok().json(json!({ "status": "ready" }))),
+            Err(e) => {
+                // Not ready is a state, not a failed request: 503 for the
+                // probe, with the reason in the usual error shape.
+                let error = FlowError::from(e);
+                tracing::info!(detail = %error, "not ready");
+                Ok(HttpResponse::ServiceUnavailable().json(error.body().to_json()))
+            }
+        },
+        Op::Metrics => {
+            if let Some(expected) = &settings.metrics_token {
+                let presented = BearerAuth::extract(request).await.ok();
+                let ok = presented
+                    .is_some_and(|auth| bool::from(auth.token().as_bytes().ct_eq(expected.as_bytes())));
+                if !ok {
+                    return Ok(HttpResponse::Unauthorized()
+                        .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")))
+                        .json(json!({
+                            "error": "unauthorized",
+                            "message": "The metrics endpoint needs its bearer token."
+                        })));
+                }
+            }
+            Ok(HttpResponse::Ok()
+                .content_type("text/plain; version=0.0.4; charset=utf-8")
+                .body(metrics.render()))
+        }
+    }
+}
