@@ -5,6 +5,8 @@
 
 mod body;
 mod clock;
+mod demo;
+mod frontend;
 mod metrics;
 mod ops;
 mod server;
@@ -13,6 +15,8 @@ mod upstream;
 
 pub use body::RequestBody;
 pub use clock::SystemClock;
+pub use demo::{DemoApiServer, DEMO_PAGE};
+pub use frontend::Frontend;
 pub use metrics::Metrics;
 pub use ops::OpsSettings;
 pub use server::{Application, ServerSettings, Settings};

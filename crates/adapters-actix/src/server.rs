@@ -21,6 +21,7 @@ use tracing_actix_web::TracingLogger;
 
 use crate::body::RequestBody;
 use crate::clock::SystemClock;
+use crate::frontend::{self, Answer, Frontend};
 use crate::metrics::Metrics;
 use crate::ops::{self, Op, OpsSettings, Readiness};
 use crate::telemetry::{ChosenRequestId, RequestSpan};
@@ -71,6 +72,8 @@ pub struct Settings {
     pub upstream: UpstreamSettings,
     /// `ops.*`
     pub ops: OpsSettings,
+    /// `frontend.*` (or the demo page).
+    pub frontend: Frontend,
 }
 
 type AwcGateway = Gateway<AwcUpstream, SystemClock>;
@@ -81,6 +84,7 @@ struct Shared {
     ops: OpsSettings,
     max_body_bytes: Option<u64>,
     base_url: String,
+    frontend: Frontend,
 }
 
 /// One worker's state: its gateway (with its own awc client) and caches.
@@ -112,6 +116,7 @@ impl Application {
             ops: settings.ops.clone(),
             max_body_bytes: (server.max_body_bytes > 0).then_some(server.max_body_bytes),
             base_url: rules.upstream.url("", None),
+            frontend: settings.frontend.clone(),
         });
         let upstream = settings.upstream.clone();
         let mut http = HttpServer::new(move || {
@@ -238,6 +243,10 @@ async fn handle(request: HttpRequest, payload: web::Payload, worker: web::Data<W
     if let Some(id) = request.extensions().get::<ChosenRequestId>() {
         headers.set(request_id::HEADER, id.0.as_bytes());
     }
+    let body = RequestBody::new(payload.into_inner(), shared.max_body_bytes);
+    if let (Ok(Route::Outside), false) = (&route, matches!(shared.frontend, Frontend::None)) {
+        return serve_frontend(&request, headers, body, &worker).await;
+    }
     let client = ClientRequest {
         method: method.clone(),
         path: path.to_owned(),
@@ -245,12 +254,44 @@ async fn handle(request: HttpRequest, payload: web::Payload, worker: web::Data<W
         headers,
         peer: request.peer_addr().map(|a| a.ip()),
         scheme: "http",
-        body: RequestBody::new(payload.into_inner(), shared.max_body_bytes),
+        body,
     };
     let handled = worker.gateway.dispatch(route, client).await;
     shared.metrics.record(&handled);
     report(&handled);
     respond(handled.reply, &method)
+}
+
+/// A page of the web app: the same CSRF rule as every tokenjar route, then
+/// the configured frontend.
+async fn serve_frontend(
+    request: &HttpRequest,
+    headers: Headers,
+    body: RequestBody,
+    worker: &Worker,
+) -> HttpResponse {
+    let shared = &worker.shared;
+    let method = request.method().as_str();
+    let rules = worker.gateway.rules();
+    let result = match rules.csrf.check(method, &headers, "http") {
+        Err(refusal) => Err(FlowError::from(refusal)),
+        Ok(()) => {
+            frontend::serve(
+                &shared.frontend,
+                request,
+                headers,
+                body,
+                worker.gateway.upstream(),
+                rules.cookies.name(),
+            )
+            .await
+        }
+    };
+    match result {
+        Ok(Answer::Response(response)) => response,
+        Ok(Answer::Reply(reply)) => respond(reply, method),
+        Err(error) => fail(&error, &shared.metrics, method),
+    }
 }
 
 fn headers_of(request: &HttpRequest) -> Headers {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tokenjar_adapters_actix::Application;
+use tokenjar_adapters_actix::{Application, DemoApiServer, Frontend, DEMO_PAGE};
 use tokenjar_domain::CookieKeys;
 use tracing_subscriber::EnvFilter;
 
@@ -33,6 +33,8 @@ struct Cli {
 enum Command {
     /// Run the proxy (the default)
     Serve,
+    /// Run tokenjar in front of an embedded demo API, with a demo page at /
+    Demo,
     /// Print a fresh random cookie key (base64, 64 bytes) and exit
     Keygen,
     /// Load and validate the configuration, print it with secrets redacted
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig => check_config(cli.config_dir),
         Command::Serve => serve(cli.config_dir),
+        Command::Demo => demo(cli.config_dir),
     }
 }
 
@@ -88,9 +91,6 @@ fn warnings(validated: &Validated) -> Vec<&'static str> {
     }
     if validated.clear_cookie {
         out.push("cookie.encrypt is false: the token is stored in the cookie in clear");
-    }
-    if validated.frontend_set {
-        out.push("frontend.* is set but this version serves no frontend: non-API paths answer 404");
     }
     out
 }
@@ -133,4 +133,35 @@ fn serve(config_dir: Option<PathBuf>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn demo(config_dir: Option<PathBuf>) -> ExitCode {
+    let sources = Sources::from_process(config_dir);
+    let settings = match Settings::load(&sources) {
+        Ok(settings) => settings,
+        Err(problems) => return report(&problems),
+    };
+    let result = actix_web::rt::System::new().block_on(async move {
+        let api = DemoApiServer::bind()?;
+        let mut validated = match settings.for_demo(&api.url()).validate() {
+            Ok(validated) => validated,
+            Err(problems) => return Ok(report(&problems)),
+        };
+        init_logging(validated.json_logs);
+        validated.adapter.frontend = Frontend::Page(DEMO_PAGE);
+        let api_handle = api.handle();
+        tracing::info!("demo API at {}", api.url());
+        actix_web::rt::spawn(api.run());
+        let app = Application::build(&validated.adapter, validated.rules)?;
+        let url = app.url();
+        tracing::info!("listening on {url}");
+        println!("tokenjar demo: open {url}/ and log in as demo / demo (Ctrl-C stops)");
+        let served = app.run_until_stopped().await;
+        api_handle.stop(true).await;
+        served.map(|()| ExitCode::SUCCESS)
+    });
+    result.unwrap_or_else(|e: std::io::Error| {
+        eprintln!("tokenjar: cannot run the demo: {e}");
+        ExitCode::FAILURE
+    })
 }

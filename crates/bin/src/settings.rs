@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat, Map, Value, ValueKind};
 use serde::{Deserialize, Serialize};
-use tokenjar_adapters_actix::{OpsSettings, ServerSettings, Settings as AdapterSettings, UpstreamSettings};
+use tokenjar_adapters_actix::{
+    Frontend, OpsSettings, ServerSettings, Settings as AdapterSettings, UpstreamSettings,
+};
 use tokenjar_domain::{
     CookieJar, CookieKeys, CookiePolicy, CsrfRules, LoginRules, Routes, Rules, SameSite, TokenRules,
     UpstreamBase,
@@ -534,6 +536,11 @@ impl Settings {
             timeout: Duration::from_millis(self.upstream.timeout_ms),
             pool_size: self.upstream.pool_size,
         };
+        let frontend = match (&self.frontend.url, &self.frontend.dir) {
+            (Some(url), _) => UpstreamBase::parse(url).map(Frontend::Url).unwrap_or_default(),
+            (None, Some(dir)) => Frontend::Dir(dir.clone()),
+            (None, None) => Frontend::None,
+        };
         let ops = OpsSettings {
             metrics_token: (!self.ops.metrics_token.is_empty()).then(|| self.ops.metrics_token.clone()),
         };
@@ -543,11 +550,11 @@ impl Settings {
                 server,
                 upstream,
                 ops,
+                frontend,
             },
             json_logs: self.log.format == "json",
             ephemeral_key,
             clear_cookie: !self.cookie.encrypt,
-            frontend_set: self.frontend.url.is_some() || self.frontend.dir.is_some(),
         })
     }
 
@@ -580,8 +587,29 @@ pub struct Validated {
     pub ephemeral_key: bool,
     /// The token is stored in clear.
     pub clear_cookie: bool,
-    /// A frontend is configured.
-    pub frontend_set: bool,
+}
+
+impl Settings {
+    /// The settings for `tokenjar demo`: the configured ones, but with the
+    /// embedded demo API as upstream, its token conventions, and a cookie
+    /// that works on plain-http loopback.
+    pub fn for_demo(&self, api_url: &str) -> Self {
+        let mut demo = self.clone();
+        demo.upstream.url = api_url.to_owned();
+        demo.token = TokenSection {
+            response_field: "/authToken".to_owned(),
+            upstream_header: "auth-token".to_owned(),
+            upstream_scheme: String::new(),
+        };
+        demo.cookie.secure = false;
+        if demo.cookie.name.starts_with("__") {
+            // __Host- and __Secure- names require Secure.
+            demo.cookie.name = "auth-token".to_owned();
+        }
+        demo.cookie.same_site = "lax".to_owned();
+        demo.frontend = FrontendSection::default();
+        demo
+    }
 }
 
 /// Every key present in `config` that the defaults do not know.
