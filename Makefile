@@ -3,11 +3,15 @@
 
 CARGO ?= cargo
 
-.PHONY: run test lint fmt build release clean
+.PHONY: run serve test lint fmt build release clean
 
-## Run tokenjar with config/ (TOKENJAR_ENV=local: plain-http cookies).
+## The demo: tokenjar in front of an embedded demo API, with a demo page.
 run:
-	$(CARGO) run --release -p tokenjar -- serve --config-dir config
+	$(CARGO) run -p tokenjar -- demo --config-dir config
+
+## tokenjar alone, with config/ (TOKENJAR_ENV=local: plain-http cookies).
+serve:
+	$(CARGO) run -p tokenjar -- serve --config-dir config
 
 ## Every test: unit, flow (in-memory) and end-to-end (the binary on loopback).
 test:
