@@ -564,3 +564,40 @@ async fn logs_never_contain_the_token_or_a_key() {
         assert!(!logs.contains(secret), "the logs contain the {what}:\n{logs}");
     }
 }
+
+#[actix_web::test]
+async fn the_sealed_value_is_bound_to_the_cookie_name() {
+    let api = RecordingApi::start();
+    let default_name = spawn_app(&api.url("/v1"), &[]);
+    let other_name = spawn_app(&api.url("/v1"), &[("TOKENJAR_COOKIE__NAME", "tj")]);
+    let pair = default_name.login_cookie().await;
+    let value = pair.split_once('=').unwrap().1;
+
+    let reply = default_name.session(Some(&pair)).await;
+    assert_eq!(reply.json()["loggedIn"], true);
+    // Same key, same value, another cookie name: must not open.
+    let renamed = format!("tj={value}");
+    let reply = other_name.session(Some(&renamed)).await;
+    assert_eq!(
+        reply.json(),
+        json!({"loggedIn": false}),
+        "a value sealed for auth-token must not open as tj"
+    );
+}
+
+#[actix_web::test]
+async fn serve_reads_settings_from_the_config_dir() {
+    let api = RecordingApi::start();
+    let dir = tokenjar_e2e::TempDir::new("config");
+    dir.write("default.toml", "[token]\nupstream_header = \"x-api-token\"\n");
+    let app = tokenjar_e2e::spawn_custom(dir, Some("serve"), Some(&api.url("/v1")), &[]);
+
+    let cookie = app.login_cookie().await;
+    app.get_api("/api/echo", Some(&cookie)).await;
+    let seen = api.last_request();
+    assert_eq!(
+        seen.header_all("x-api-token"),
+        vec![api.last_issued().token.as_str()]
+    );
+    assert!(seen.header_all("auth-token").is_empty());
+}

@@ -340,3 +340,54 @@ fn layers_override_in_order() {
         run.stdout
     );
 }
+
+#[test]
+fn tokenjar_without_a_subcommand_serves() {
+    let api = tokenjar_e2e::RecordingApi::start();
+    let app = tokenjar_e2e::spawn_custom(TempDir::new("config"), None, Some(&api.url("/v1")), &[]);
+    let reply = app.raw("GET /api/echo HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(api.last_request().target, "/v1/echo");
+}
+
+#[actix_web::test]
+async fn demo_runs_an_api_and_a_page_in_one_process() {
+    let app = tokenjar_e2e::spawn_custom(TempDir::new("config"), Some("demo"), None, &[]);
+
+    let page = app.get_api("/", None).await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    assert!(
+        page.header("content-type")
+            .is_some_and(|t| t.starts_with("text/html")),
+        "{:?}",
+        page.headers
+    );
+    assert!(
+        page.text().contains("/api/login"),
+        "the page logs in through /api/login"
+    );
+
+    let me = app.get_api("/api/me", None).await;
+    assert_eq!(me.status, 401, "not logged in yet: {}", me.text());
+
+    let bad = app.login("demo", "nope").await;
+    assert_eq!(bad.status, 401, "{}", bad.text());
+
+    let login = app.login("demo", "demo").await;
+    assert_eq!(login.status, 200, "{}", login.text());
+    let body = login.json();
+    assert_eq!(body["loggedIn"], true, "{body}");
+    assert!(body.get("authToken").is_none(), "{body}");
+    let cookie = login.set_cookie_for("auth-token").expect("auth cookie").pair();
+
+    let me = app.get_api("/api/me", Some(&cookie)).await;
+    assert_eq!(me.status, 200, "{}", me.text());
+    assert_eq!(me.json(), serde_json::json!({"name": "demo"}));
+    let session = app.session(Some(&cookie)).await;
+    assert_eq!(session.json()["loggedIn"], true);
+    assert!(
+        session.json()["expiresAt"].is_u64(),
+        "the demo token is a JWT with exp: {}",
+        session.text()
+    );
+}

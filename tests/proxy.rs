@@ -330,7 +330,7 @@ async fn hop_by_hop_response_headers_are_not_returned() {
     let reply = app.get_api("/api/hop", None).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.text(), r#"{"ok":true}"#);
-    assert_eq!(upstream.heads().len(), 1);
+    assert!(upstream.heads().iter().any(|h| h.starts_with("GET /hop ")));
     for name in ["x-custom", "keep-alive", "proxy-connection"] {
         assert!(
             reply.header_all(name).is_empty(),

@@ -188,13 +188,25 @@ pub struct TestApp {
 /// [`crate::KEY_1`] and `RUST_LOG=info`; `extra_env` comes last and wins.
 /// Waits (at most 20 s) for the `listening on http://…` line.
 pub fn spawn_app(upstream_url: &str, extra_env: &[(&str, &str)]) -> TestApp {
-    spawn_app_in(TempDir::new("config"), upstream_url, extra_env)
+    spawn_custom(
+        TempDir::new("config"),
+        Some("serve"),
+        Some(upstream_url),
+        extra_env,
+    )
 }
 
-/// Like [`spawn_app`] but with a given config dir (which may hold files).
-pub fn spawn_app_in(config_dir: TempDir, upstream_url: &str, extra_env: &[(&str, &str)]) -> TestApp {
+/// Like [`spawn_app`], with a given config dir (which may hold files), any
+/// subcommand (`None`: none at all) and `TOKENJAR_UPSTREAM__URL` left unset
+/// when `upstream_url` is `None`.
+pub fn spawn_custom(
+    config_dir: TempDir,
+    subcommand: Option<&str>,
+    upstream_url: Option<&str>,
+    extra_env: &[(&str, &str)],
+) -> TestApp {
     let mut cmd = Command::new(crate::tokenjar_bin());
-    cmd.arg("serve")
+    cmd.args(subcommand)
         .arg("--config-dir")
         .arg(config_dir.path())
         .current_dir(config_dir.path())
@@ -207,12 +219,14 @@ pub fn spawn_app_in(config_dir: TempDir, upstream_url: &str, extra_env: &[(&str,
         }
     }
     cmd.env("TOKENJAR_SERVER__PORT", "0")
-        .env("TOKENJAR_UPSTREAM__URL", upstream_url)
         .env("TOKENJAR_COOKIE__SECURE", "false")
         .env("TOKENJAR_COOKIE__KEYS", crate::KEY_1)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .env_remove("RUST_BACKTRACE");
+    if let Some(url) = upstream_url {
+        cmd.env("TOKENJAR_UPSTREAM__URL", url);
+    }
     for (name, value) in extra_env {
         cmd.env(name, value);
     }

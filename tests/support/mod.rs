@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use api::{CannedReply, Recorded, RecordingApi};
-pub use app::{spawn_app, spawn_app_in, Reply, SetCookie, TestApp};
+pub use app::{spawn_app, spawn_custom, Reply, SetCookie, TestApp};
 pub use raw::{raw_request, refused_url, RawResponse, RawUpstream};
 
 /// Cookie key used by every tokenjar the suite starts unless a test overrides

@@ -172,6 +172,10 @@ impl RawUpstream {
                             Ok(n) => buf.extend_from_slice(&chunk[..n]),
                         }
                     }
+                    if buf.is_empty() {
+                        // A bare connect (e.g. a reachability probe) is no request.
+                        continue;
+                    }
                     seen.lock()
                         .expect("lock")
                         .push(String::from_utf8_lossy(&buf).into_owned());
