@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run serve test lint fmt build release clean
+.PHONY: run serve test lint fmt build release bench clean
 
 ## The demo: tokenjar in front of an embedded demo API, with a demo page.
 run:
@@ -22,6 +22,10 @@ test:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## tokenjar vs nginx as cookie → header proxies (needs wrk and nginx).
+bench:
+	bench/run.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -44,6 +44,7 @@ type Handler = dyn Fn(&RecordedRequest) -> Result<UpstreamResponse<Vec<u8>>, Ups
 pub struct InMemoryUpstream {
     handler: Box<Handler>,
     recorded: Mutex<Vec<RecordedRequest>>,
+    record: bool,
 }
 
 impl InMemoryUpstream {
@@ -57,7 +58,15 @@ impl InMemoryUpstream {
         Self {
             handler: Box::new(handler),
             recorded: Mutex::new(Vec::new()),
+            record: true,
         }
+    }
+
+    /// The same API, but forgetting what it was sent (for benchmarks, where
+    /// the record would grow without bound).
+    pub fn without_recording(mut self) -> Self {
+        self.record = false;
+        self
     }
 
     /// Every request received so far, in order.
@@ -85,10 +94,12 @@ impl Upstream for InMemoryUpstream {
             body: request.body,
         };
         let answer = (self.handler)(&recorded);
-        self.recorded
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(recorded);
+        if self.record {
+            self.recorded
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(recorded);
+        }
         ready(answer)
     }
 

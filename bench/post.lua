@@ -1,0 +1,5 @@
+-- wrk script: POST a 64 KiB body with the CSRF header and the auth cookie.
+wrk.method = "POST"
+wrk.body = string.rep("x", 64 * 1024)
+wrk.headers["Content-Type"] = "application/octet-stream"
+wrk.headers["x-csrf"] = "1"

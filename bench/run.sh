@@ -1,0 +1,204 @@
+#!/usr/bin/env bash
+# tokenjar's benchmark: tokenjar and nginx side by side as cookie → header
+# proxies in front of the same fast nginx upstream, driven by wrk in
+# interleaved rounds. The proxies share one pinned core; wrk and the upstream
+# get the other. Prints a markdown table of medians (req/s, p50, p99, CPU µs
+# per request, peak RSS) and the tokenjar/nginx ratios.
+#
+#   bench/run.sh                      # 5 rounds × 10 s per scenario and proxy
+#   ROUNDS=1 DURATION=3 bench/run.sh  # a quick look
+#   SCENARIOS="get-cookie login" bench/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-64}
+SCENARIOS=${SCENARIOS:-"get-cookie get-nocookie post-64k download-100m login"}
+
+need() { command -v "$1" >/dev/null || { echo "bench: '$1' is missing (apt-get install $2)" >&2; exit 1; }; }
+need wrk wrk
+need nginx nginx
+need curl curl
+need python3 python3
+
+work=$(mktemp -d /tmp/tokenjar-bench.XXXXXX)
+# nginx workers run as an unprivileged user: they must be able to read the files.
+chmod 755 "$work"
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "bench: building tokenjar (release)" >&2
+cargo build --release -p tokenjar >&2
+BIN=$PWD/target/release/tokenjar
+
+if [ "$(nproc)" -ge 2 ]; then
+    PROXY_CPU=(taskset -c 0)
+    LOAD_CPU=(taskset -c 1)
+    PINNING="proxies on CPU 0; wrk and the upstream on CPU 1"
+else
+    PROXY_CPU=()
+    LOAD_CPU=()
+    PINNING="one core: nothing pinned"
+fi
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_http() {
+    for _ in $(seq 1 200); do
+        curl -s -o /dev/null "$1" && return 0
+        sleep 0.05
+    done
+    echo "bench: $1 never answered" >&2
+    exit 1
+}
+
+UPSTREAM_PORT=$(free_port)
+TOKENJAR_PORT=$(free_port)
+NGINX_PORT=$(free_port)
+JWT=$(python3 -c 'import base64, json
+e = lambda d: base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
+print(e({"alg": "HS256", "typ": "JWT"}) + "." + e({"sub": "bench", "exp": 4102444800}) + ".c2lnbmF0dXJlLWJ5LXRoZS1hcGk")')
+head -c $((100 * 1024 * 1024)) /dev/zero > "$work/big.bin"
+mkdir -p "$work/ub" "$work/pb" "$work/pt" "$work/none"
+
+render() {
+    sed -e "s|@WORK@|$work|g" -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" -e "s|@NGINX_PORT@|$NGINX_PORT|g" \
+        -e "s|@JWT@|$JWT|g" "bench/$1" > "$work/$1"
+}
+render upstream.conf
+render nginx-proxy.conf
+
+"${LOAD_CPU[@]}" nginx -p "$work" -c "$work/upstream.conf" &
+pids+=($!)
+wait_http "http://127.0.0.1:$UPSTREAM_PORT/"
+
+KEY=$("$BIN" keygen)
+TOKENJAR_SERVER__PORT=$TOKENJAR_PORT TOKENJAR_SERVER__WORKERS=1 \
+TOKENJAR_UPSTREAM__URL="http://127.0.0.1:$UPSTREAM_PORT" \
+TOKENJAR_COOKIE__SECURE=false TOKENJAR_COOKIE__KEYS="$KEY" RUST_LOG=warn \
+    "${PROXY_CPU[@]}" "$BIN" serve --config-dir "$work/none" 2> "$work/tokenjar.log" &
+TOKENJAR_PID=$!
+pids+=($TOKENJAR_PID)
+wait_http "http://127.0.0.1:$TOKENJAR_PORT/healthz"
+
+"${PROXY_CPU[@]}" nginx -p "$work" -c "$work/nginx-proxy.conf" &
+pids+=($!)
+wait_http "http://127.0.0.1:$NGINX_PORT/api/"
+NGINX_MASTER=$(cat "$work/proxy.pid")
+NGINX_WORKER=$(pgrep -P "$NGINX_MASTER" | head -n 1)
+
+# tokenjar's cookie is sealed; nginx's holds the token in clear (it has no crypto).
+SEALED=$(curl -s -D - -o /dev/null -H 'x-csrf: 1' -H 'content-type: application/json' -d '{}' \
+    "http://127.0.0.1:$TOKENJAR_PORT/api/login" | tr -d '\r' | sed -n 's/^set-cookie: \(auth-token=[^;]*\);.*/\1/Ip')
+[ -n "$SEALED" ] || { echo "bench: login through tokenjar gave no cookie" >&2; exit 1; }
+echo "$SEALED" | grep -q "$JWT" && { echo "bench: the cookie holds the token in clear!" >&2; exit 1; }
+ECHOED=$(curl -s -H "Cookie: $SEALED" "http://127.0.0.1:$TOKENJAR_PORT/api/echo")
+echo "$ECHOED" | grep -q "$JWT" || { echo "bench: tokenjar did not pass the token: $ECHOED" >&2; exit 1; }
+CLEAR="auth-token=$JWT"
+ECHOED=$(curl -s -H "Cookie: $CLEAR" "http://127.0.0.1:$NGINX_PORT/api/echo")
+echo "$ECHOED" | grep -q "$JWT" || { echo "bench: nginx did not pass the token: $ECHOED" >&2; exit 1; }
+
+ticks() { # utime + stime of the given processes, in clock ticks
+    local total=0
+    for p in "$@"; do
+        total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+    done
+    echo "$total"
+}
+hwm() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+CLK_TCK=$(getconf CLK_TCK)
+
+results="$work/results.tsv"
+: > "$results"
+
+# run SCENARIO TARGET ROUND: one wrk run, one line of results.
+run() {
+    local scenario=$1 target=$2 round=$3 port cookie procs args=()
+    if [ "$target" = tokenjar ]; then
+        port=$TOKENJAR_PORT cookie=$SEALED procs=("$TOKENJAR_PID")
+    else
+        port=$NGINX_PORT cookie=$CLEAR procs=("$NGINX_MASTER" "$NGINX_WORKER")
+    fi
+    local url="http://127.0.0.1:$port/api/echo" conns=$CONNS
+    case $scenario in
+        get-cookie) args=(-H "Cookie: $cookie") ;;
+        get-nocookie) ;;
+        post-64k) args=(-H "Cookie: $cookie" -s bench/post.lua) ;;
+        download-100m) args=(-H "Cookie: $cookie"); url="http://127.0.0.1:$port/api/big"; conns=4 ;;
+        login)
+            [ "$target" = nginx ] && return 0 # nginx cannot take a token out of JSON
+            args=(-s bench/login.lua); url="http://127.0.0.1:$port/api/login" ;;
+    esac
+    local before after out
+    before=$(ticks "${procs[@]}")
+    out=$("${LOAD_CPU[@]}" wrk -t1 -c"$conns" -d"${DURATION}s" --latency "${args[@]}" "$url")
+    after=$(ticks "${procs[@]}")
+    echo "$out" > "$work/wrk-$scenario-$target-$round.txt"
+    python3 - "$scenario" "$target" "$round" "$((after - before))" "$CLK_TCK" >> "$results" <<PY
+import re, sys
+scenario, target, rnd, ticks, clk = sys.argv[1:]
+out = """$out"""
+def ms(v):
+    n, unit = re.match(r"([\d.]+)(us|ms|s)", v).groups()
+    return float(n) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+reqs = int(re.search(r"(\d+) requests in", out).group(1))
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+p50 = ms(re.search(r"50%\s+(\S+)", out).group(1))
+p99 = ms(re.search(r"99%\s+(\S+)", out).group(1))
+errors = 0
+socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+if socket:
+    errors += sum(int(x) for x in socket.groups())
+non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+if non2xx:
+    errors += int(non2xx.group(1))
+cpu_us = int(ticks) * 1e6 / int(clk) / max(reqs, 1)
+print(f"{scenario}\t{target}\t{rnd}\t{rps:.0f}\t{p50:.3f}\t{p99:.3f}\t{cpu_us:.2f}\t{reqs}\t{errors}")
+PY
+    echo "bench: round $round $scenario $target: $(tail -n 1 "$results" | cut -f4) req/s" >&2
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+    for scenario in $SCENARIOS; do
+        # Interleaved, and the order alternates, so neither proxy always runs first.
+        if [ $((round % 2)) -eq 1 ]; then order="tokenjar nginx"; else order="nginx tokenjar"; fi
+        for target in $order; do run "$scenario" "$target" "$round"; done
+    done
+done
+
+python3 - "$results" "$(hwm "$TOKENJAR_PID")" "$(( $(hwm "$NGINX_MASTER") + $(hwm "$NGINX_WORKER") ))" \
+    "$ROUNDS" "$DURATION" "$CONNS" "$PINNING" <<'PY'
+import statistics, sys
+path, tj_rss, nx_rss, rounds, duration, conns, pinning = sys.argv[1:]
+rows = [l.rstrip("\n").split("\t") for l in open(path) if l.strip()]
+med = {}
+for scen in dict.fromkeys(r[0] for r in rows):
+    for target in ("tokenjar", "nginx"):
+        rs = [r for r in rows if r[0] == scen and r[1] == target]
+        if rs:
+            med[scen, target] = {
+                "rps": statistics.median(float(r[3]) for r in rs),
+                "p50": statistics.median(float(r[4]) for r in rs),
+                "p99": statistics.median(float(r[5]) for r in rs),
+                "cpu": statistics.median(float(r[6]) for r in rs),
+                "errors": sum(int(r[8]) for r in rs),
+            }
+print(f"\n{rounds} interleaved rounds × {duration} s, wrk -t1 -c{conns} (downloads: -c4), medians; {pinning}\n")
+print("| scenario | proxy | req/s | p50 ms | p99 ms | CPU µs/req | errors |")
+print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+for (scen, target), m in med.items():
+    print(f"| {scen} | {target} | {m['rps']:,.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {m['cpu']:.1f} | {m['errors']} |")
+print()
+print("| scenario | req/s tokenjar/nginx | CPU/req tokenjar/nginx | p99 tokenjar/nginx |")
+print("| --- | ---: | ---: | ---: |")
+for scen in dict.fromkeys(s for s, _ in med):
+    t, n = med.get((scen, "tokenjar")), med.get((scen, "nginx"))
+    if t and n:
+        print(f"| {scen} | {t['rps'] / n['rps']:.2f} | {t['cpu'] / n['cpu']:.2f} | {t['p99'] / n['p99']:.2f} |")
+print(f"\npeak RSS (VmHWM over the whole run): tokenjar {int(tj_rss) / 1024:.1f} MiB, nginx (master + worker) {int(nx_rss) / 1024:.1f} MiB")
+PY
