@@ -12,13 +12,21 @@
 //!   `Content-Length`;
 //! - `…/upload`: `{"received": N, "intact": bool}` after consuming the body;
 //! - `…/hang`: never answers;
+//! - `…/gated/N`: N pieces of `pattern::CHUNK_LEN` pattern bytes with a
+//!   `Content-Length`, piece `i` sent only once the test released more than
+//!   `i` pieces ([`RecordingApi::release_gated`]), so a test decides exactly
+//!   when each part of a download exists (no timing involved);
+//! - `…/gate`: held until the test calls [`RecordingApi::open_gate`] (at most
+//!   60 s), then the default answer below;
 //! - `…/status/NNN`: status NNN with header `x-upstream: yes`;
 //! - anything else: 200 `{"ok": true, "method": M, "target": T}` with header
 //!   `x-upstream: yes`.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
@@ -28,7 +36,7 @@ use bytes::Bytes;
 use futures_util::StreamExt as _;
 use serde_json::{json, Value};
 
-use crate::pattern::{chunks, make_jwt, PatternCheck};
+use crate::pattern::{chunks, make_jwt, PatternCheck, CHUNK_LEN};
 
 /// How many body bytes of each request are kept verbatim.
 const KEEP_BODY: usize = 64 * 1024;
@@ -131,6 +139,50 @@ struct State {
     requests: Mutex<Vec<Recorded>>,
     canned_logins: Mutex<VecDeque<CannedReply>>,
     issued: Mutex<Vec<Issued>>,
+    gated: PieceGate,
+    gate_open: AtomicBool,
+}
+
+/// Longest a `…/gate` request is held (a test that forgets to open the gate
+/// still ends).
+const GATE_LIMIT: Duration = Duration::from_secs(60);
+
+/// How often a held `…/gate` request checks whether the gate opened.
+const GATE_POLL: Duration = Duration::from_millis(5);
+
+/// The shared gate of the `…/gated/N` downloads: how many pieces the test
+/// has released so far, and the streams waiting for more.
+#[derive(Default)]
+struct PieceGate {
+    inner: Mutex<PieceGateInner>,
+}
+
+#[derive(Default)]
+struct PieceGateInner {
+    released: u64,
+    waiting: Vec<Waker>,
+}
+
+impl PieceGate {
+    fn release(&self, pieces: u64) {
+        let mut inner = self.inner.lock().expect("lock");
+        inner.released += pieces;
+        for waker in inner.waiting.drain(..) {
+            waker.wake();
+        }
+    }
+
+    /// Ready once piece `index` (0-based) may be sent.
+    fn poll_piece(&self, index: u64, cx: &mut Context<'_>) -> Poll<()> {
+        let mut inner = self.inner.lock().expect("lock");
+        if index < inner.released {
+            return Poll::Ready(());
+        }
+        if !inner.waiting.iter().any(|w| w.will_wake(cx.waker())) {
+            inner.waiting.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
 }
 
 /// The recording API server; stopped on drop.
@@ -213,9 +265,21 @@ impl RecordingApi {
         self.state.canned_logins.lock().expect("lock").push_back(reply);
     }
 
+    /// Lets every held and future `…/gate` request through.
+    pub fn open_gate(&self) {
+        self.state.gate_open.store(true, Ordering::SeqCst);
+    }
+
     /// Tokens issued by default logins so far.
     pub fn issued(&self) -> Vec<Issued> {
         self.state.issued.lock().expect("lock").clone()
+    }
+
+    /// Lets every `…/gated/N` download send `pieces` more pieces (the count
+    /// is shared: piece `i` of any gated download goes once more than `i`
+    /// pieces were released in total).
+    pub fn release_gated(&self, pieces: u64) {
+        self.state.gated.release(pieces);
     }
 
     /// The most recently issued token; panics if none was issued.
@@ -340,6 +404,13 @@ async fn handle(req: HttpRequest, mut payload: web::Payload, state: web::Data<St
     if last == "hang" {
         return futures_util::future::pending::<HttpResponse>().await;
     }
+    if last == "gate" {
+        // Holds the request in flight, so a test can act while a proxy waits.
+        let deadline = std::time::Instant::now() + GATE_LIMIT;
+        while !state.gate_open.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+            actix_rt::time::sleep(GATE_POLL).await;
+        }
+    }
     if last == "upload" {
         return json_response(
             StatusCode::OK,
@@ -352,6 +423,26 @@ async fn handle(req: HttpRequest, mut payload: web::Payload, state: web::Data<St
             return HttpResponse::Ok()
                 .content_type("application/octet-stream")
                 .no_chunking(total)
+                .streaming(stream);
+        }
+    }
+    if before_last == "gated" {
+        if let Ok(pieces) = last.parse::<u64>() {
+            let state = state.into_inner();
+            let stream = futures_util::stream::unfold(0u64, move |index| {
+                let state = Arc::clone(&state);
+                async move {
+                    if index >= pieces {
+                        return None;
+                    }
+                    futures_util::future::poll_fn(|cx| state.gated.poll_piece(index, cx)).await;
+                    let piece = chunks(CHUNK_LEN as u64).next().unwrap_or_default();
+                    Some((Ok::<_, std::io::Error>(piece), index + 1))
+                }
+            });
+            return HttpResponse::Ok()
+                .content_type("application/octet-stream")
+                .no_chunking(pieces * CHUNK_LEN as u64)
                 .streaming(stream);
         }
     }
@@ -403,7 +494,7 @@ fn login(state: &State, body: &[u8]) -> HttpResponse {
 #[cfg(test)]
 mod tests {
     use super::{route_path, CannedReply, RecordingApi};
-    use crate::pattern::{chunks, PatternCheck};
+    use crate::pattern::{chunks, PatternCheck, CHUNK_LEN};
     use futures_util::StreamExt as _;
     use std::time::Duration;
 
@@ -474,5 +565,30 @@ mod tests {
             .send()
             .await;
         assert!(hang.is_err(), "/hang must not answer");
+    }
+
+    /// A gated download sends exactly the pieces released so far.
+    #[actix_web::test]
+    async fn gated_downloads_wait_for_each_release() {
+        let api = RecordingApi::start();
+        let client = awc::Client::builder().timeout(Duration::from_secs(10)).finish();
+        api.release_gated(1);
+        let mut res = client.get(api.url("/v1/gated/3")).send().await.unwrap();
+        let piece = CHUNK_LEN as u64;
+        assert_eq!(
+            res.headers().get("content-length").unwrap().to_str().unwrap(),
+            (3 * piece).to_string()
+        );
+        let mut check = PatternCheck::new();
+        while check.received() < piece {
+            check.feed(&res.next().await.unwrap().unwrap());
+        }
+        assert_eq!(check.received(), piece, "only the released piece may come");
+        api.release_gated(2);
+        while let Some(bytes) = res.next().await {
+            check.feed(&bytes.unwrap());
+        }
+        assert_eq!(check.received(), 3 * piece);
+        assert!(check.intact());
     }
 }

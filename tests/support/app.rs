@@ -4,9 +4,9 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use awc::http::Method;
 use bytes::Bytes;
@@ -180,7 +180,30 @@ pub struct TestApp {
     pub pid: u32,
     child: Child,
     logs: Arc<Mutex<Vec<String>>>,
+    output: Arc<OutputWatch>,
     _config_dir: TempDir,
+}
+
+/// Progress of the child's output, so tests can wait for a log line or for
+/// the end of the output on a condition instead of sleeping.
+#[derive(Debug, Default)]
+struct OutputWatch {
+    /// (lines read so far, output streams still open)
+    state: Mutex<(usize, usize)>,
+    changed: Condvar,
+}
+
+impl OutputWatch {
+    fn line(&self) {
+        self.state.lock().expect("lock").0 += 1;
+        self.changed.notify_all();
+    }
+
+    fn closed(&self) {
+        let mut state = self.state.lock().expect("lock");
+        state.1 = state.1.saturating_sub(1);
+        self.changed.notify_all();
+    }
 }
 
 /// Starts tokenjar (`serve`) in front of `upstream_url`, with a fresh empty
@@ -235,11 +258,13 @@ pub fn spawn_custom(
         .unwrap_or_else(|err| panic!("could not start {}: {err}", crate::tokenjar_bin().display()));
     let pid = child.id();
     let logs = Arc::new(Mutex::new(Vec::new()));
+    let output = Arc::new(OutputWatch::default());
+    output.state.lock().expect("lock").1 = 2;
     let (tx, rx) = mpsc::channel::<Option<SocketAddr>>();
     let stderr = child.stderr.take().expect("piped stderr");
     let stdout = child.stdout.take().expect("piped stdout");
-    drain(stderr, "", Arc::clone(&logs), tx.clone());
-    drain(stdout, "stdout: ", Arc::clone(&logs), tx);
+    drain(stderr, "", Arc::clone(&logs), Arc::clone(&output), tx.clone());
+    drain(stdout, "stdout: ", Arc::clone(&logs), Arc::clone(&output), tx);
 
     let mut open_streams = 2;
     let address = loop {
@@ -270,6 +295,7 @@ pub fn spawn_custom(
         pid,
         child,
         logs,
+        output,
         _config_dir: config_dir,
     }
 }
@@ -280,6 +306,7 @@ fn drain(
     stream: impl Read + Send + 'static,
     prefix: &'static str,
     logs: Arc<Mutex<Vec<String>>>,
+    output: Arc<OutputWatch>,
     tx: mpsc::Sender<Option<SocketAddr>>,
 ) {
     std::thread::spawn(move || {
@@ -297,7 +324,9 @@ fn drain(
                 let _ = tx.send(Some(addr));
             }
             logs.lock().expect("lock").push(format!("{prefix}{line}"));
+            output.line();
         }
+        output.closed();
         let _ = tx.send(None);
     });
 }
@@ -342,6 +371,68 @@ impl TestApp {
     /// prefixed with `stdout: `).
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().expect("lock").clone()
+    }
+
+    /// Waits until a log line contains `needle` (at most `within`); true if
+    /// one did.
+    pub fn wait_for_log(&self, needle: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        let mut state = self.output.state.lock().expect("lock");
+        loop {
+            if self.logs.lock().expect("lock").iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || state.1 == 0 {
+                // Out of time, or the child's output ended: no line will come.
+                return self.logs.lock().expect("lock").iter().any(|l| l.contains(needle));
+            }
+            state = self.output.changed.wait_timeout(state, left).expect("lock").0;
+        }
+    }
+
+    /// Sends the signal `name` (`TERM`, `INT`, ...) to the child with
+    /// `kill -s`.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args(["-s", name, &self.pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -s {name} {} failed: {status}", self.pid);
+    }
+
+    /// The child's exit status if it has exited, without waiting.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait on tokenjar")
+    }
+
+    /// Waits (at most `within`) for the child to exit and for its output to
+    /// be read to the end; its exit status, or `None` if it still runs.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        // The output ends when the process closes its streams, i.e. exits.
+        let output = Arc::clone(&self.output);
+        {
+            let mut state = output.state.lock().expect("lock");
+            while state.1 > 0 {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    drop(state);
+                    return self.exit_status();
+                }
+                state = output.changed.wait_timeout(state, left).expect("lock").0;
+            }
+        }
+        // Streams closed: the exit itself follows at once; poll it briefly.
+        loop {
+            if let Some(status) = self.exit_status() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::yield_now();
+        }
     }
 
     /// Peak resident memory of the child (`VmHWM`), in KiB.

@@ -7,6 +7,8 @@
 
 pub mod api;
 pub mod app;
+pub mod external;
+pub mod metrics;
 pub mod pattern;
 pub mod raw;
 
@@ -16,7 +18,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use api::{CannedReply, Recorded, RecordingApi};
 pub use app::{spawn_app, spawn_custom, Reply, SetCookie, TestApp};
-pub use raw::{raw_request, refused_url, RawResponse, RawUpstream};
+pub use raw::{
+    parse_responses, raw_conversation, raw_request, refused_url, RawResponse, RawStream, RawUpstream,
+};
 
 /// Cookie key used by every tokenjar the suite starts unless a test overrides
 /// `TOKENJAR_COOKIE__KEYS` (base64 of 64 fixed random bytes).

@@ -120,6 +120,168 @@ fn read_chunked(stream: &mut TcpStream, mut buf: Vec<u8>) -> Vec<u8> {
     }
 }
 
+/// Sends `request` verbatim, half-closes the connection (so the server sees
+/// the end of everything the client will ever send) and returns every byte the
+/// server wrote until it closed.
+///
+/// For requests whose exact bytes matter beyond one response: pipelined or
+/// smuggled requests, or heads the server may refuse by closing. A server
+/// that keeps a half-closed connection open past the I/O timeout (30 s) ends
+/// the read as well.
+pub fn raw_conversation(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).expect("connect to tokenjar");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    // The server may refuse the head and close before reading it all: a
+    // failed write is part of the conversation, not a test failure.
+    let _ = stream.write_all(request);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+        }
+    }
+    out
+}
+
+/// Splits the bytes a server sent on one connection into responses (bodies
+/// delimited by `Content-Length`, chunked coding, or the end of the bytes).
+/// Trailing bytes that do not form a complete head are ignored; a body cut
+/// short is kept as far as it goes.
+pub fn parse_responses(mut bytes: &[u8]) -> Vec<Reply> {
+    let mut out = Vec::new();
+    while let Some(head_end) = find(bytes, b"\r\n\r\n") {
+        let head = String::from_utf8_lossy(&bytes[..head_end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let Some(status) = lines
+            .next()
+            .and_then(|line| line.split(' ').nth(1))
+            .and_then(|s| s.parse::<u16>().ok())
+        else {
+            break;
+        };
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                Some((name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+            })
+            .collect();
+        let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+        let rest = &bytes[head_end + 4..];
+        let (body, used) = if status < 200 || status == 204 || status == 304 {
+            (Vec::new(), 0)
+        } else if header("transfer-encoding").is_some_and(|te| te.to_ascii_lowercase().contains("chunked")) {
+            dechunk(rest)
+        } else if let Some(len) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+            let len = len.min(rest.len());
+            (rest[..len].to_vec(), len)
+        } else {
+            (rest.to_vec(), rest.len())
+        };
+        out.push(Reply {
+            status,
+            headers,
+            body: Bytes::from(body),
+        });
+        bytes = &rest[used..];
+    }
+    out
+}
+
+/// Decodes a chunked body from `bytes`: the body and the bytes it used.
+fn dechunk(bytes: &[u8]) -> (Vec<u8>, usize) {
+    let mut body = Vec::new();
+    let mut at = 0;
+    while let Some(line_end) = find(&bytes[at..], b"\r\n") {
+        let size_text = String::from_utf8_lossy(&bytes[at..at + line_end]).into_owned();
+        let Ok(size) = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16) else {
+            break;
+        };
+        at += line_end + 2;
+        if size == 0 {
+            // The last chunk; skip the (empty) trailer section's CRLF.
+            if bytes[at..].starts_with(b"\r\n") {
+                at += 2;
+            }
+            return (body, at);
+        }
+        let end = (at + size).min(bytes.len());
+        body.extend_from_slice(&bytes[at..end]);
+        at = (end + 2).min(bytes.len());
+    }
+    (body, at)
+}
+
+/// A response read as it arrives: the head at once, the body piece by piece,
+/// so a test can act (signal the server, release more of the API's answer)
+/// in the middle of a download.
+#[derive(Debug)]
+pub struct RawStream {
+    stream: TcpStream,
+    /// Status code.
+    pub status: u16,
+    /// Headers, names lower-case.
+    pub headers: Vec<(String, String)>,
+    pending: Vec<u8>,
+}
+
+impl RawStream {
+    /// Sends `request` verbatim and reads the response head (body bytes that
+    /// came with it are kept for [`RawStream::read_some`]).
+    pub fn open(addr: SocketAddr, request: &[u8]) -> Self {
+        let mut stream = TcpStream::connect(addr).expect("connect to tokenjar");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        stream.write_all(request).expect("send the raw request");
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 16 * 1024];
+        let head_end = loop {
+            if let Some(at) = find(&buf, b"\r\n\r\n") {
+                break at;
+            }
+            let n = stream.read(&mut chunk).expect("read the response head");
+            assert!(
+                n > 0,
+                "connection closed before a complete response head; got: {:?}",
+                String::from_utf8_lossy(&buf)
+            );
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let reply = parse_responses(&buf[..head_end + 4])
+            .pop()
+            .expect("a response head");
+        Self {
+            stream,
+            status: reply.status,
+            headers: reply.headers,
+            pending: buf[head_end + 4..].to_vec(),
+        }
+    }
+
+    /// The first value of header `name` (lower-case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The next body bytes as they arrive: `Ok(empty)` when the server closed
+    /// the connection, `Err` when it reset it or nothing came for 30 s.
+    pub fn read_some(&mut self) -> std::io::Result<Vec<u8>> {
+        if !self.pending.is_empty() {
+            return Ok(std::mem::take(&mut self.pending));
+        }
+        let mut chunk = vec![0u8; 64 * 1024];
+        let n = self.stream.read(&mut chunk)?;
+        chunk.truncate(n);
+        Ok(chunk)
+    }
+}
+
 /// A URL on loopback where nothing listens (a port bound, then closed).
 pub fn refused_url() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -211,7 +373,7 @@ impl Drop for RawUpstream {
 
 #[cfg(test)]
 mod tests {
-    use super::{raw_request, refused_url, RawUpstream};
+    use super::{parse_responses, raw_conversation, raw_request, refused_url, RawStream, RawUpstream};
     use crate::RecordingApi;
     use std::io::{Read, Write};
 
@@ -244,5 +406,44 @@ mod tests {
 
         let refused: std::net::SocketAddr = refused_url().trim_start_matches("http://").parse().unwrap();
         assert!(std::net::TcpStream::connect(refused).is_err());
+    }
+
+    #[test]
+    fn conversations_split_into_responses() {
+        let bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhiHTTP/1.1 404 Not Found\r\n\
+            Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nHTTP/1.1 400 Bad Request\r\n\r\ntail";
+        let replies = parse_responses(bytes);
+        let seen: Vec<(u16, String)> = replies.iter().map(|r| (r.status, r.text())).collect();
+        assert_eq!(
+            seen,
+            vec![(200, "hi".into()), (404, "abc".into()), (400, "tail".into())]
+        );
+        assert!(parse_responses(b"").is_empty());
+        assert!(parse_responses(b"HTTP/1.1 200 OK\r\nContent-Le").is_empty());
+
+        // Against a real server: two pipelined requests, two answers, and a
+        // streamed read of the second one's head and body.
+        let api = crate::RecordingApi::start();
+        let two = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\n";
+        let replies = parse_responses(&raw_conversation(api.addr(), two));
+        assert_eq!(replies.len(), 2);
+        assert_eq!(replies[1].json()["target"], "/b");
+        let mut stream = RawStream::open(
+            api.addr(),
+            b"GET /download/10 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(
+            (stream.status, stream.header("content-length")),
+            (200, Some("10"))
+        );
+        let mut body = Vec::new();
+        loop {
+            let bytes = stream.read_some().unwrap();
+            if bytes.is_empty() {
+                break;
+            }
+            body.extend_from_slice(&bytes);
+        }
+        assert_eq!(body, (0u8..10).collect::<Vec<_>>());
     }
 }

@@ -12,6 +12,7 @@ use actix_web::body::{None as NoBody, SizedStream};
 use actix_web::dev::{Server, Service as _};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::{KeepAlive, StatusCode};
+use actix_web::rt::signal::unix::{signal, SignalKind};
 use actix_web::{web, App, HttpMessage, HttpRequest, HttpResponse, HttpServer};
 use tokenjar_domain::{
     request_id, BodySize, ClientRequest, FlowError, Gateway, Handled, Headers, Reply, ReplyBody, Route,
@@ -161,6 +162,9 @@ impl Application {
                 .wrap(TracingLogger::<RequestSpan>::new())
         })
         .shutdown_timeout(server.shutdown_timeout.as_secs())
+        // actix-web treats SIGINT as a forced stop; tokenjar stops gracefully
+        // on both SIGTERM and SIGINT, so it listens for them itself.
+        .disable_signals()
         .client_request_timeout(server.client_request_timeout)
         .keep_alive(if server.keep_alive.is_zero() {
             KeepAlive::Disabled
@@ -200,11 +204,21 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until SIGTERM/SIGINT (graceful) or a stop through the handle.
+    /// Serves until SIGTERM or SIGINT, or a stop through the handle. On a
+    /// signal it stops accepting and lets in-flight requests finish for up to
+    /// `server.shutdown_timeout`.
     ///
     /// # Errors
-    /// The server failed while running.
+    /// The server failed while running, or signals could not be watched.
     pub async fn run_until_stopped(self) -> io::Result<()> {
+        let handle = self.server.handle();
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        actix_web::rt::spawn(async move {
+            let name = first_signal(terminate.recv(), interrupt.recv()).await;
+            tracing::info!("{name} received; finishing in-flight requests, then stopping");
+            handle.stop(true).await;
+        });
         self.server.await
     }
 }
@@ -351,4 +365,24 @@ fn respond(reply: Reply<ResponseBody>, method: &str) -> HttpResponse {
             BodySize::Stream | BodySize::None => builder.body(NoBody::new()),
         },
     }
+}
+
+/// Waits for whichever signal comes first and names it.
+async fn first_signal(
+    terminate: impl std::future::Future<Output = Option<()>>,
+    interrupt: impl std::future::Future<Output = Option<()>>,
+) -> &'static str {
+    let terminate = std::pin::pin!(terminate);
+    let interrupt = std::pin::pin!(interrupt);
+    let mut both = (terminate, interrupt);
+    std::future::poll_fn(move |cx| {
+        if both.0.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready("SIGTERM");
+        }
+        if both.1.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready("SIGINT");
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }

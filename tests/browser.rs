@@ -1,0 +1,691 @@
+//! Headless Chromium against `tokenjar demo` (SPEC §10, with §5–§7): a real
+//! browser logs in, calls the API, reloads and logs out while neither the page
+//! nor a script injected into it can read the token, and a page on another
+//! origin cannot log the user out.
+//!
+//! Each test starts its own demo, chromedriver (port 0) and Chromium (fresh
+//! profile), so the tests run in parallel. Without Chromium or chromedriver a
+//! test prints `skipped: …` and passes, except under `CI=true`, where it fails.
+//! Screenshots land in `target/browser-artifacts/`; `E2E_UPDATE_DOCS=1` also
+//! refreshes `docs/demo.png`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead as _, BufReader};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use fantoccini::cookies::Cookie;
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::{json, Value};
+use tokenjar_e2e::external::{find_program, programs_or_skip, send_signal, target_dir};
+use tokenjar_e2e::metrics::metric_sum;
+use tokenjar_e2e::pattern::make_jwt;
+use tokenjar_e2e::{spawn_custom, unix_now, workspace_root, TempDir, TestApp};
+
+/// Where Debian's `chromium` package puts the browser; the session asks for it
+/// by path so chromedriver never goes looking for a Chrome of its own.
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Longest wait for anything the page does (a login is a few milliseconds;
+/// this only bounds a broken run on a busy 2-core machine).
+const WAIT: Duration = Duration::from_secs(20);
+
+/// How often a waited-for condition is re-checked.
+const POLL: Duration = Duration::from_millis(50);
+
+/// The browser window, also the size of `docs/demo.png`.
+const WINDOW: (u32, u32) = (1100, 760);
+
+/// The name of the demo's auth cookie.
+const COOKIE: &str = "auth-token";
+
+/// chromedriver on port 0, in its own process group so that the browser it
+/// starts can be killed with it if a test fails half-way.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Driver {
+    fn start(program: &Path) -> Self {
+        let mut child = Command::new(program)
+            .arg("--port=0")
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|err| panic!("could not start {}: {err}", program.display()));
+        // chromedriver announces the port it bound once it accepts sessions.
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("started successfully on port ").nth(1) {
+                    let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                    let _ = tx.send(port.parse::<u16>().ok());
+                }
+            }
+        });
+        let port = rx.recv_timeout(WAIT).ok().flatten();
+        let driver = Self {
+            child,
+            url: port
+                .map(|port| format!("http://127.0.0.1:{port}"))
+                .unwrap_or_default(),
+        };
+        // Built before the check so that a panic still kills chromedriver.
+        assert!(
+            port.is_some(),
+            "chromedriver did not report its port within {WAIT:?}"
+        );
+        driver
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        send_signal(self.child.id(), "KILL", true);
+        let _ = self.child.wait();
+    }
+}
+
+/// A Chromium session; [`Browser::close`] ends it, dropping it kills it.
+struct Browser {
+    client: Client,
+    // Fields drop in order: chromedriver goes before its profile is removed.
+    _driver: Driver,
+    profile: TempDir,
+}
+
+impl Browser {
+    /// Starts chromedriver and Chromium, or returns `None` (after printing
+    /// why) when they are not installed and this is not CI.
+    async fn open() -> Option<Self> {
+        let found = vec![
+            Some(PathBuf::from(CHROMIUM)).filter(|path| path.is_file()),
+            find_program("chromedriver", &["/usr/bin/chromedriver"]),
+        ];
+        let found = programs_or_skip(
+            found,
+            "chromium/chromedriver",
+            "apt-get install chromium chromium-driver",
+        )?;
+        let driver = Driver::start(&found[1]);
+        let profile = TempDir::new("chromium-profile");
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".to_owned(),
+            json!({
+                "binary": found[0],
+                "args": [
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--no-first-run",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+            }),
+        );
+        let client = ClientBuilder::new(HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&driver.url)
+            .await
+            .unwrap_or_else(|err| panic!("chromedriver at {} gave no session: {err}", driver.url));
+        size_viewport(&client).await;
+        Some(Self {
+            client,
+            _driver: driver,
+            profile,
+        })
+    }
+
+    /// Ends the session (chromedriver then quits Chromium).
+    async fn close(self) {
+        let _ = self.client.clone().close().await;
+    }
+}
+
+impl std::ops::Deref for Browser {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // Runs on every exit, a panic included: any Chromium process still
+        // using this test's profile was started by this test.
+        kill_leftovers(self.profile.path());
+    }
+}
+
+/// Sizes the window so that the page's viewport (what a screenshot shows)
+/// is [`WINDOW`]: headless Chromium still counts a window frame.
+async fn size_viewport(client: &Client) {
+    let inner = "return [window.innerWidth, window.innerHeight]";
+    let (mut width, mut height) = WINDOW;
+    for _ in 0..2 {
+        client
+            .set_window_size(width, height)
+            .await
+            .expect("set the window size");
+        let seen = client
+            .execute(inner, vec![])
+            .await
+            .expect("read the viewport size");
+        let seen = (seen[0].as_u64().unwrap_or(0), seen[1].as_u64().unwrap_or(0));
+        if seen == (u64::from(WINDOW.0), u64::from(WINDOW.1)) {
+            return;
+        }
+        let grow =
+            |want: u32, window: u32, got: u64| window + want.saturating_sub(u32::try_from(got).unwrap_or(0));
+        width = grow(WINDOW.0, width, seen.0);
+        height = grow(WINDOW.1, height, seen.1);
+    }
+}
+
+/// Kills processes whose command line names `profile`: this test's Chromium
+/// and its helpers, whichever process group they put themselves in.
+fn kill_leftovers(profile: &Path) {
+    let marker = format!("--user-data-dir={}", profile.display());
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if cmdline.split(|b| *b == 0).any(|arg| arg == marker.as_bytes()) {
+            send_signal(pid, "KILL", false);
+        }
+    }
+}
+
+/// `tokenjar demo` on a free port, with one worker (the tests are small and
+/// the machine has two cores).
+fn start_demo() -> TestApp {
+    spawn_custom(
+        TempDir::new("demo-config"),
+        Some("demo"),
+        None,
+        &[("TOKENJAR_SERVER__WORKERS", "1")],
+    )
+}
+
+/// Visible text of the page, for failure messages.
+async fn page_text(client: &Client) -> String {
+    client
+        .execute("return location.href + '\\n' + document.body.innerText", vec![])
+        .await
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "(page not readable)".to_owned())
+}
+
+/// Waits until the CSS selector matches an element.
+async fn wait_for(client: &Client, css: &str) -> Element {
+    match client
+        .wait()
+        .at_most(WAIT)
+        .every(POLL)
+        .for_element(Locator::Css(css))
+        .await
+    {
+        Ok(element) => element,
+        Err(err) => panic!(
+            "waited {WAIT:?} for `{css}`: {err}\npage:\n{}",
+            page_text(client).await
+        ),
+    }
+}
+
+/// Waits until `script`'s result satisfies `done` and returns it.
+async fn wait_until(client: &Client, script: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let value = client.execute(script, vec![]).await.unwrap_or(Value::Null);
+        if done(&value) {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited {WAIT:?} for {what}; last: {value}\npage:\n{}",
+            page_text(client).await
+        );
+        actix_rt::time::sleep(POLL).await;
+    }
+}
+
+/// Loads the demo page and waits until its script has asked for the session.
+async fn open_demo(client: &Client, app: &TestApp, logged_in: bool) {
+    client.goto(&app.url("/")).await.expect("load the demo page");
+    wait_for(client, &format!("#state[data-logged-in=\"{logged_in}\"]")).await;
+}
+
+/// Clicks the page's button `id` and returns the HTTP status the page shows
+/// for that call (`#output[data-status]`, cleared first so an older status
+/// cannot answer).
+async fn press(client: &Client, id: &str) -> u16 {
+    client
+        .execute("delete document.getElementById('output').dataset.status", vec![])
+        .await
+        .expect("clear the last status");
+    client
+        .find(Locator::Id(id))
+        .await
+        .unwrap_or_else(|err| panic!("no #{id} on the page: {err}"))
+        .click()
+        .await
+        .unwrap_or_else(|err| panic!("click #{id}: {err}"));
+    let output = wait_for(client, "#output[data-status]").await;
+    let status = output.attr("data-status").await.expect("read data-status");
+    status
+        .as_deref()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("#{id}: unreadable status {status:?}"))
+}
+
+/// Logs in through the page's form and waits for the page to show it.
+async fn log_in(client: &Client) {
+    assert_eq!(press(client, "login").await, 200, "login through the page");
+    wait_for(client, "#state[data-logged-in=\"true\"]").await;
+}
+
+/// The auth cookie as the browser stores it (WebDriver sees HttpOnly cookies,
+/// page scripts do not).
+async fn auth_cookie(client: &Client) -> Option<Cookie<'static>> {
+    client
+        .get_all_cookies()
+        .await
+        .expect("read the browser's cookies")
+        .into_iter()
+        .find(|cookie| cookie.name() == COOKIE)
+}
+
+/// Whether `text` holds something shaped like a JWT (`ey….ey….`): the demo
+/// API's tokens are JWTs, whose first two parts are base64url JSON objects.
+fn looks_like_jwt(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let base64url = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+    // One `ey….` part starting at `at`; the index just after its dot.
+    let part = |at: usize| -> Option<usize> {
+        if !bytes.get(at..)?.starts_with(b"ey") {
+            return None;
+        }
+        let end = at + 2 + bytes[at + 2..].iter().take_while(|b| base64url(**b)).count();
+        (bytes.get(end) == Some(&b'.')).then_some(end + 1)
+    };
+    (0..bytes.len()).any(|at| part(at).and_then(part).is_some())
+}
+
+/// Writes a screenshot to `target/browser-artifacts/NAME`.
+fn save_artefact(name: &str, png: &[u8]) -> PathBuf {
+    let dir = target_dir().join("browser-artifacts");
+    std::fs::create_dir_all(&dir).expect("create target/browser-artifacts");
+    let path = dir.join(name);
+    std::fs::write(&path, png).expect("write the screenshot");
+    path
+}
+
+/// Width and height of a PNG, from its IHDR chunk.
+fn png_size(png: &[u8]) -> (u32, u32) {
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 24,
+        "not a PNG"
+    );
+    let word = |at: usize| u32::from_be_bytes([png[at], png[at + 1], png[at + 2], png[at + 3]]);
+    (word(16), word(20))
+}
+
+#[test]
+fn the_jwt_detector_recognises_tokens() {
+    let token = make_jwt(unix_now() + 60);
+    assert!(looks_like_jwt(&token));
+    assert!(looks_like_jwt(&format!("{{\"authToken\":\"{token}\"}}")));
+    assert!(!looks_like_jwt("eyes.eyebrows"), "needs two dotted parts");
+    assert!(!looks_like_jwt(r#"{"loggedIn":true,"expiresAt":1700000000}"#));
+    assert!(!looks_like_jwt(""));
+}
+
+/// The demo page round trip: log in, call the API, reload, log out, with no
+/// token ever visible to the page.
+#[actix_web::test]
+async fn the_demo_page_logs_in_calls_the_api_and_logs_out() {
+    let Some(browser) = Browser::open().await else {
+        return;
+    };
+    let app = start_demo();
+    let started = Instant::now();
+
+    open_demo(&browser, &app, false).await;
+    assert_eq!(press(&browser, "me").await, 401, "GET /api/me before logging in");
+
+    log_in(&browser).await;
+    let cookie = auth_cookie(&browser)
+        .await
+        .expect("the login set the auth cookie");
+    assert_eq!(
+        cookie.http_only(),
+        Some(true),
+        "the auth cookie must be HttpOnly: {cookie}"
+    );
+    assert!(!cookie.value().is_empty());
+    assert_eq!(
+        cookie.same_site().map(|s| s.to_string()).as_deref(),
+        Some("Lax"),
+        "{cookie}"
+    );
+    // SPEC §6: the browser keeps the cookie until the token expires.
+    let session = browser
+        .execute_async(
+            "fetch('/api/session').then((r) => r.json()).then(arguments[0])",
+            vec![],
+        )
+        .await
+        .expect("read the session");
+    let expires_at = session["expiresAt"]
+        .as_i64()
+        .expect("expiresAt for a JWT session");
+    let expiry = cookie.expires_datetime().map(|t| t.unix_timestamp());
+    assert!(
+        expiry.is_some_and(|e| (e - expires_at).abs() <= 2),
+        "cookie expiry {expiry:?} should follow the token's exp {expires_at}: {cookie}"
+    );
+
+    let visible = browser.execute("return document.cookie", vec![]).await.unwrap();
+    let visible = visible.as_str().expect("document.cookie is a string");
+    assert!(
+        !visible.contains(COOKIE) && !visible.contains(cookie.value()) && !looks_like_jwt(visible),
+        "document.cookie shows the auth cookie: {visible:?}"
+    );
+    let verdict = wait_for(&browser, "#verdict").await.text().await.unwrap();
+    assert!(
+        verdict.starts_with("No token is visible"),
+        "the page's verdict: {verdict:?}"
+    );
+    let shot = browser.screenshot().await.expect("screenshot");
+    let path = save_artefact("after-login.png", &shot);
+    assert_eq!(png_size(&shot), WINDOW, "screenshot size ({})", path.display());
+
+    assert_eq!(press(&browser, "me").await, 200, "GET /api/me when logged in");
+    let output = browser
+        .find(Locator::Id("output"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        output.contains("\"demo\""),
+        "the API should name the user: {output}"
+    );
+    wait_for(&browser, "#state[data-logged-in=\"true\"]").await;
+    let shot = browser.screenshot().await.expect("screenshot");
+    save_artefact("after-me.png", &shot);
+    if std::env::var("E2E_UPDATE_DOCS").is_ok_and(|v| v == "1") {
+        std::fs::write(workspace_root().join("docs/demo.png"), &shot).expect("write docs/demo.png");
+    }
+
+    // The session lives in the cookie alone, so a reload keeps it.
+    browser.refresh().await.expect("reload");
+    wait_for(&browser, "#state[data-logged-in=\"true\"]").await;
+    assert_eq!(press(&browser, "me").await, 200, "GET /api/me after a reload");
+
+    assert_eq!(press(&browser, "logout").await, 200, "POST /api/logout");
+    wait_for(&browser, "#state[data-logged-in=\"false\"]").await;
+    assert!(
+        auth_cookie(&browser).await.is_none(),
+        "the logout should delete the auth cookie"
+    );
+    assert_eq!(press(&browser, "me").await, 401, "GET /api/me after logging out");
+    println!("browser round trip took {:?}", started.elapsed());
+    browser.close().await;
+}
+
+/// What a script running in the page (e.g. injected by XSS) reads through
+/// every JavaScript API that could expose the token; keys name the source.
+const PROBE: &str = r#"
+const done = arguments[arguments.length - 1];
+(async () => {
+  const seen = {};
+  const headersOf = (response) => [...response.headers].map(([k, v]) => k + ": " + v).join("\n");
+  const record = async (name, response) => {
+    seen[name + ".status"] = String(response.status);
+    seen[name + ".headers"] = headersOf(response);
+    seen[name + ".body"] = await response.text();
+  };
+  seen["document.cookie"] = document.cookie;
+  seen["cookieStore"] = typeof cookieStore === "undefined"
+    ? "(no cookieStore)"
+    : JSON.stringify(await cookieStore.getAll());
+  await record("session", await fetch("/api/session"));
+  await record("me", await fetch("/api/me"));
+  // The script may use the session, and may even log in again itself: the
+  // answer must not carry the fresh token either.
+  await record("login", await fetch("/api/login", {
+    method: "POST",
+    headers: { "x-csrf": "1", "content-type": "application/json" },
+    body: JSON.stringify({ username: "demo", password: "demo" }),
+  }));
+  await new Promise((resolve) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("GET", "/api/session");
+    xhr.onloadend = () => {
+      seen["xhr.headers"] = xhr.getAllResponseHeaders();
+      seen["xhr.body"] = xhr.responseText;
+      resolve();
+    };
+    xhr.send();
+  });
+  seen["localStorage"] = JSON.stringify({ ...localStorage });
+  seen["sessionStorage"] = JSON.stringify({ ...sessionStorage });
+  seen["performance"] = JSON.stringify(performance.getEntries().map((e) => e.name));
+  seen["outerHTML"] = document.documentElement.outerHTML;
+  done(seen);
+})().catch((error) => done({ error: String(error) }));
+"#;
+
+/// An injected script can use the session but cannot read the token by any
+/// JavaScript API.
+#[actix_web::test]
+async fn an_injected_script_cannot_read_the_token() {
+    let Some(browser) = Browser::open().await else {
+        return;
+    };
+    let app = start_demo();
+    open_demo(&browser, &app, false).await;
+    log_in(&browser).await;
+    let before = auth_cookie(&browser).await.expect("auth cookie after login");
+    assert_eq!(before.http_only(), Some(true), "{before}");
+
+    let seen = browser.execute_async(PROBE, vec![]).await.expect("run the probe");
+    let seen = seen.as_object().expect("the probe returns an object").clone();
+    assert!(!seen.contains_key("error"), "the probe failed: {seen:?}");
+    assert_eq!(seen["session.status"], "200");
+    assert!(
+        seen["session.body"]
+            .as_str()
+            .unwrap()
+            .contains("\"loggedIn\":true"),
+        "the script's session call should be authenticated: {}",
+        seen["session.body"]
+    );
+    assert_eq!(
+        seen["me.status"], "200",
+        "the script's API call: {}",
+        seen["me.body"]
+    );
+    assert_eq!(
+        seen["login.status"], "200",
+        "the script's login: {}",
+        seen["login.body"]
+    );
+
+    // The probe's login sealed a fresh token: neither cookie value may show.
+    let after = auth_cookie(&browser).await.expect("auth cookie after the probe");
+    assert_eq!(after.http_only(), Some(true), "{after}");
+    let sealed = [before.value().to_owned(), after.value().to_owned()];
+    for (source, value) in &seen {
+        let text = value.as_str().unwrap_or_default();
+        assert!(!looks_like_jwt(text), "{source} shows a JWT: {text}");
+        for value in &sealed {
+            let head = &value[..value.len().min(24)];
+            assert!(
+                !text.contains(value.as_str()) && !text.contains(head),
+                "{source} shows the sealed cookie value: {text}"
+            );
+        }
+        assert!(
+            !source.ends_with(".headers") || !text.to_ascii_lowercase().contains("set-cookie"),
+            "{source}: scripts must not see Set-Cookie: {text}"
+        );
+    }
+    for source in ["document.cookie", "cookieStore"] {
+        assert!(
+            !seen[source].as_str().unwrap_or_default().contains(COOKIE),
+            "{source} lists the HttpOnly cookie: {}",
+            seen[source]
+        );
+    }
+    browser.close().await;
+}
+
+/// A page on another origin that tries to log the tokenjar user out:
+/// `__TARGET__` is tokenjar's origin.
+const ATTACK_PAGE: &str = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>not tokenjar</title></head>
+<body>
+<form id="form" method="POST" action="__TARGET__/api/logout"><input type="hidden" name="x" value="1"></form>
+<script>
+(async () => {
+  const result = {};
+  try {
+    const response = await fetch("__TARGET__/api/logout", {
+      method: "POST", credentials: "include", headers: { "x-csrf": "1" },
+    });
+    result.withHeader = "answered " + response.status;
+  } catch (error) {
+    result.withHeader = "blocked";
+  }
+  try {
+    const response = await fetch("__TARGET__/api/logout", {
+      method: "POST", credentials: "include", mode: "no-cors",
+    });
+    result.simple = "sent " + response.type;
+  } catch (error) {
+    result.simple = "failed: " + error;
+  }
+  document.body.dataset.result = JSON.stringify(result);
+})();
+</script>
+</body></html>
+"#;
+
+/// Serves [`ATTACK_PAGE`] aimed at `target` on 127.0.0.1, port 0.
+fn start_attacker(target: &str) -> (u16, ServerHandle) {
+    let page = ATTACK_PAGE.replace("__TARGET__", target);
+    let server = HttpServer::new(move || {
+        let page = page.clone();
+        App::new().default_service(web::to(move || {
+            let page = page.clone();
+            async move {
+                HttpResponse::Ok()
+                    .content_type("text/html; charset=utf-8")
+                    .body(page)
+            }
+        }))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(0)
+    .bind(("127.0.0.1", 0))
+    .expect("bind the attacker's server");
+    let port = server.addrs()[0].port();
+    let server = server.run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    (port, handle)
+}
+
+/// A cross-origin page can neither `fetch` a logout (no CORS preflight is
+/// granted) nor post a form to it (no CSRF header): the user stays logged in.
+#[actix_web::test]
+async fn a_cross_origin_page_cannot_log_the_user_out() {
+    let Some(browser) = Browser::open().await else {
+        return;
+    };
+    let app = start_demo();
+    let (attacker_port, attacker) = start_attacker(&app.url(""));
+    open_demo(&browser, &app, false).await;
+    log_in(&browser).await;
+    let cookie = auth_cookie(&browser).await.expect("auth cookie after login");
+    let metrics = app.get_api("/metrics", None).await.text();
+    let refused_before = metric_sum(&metrics, "tokenjar_csrf_refused_total", &[]);
+    let logouts_before = metric_sum(&metrics, "tokenjar_logouts_total", &[]);
+
+    // 127.0.0.1 on another port is another origin but the same site, so the
+    // browser even sends the SameSite=Lax cookie: only tokenjar's rules stop
+    // it. `localhost` is another site altogether.
+    for host in ["127.0.0.1", "localhost"] {
+        let page = format!("http://{host}:{attacker_port}/");
+        browser.goto(&page).await.expect("load the attacker's page");
+        let result = wait_for(&browser, "body[data-result]").await;
+        let result: Value =
+            serde_json::from_str(&result.attr("data-result").await.unwrap().unwrap()).unwrap();
+        assert_eq!(
+            result["withHeader"], "blocked",
+            "{page}: a credentialed fetch with x-csrf must fail its CORS preflight: {result}"
+        );
+        assert_eq!(result["simple"], "sent opaque", "{page}: {result}");
+
+        browser
+            .execute("document.getElementById('form').submit()", vec![])
+            .await
+            .expect("submit the attacker's form");
+        let answer = wait_until(
+            &browser,
+            "return location.pathname === '/api/logout' && document.readyState === 'complete' \
+             ? document.body.innerText : null",
+            "the form's answer",
+            Value::is_string,
+        )
+        .await;
+        let answer = answer.as_str().unwrap();
+        assert!(
+            answer.contains("csrf"),
+            "{page}: the form POST should be refused: {answer}"
+        );
+    }
+
+    let metrics = app.get_api("/metrics", None).await.text();
+    let refused = metric_sum(&metrics, "tokenjar_csrf_refused_total", &[]) - refused_before;
+    let logouts = metric_sum(&metrics, "tokenjar_logouts_total", &[]) - logouts_before;
+    // Per origin the no-cors fetch and the form reach tokenjar and are refused
+    // (tokenjar also counts the refused CORS preflight, hence "at least").
+    assert!(
+        refused >= 4.0,
+        "expected at least 4 CSRF refusals, got {refused}:\n{metrics}"
+    );
+    assert_eq!(logouts, 0.0, "no logout may have been answered:\n{metrics}");
+
+    open_demo(&browser, &app, true).await;
+    let still = auth_cookie(&browser).await.expect("the auth cookie survived");
+    assert_eq!(still.value(), cookie.value(), "the cookie must be untouched");
+    assert_eq!(press(&browser, "me").await, 200, "still logged in");
+    attacker.stop(false).await;
+    browser.close().await;
+}
