@@ -9,9 +9,7 @@ use actix_files::NamedFile;
 use actix_web::{HttpRequest, HttpResponse};
 use percent_encoding::percent_decode_str;
 use tokenjar_domain::Upstream as _;
-use tokenjar_domain::{
-    plan, request_id, BodySize, FlowError, Headers, Reply, ReplyBody, UpstreamBase, UpstreamRequest,
-};
+use tokenjar_domain::{plan, BodySize, FlowError, Headers, Reply, ReplyBody, UpstreamBase, UpstreamRequest};
 
 use crate::body::RequestBody;
 use crate::upstream::{AwcUpstream, ResponseBody};
@@ -75,21 +73,20 @@ pub async fn serve(
             Ok(Answer::Response(named.into_response(request)))
         }
         Frontend::Url(base) => {
-            let mut forwarded = plan::request_headers(&headers, request.peer_addr().map(|a| a.ip()), "http");
-            if let Some(id) = headers.get(request_id::HEADER) {
-                forwarded.set(request_id::HEADER, id);
-            }
+            let body_size = BodySize::from_headers(&headers);
+            // The request id is already among the headers and goes along.
+            let forwarded = plan::request_headers(headers, request.peer_addr().map(|a| a.ip()), "http");
             let outgoing = UpstreamRequest {
                 method: method.to_owned(),
                 url: base.url(request.path(), request.uri().query()),
-                body_size: BodySize::from_headers(&headers),
+                body_size,
                 headers: forwarded,
                 body,
             };
             let response = upstream.send(outgoing).await?;
             Ok(Answer::Reply(Reply {
                 status: response.status,
-                headers: plan::response_headers(&response.headers, cookie_name),
+                headers: plan::response_headers(response.headers, cookie_name),
                 body: ReplyBody::Stream {
                     body: response.body,
                     size: response.body_size,

@@ -62,7 +62,8 @@ fn benches(c: &mut Criterion) {
     });
     c.bench_function("plan upstream headers and URL", |b| {
         b.iter(|| {
-            let mut planned = plan::request_headers(black_box(&headers), Some([127, 0, 0, 1].into()), "http");
+            let mut planned =
+                plan::request_headers(black_box(headers.clone()), Some([127, 0, 0, 1].into()), "http");
             rules.token.apply(&mut planned, Some(&token));
             black_box((planned, rules.upstream.url("/users/7/orders", Some("page=2"))))
         })

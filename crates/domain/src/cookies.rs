@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use aes_gcm::aead::AeadInPlace;
+use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
 use base64::Engine as _;
 use cookie::{Cookie, Key};
 
@@ -161,10 +163,22 @@ pub enum KeyError {
 }
 
 /// The cookie keys: the first seals, every one opens (rotation).
+///
+/// Sealing goes through the `cookie` crate's private jar. Opening, which
+/// happens on every request, uses the same AES-256-GCM from RustCrypto
+/// directly with each key's schedule computed once here, instead of the
+/// jar's per-call key setup; the format is the jar's own —
+/// `base64(nonce ‖ ciphertext ‖ tag)`, the cookie name as associated data.
 #[derive(Clone)]
 pub struct CookieKeys {
     keys: Vec<Key>,
+    openers: Vec<Aes256Gcm>,
 }
+
+/// Bytes of the AES-GCM nonce at the front of a sealed value.
+const NONCE_LEN: usize = 12;
+/// Bytes of the AES-GCM tag at the end.
+const TAG_LEN: usize = 16;
 
 impl fmt::Debug for CookieKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -197,14 +211,37 @@ impl CookieKeys {
             })?;
             keys.push(key);
         }
-        Ok(Self { keys })
+        Ok(Self::from_keys(keys))
+    }
+
+    fn from_keys(keys: Vec<Key>) -> Self {
+        let openers = keys
+            .iter()
+            .filter_map(|key| Aes256Gcm::new_from_slice(key.encryption()).ok())
+            .collect();
+        Self { keys, openers }
+    }
+
+    /// Opens a sealed value for cookie `name` with each key in turn.
+    fn open(&self, name: &str, value: &str) -> Option<String> {
+        let data = base64::engine::general_purpose::STANDARD.decode(value).ok()?;
+        if data.len() < NONCE_LEN + TAG_LEN {
+            return None;
+        }
+        let (nonce, sealed) = data.split_at(NONCE_LEN);
+        let nonce = Nonce::from_slice(nonce);
+        self.openers.iter().find_map(|cipher| {
+            let mut buffer = sealed.to_vec();
+            cipher
+                .decrypt_in_place(nonce, name.as_bytes(), &mut buffer)
+                .ok()?;
+            String::from_utf8(buffer).ok()
+        })
     }
 
     /// One fresh random key (from the operating system's generator).
     pub fn generate() -> Self {
-        Self {
-            keys: vec![Key::generate()],
-        }
+        Self::from_keys(vec![Key::generate()])
     }
 
     /// A fresh random key, base64 (standard alphabet), as `tokenjar keygen`
@@ -427,12 +464,8 @@ impl CookieJar {
     }
 
     fn unseal(&self, value: &str) -> Option<(Token, Option<i64>)> {
-        let jar = cookie::CookieJar::new();
-        let plaintext = self.keys.keys.iter().find_map(|key| {
-            jar.private(key)
-                .decrypt(Cookie::new(self.policy.name.clone(), value.to_owned()))
-        })?;
-        let (exp, token) = plaintext.value().split_once(':')?;
+        let plaintext = self.keys.open(&self.policy.name, value)?;
+        let (exp, token) = plaintext.split_once(':')?;
         let exp = if exp.is_empty() {
             None
         } else {
@@ -507,6 +540,40 @@ mod tests {
             let state = jar.open([pair(&issued.set_cookie).as_bytes()], NOW);
             assert_eq!(state.token().map(Token::expose), Some(t));
         }
+    }
+
+    #[test]
+    fn opening_matches_the_cookie_crates_private_jar() {
+        let jar = jar();
+        let key = &jar.keys.keys[0];
+        // Sealed by the `cookie` crate itself: tokenjar's opener reads it.
+        let mut sealed = cookie::CookieJar::new();
+        sealed
+            .private_mut(key)
+            .add(Cookie::new("auth-token", format!("{}:tok-1", NOW + 60)));
+        let by_crate = sealed.get("auth-token").unwrap().value().to_owned();
+        let header = format!("auth-token={by_crate}");
+        let state = jar.open([header.as_bytes()], NOW);
+        assert_eq!(
+            state,
+            CookieState::Valid(Session {
+                token: tok("tok-1"),
+                expires_at: Some(NOW + 60)
+            })
+        );
+        // And what tokenjar seals, the `cookie` crate opens.
+        let issued = jar.issue(&tok("tok-2"), NOW).unwrap();
+        let opened = cookie::CookieJar::new()
+            .private(key)
+            .decrypt(Cookie::new("auth-token", value(&issued.set_cookie)))
+            .unwrap();
+        assert_eq!(opened.value(), ":tok-2");
+        // Too short to hold a nonce and a tag.
+        let short = base64::engine::general_purpose::STANDARD.encode([0u8; NONCE_LEN + TAG_LEN - 1]);
+        assert_eq!(
+            jar.open([format!("auth-token={short}").as_bytes()], NOW),
+            CookieState::Rejected(Rejection::Unopenable)
+        );
     }
 
     #[test]

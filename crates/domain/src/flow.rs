@@ -221,11 +221,12 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
         rest: &str,
         token: Option<&Token>,
     ) -> UpstreamRequest<U::RequestBody> {
-        let mut headers = plan::request_headers(&request.headers, request.peer, request.scheme);
+        let body_size = BodySize::from_headers(&request.headers);
+        let mut headers = plan::request_headers(request.headers, request.peer, request.scheme);
         self.rules.token.apply(&mut headers, token);
         UpstreamRequest {
             url: self.rules.upstream.url(rest, request.query.as_deref()),
-            body_size: BodySize::from_headers(&request.headers),
+            body_size,
             method: request.method,
             headers,
             body: request.body,
@@ -246,7 +247,7 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
     fn pass_through(&self, response: UpstreamResponse<U::ResponseBody>) -> Reply<U::ResponseBody> {
         Reply {
             status: response.status,
-            headers: plan::response_headers(&response.headers, self.rules.cookies.name()),
+            headers: plan::response_headers(response.headers, self.rules.cookies.name()),
             body: ReplyBody::Stream {
                 body: response.body,
                 size: response.body_size,
@@ -283,7 +284,7 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
         let issued = self.rules.cookies.issue(&login.token, now)?;
 
         let secret = login.token.expose().as_bytes();
-        let mut headers = plan::response_headers(&headers, self.rules.cookies.name());
+        let mut headers = plan::response_headers(headers, self.rules.cookies.name());
         headers.retain(|name, value| {
             // The body is tokenjar's now, so the API's description of its
             // own body no longer holds; and no header may carry the token.

@@ -47,6 +47,12 @@ impl Headers {
         self.entries.retain(|(n, v)| keep(n, v));
     }
 
+    /// Keeps only the headers for which `keep(name, value)` is true; `keep`
+    /// may take the value of a header it drops.
+    pub fn retain_owned(&mut self, mut keep: impl FnMut(&str, &mut Vec<u8>) -> bool) {
+        self.entries.retain_mut(|(n, v)| keep(n, v));
+    }
+
     /// The first value of this name.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
         self.entries
@@ -130,7 +136,13 @@ pub fn connection_listed(headers: &Headers) -> Vec<String> {
         };
         for token in value.split(',') {
             let token = token.trim();
-            if !token.is_empty() && token.bytes().all(is_tchar) {
+            // `close` and `keep-alive` (the usual tokens) name nothing that
+            // is not already dropped: skip them and allocate nothing.
+            if !token.is_empty()
+                && token.bytes().all(is_tchar)
+                && !token.eq_ignore_ascii_case("close")
+                && !is_hop_by_hop(token)
+            {
                 names.push(token.to_ascii_lowercase());
             }
         }

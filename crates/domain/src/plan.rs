@@ -203,28 +203,40 @@ impl UpstreamBase {
 const REQUEST_DROPPED: [&str; 4] = ["cookie", "host", "content-length", "expect"];
 
 /// The headers the API receives for a client request, minus the token
-/// (which [`crate::TokenRules::apply`] adds).
-pub fn request_headers(client: &Headers, peer: Option<IpAddr>, scheme: &str) -> Headers {
-    let mut headers = client.clone();
+/// (which [`crate::TokenRules::apply`] adds). Takes the client's headers by
+/// value: they are edited in place, not copied.
+pub fn request_headers(mut headers: Headers, peer: Option<IpAddr>, scheme: &str) -> Headers {
     strip_hop_by_hop(&mut headers);
-    headers.retain(|name, _| !REQUEST_DROPPED.contains(&name));
-
-    let prior: Vec<&[u8]> = client.get_all("x-forwarded-for").collect();
-    let mut xff = prior.join(&b", "[..]);
+    let mut host = None;
+    let mut xff: Vec<u8> = Vec::new();
+    headers.retain_owned(|name, value| match name {
+        "host" => {
+            host = Some(std::mem::take(value));
+            false
+        }
+        "x-forwarded-for" => {
+            if !xff.is_empty() {
+                xff.extend_from_slice(b", ");
+            }
+            xff.extend_from_slice(value);
+            false
+        }
+        // A client's own claims about the hop are replaced below.
+        "x-forwarded-proto" | "x-forwarded-host" => false,
+        _ => !REQUEST_DROPPED.contains(&name),
+    });
     if let Some(ip) = peer {
         if !xff.is_empty() {
             xff.extend_from_slice(b", ");
         }
         xff.extend_from_slice(ip.to_string().as_bytes());
     }
-    headers.remove("x-forwarded-for");
     if !xff.is_empty() {
         headers.append("x-forwarded-for", xff);
     }
-    headers.set("x-forwarded-proto", scheme);
-    match client.get("host") {
-        Some(host) => headers.set("x-forwarded-host", host),
-        None => headers.remove("x-forwarded-host"),
+    headers.append("x-forwarded-proto", scheme);
+    if let Some(host) = host {
+        headers.append("x-forwarded-host", host);
     }
     headers
 }
@@ -232,8 +244,7 @@ pub fn request_headers(client: &Headers, peer: Option<IpAddr>, scheme: &str) -> 
 /// The headers the browser receives for an API response: hop-by-hop and
 /// body framing gone, and no `Set-Cookie` that would overwrite the auth
 /// cookie (only tokenjar writes that one).
-pub fn response_headers(upstream: &Headers, cookie_name: &str) -> Headers {
-    let mut headers = upstream.clone();
+pub fn response_headers(mut headers: Headers, cookie_name: &str) -> Headers {
     strip_hop_by_hop(&mut headers);
     headers.retain(|name, value| match name {
         "content-length" => false,
@@ -320,7 +331,7 @@ mod tests {
             ("Accept", "application/json"),
             ("X-Custom", "kept"),
         ]);
-        let out = request_headers(&client, Some("10.0.0.1".parse().unwrap()), "http");
+        let out = request_headers(client, Some("10.0.0.1".parse().unwrap()), "http");
         let names: Vec<&str> = out.iter().map(|(n, _)| n).collect();
         assert_eq!(
             names,
@@ -337,13 +348,13 @@ mod tests {
     #[test]
     fn forwarded_headers() {
         let peer = Some("127.0.0.1".parse().unwrap());
-        let out = request_headers(&h(&[("Host", "app:8080")]), peer, "http");
+        let out = request_headers(h(&[("Host", "app:8080")]), peer, "http");
         assert_eq!(out.get("x-forwarded-for"), Some(&b"127.0.0.1"[..]));
         assert_eq!(out.get("x-forwarded-proto"), Some(&b"http"[..]));
         assert_eq!(out.get("x-forwarded-host"), Some(&b"app:8080"[..]));
 
         let out = request_headers(
-            &h(&[
+            h(&[
                 ("X-Forwarded-For", "203.0.113.9"),
                 ("x-forwarded-for", "198.51.100.1"),
                 ("X-Forwarded-Proto", "gopher"),
@@ -359,9 +370,9 @@ mod tests {
         assert_eq!(out.get("x-forwarded-proto"), Some(&b"https"[..]));
         assert!(!out.contains("x-forwarded-host"), "no Host: nothing to forward");
 
-        let ipv6 = request_headers(&Headers::new(), Some("::1".parse().unwrap()), "http");
+        let ipv6 = request_headers(Headers::new(), Some("::1".parse().unwrap()), "http");
         assert_eq!(ipv6.get("x-forwarded-for"), Some(&b"::1"[..]));
-        let unknown = request_headers(&Headers::new(), None, "http");
+        let unknown = request_headers(Headers::new(), None, "http");
         assert!(!unknown.contains("x-forwarded-for"));
     }
 
@@ -379,7 +390,7 @@ mod tests {
             ("Content-Length", "12"),
             ("Content-Type", "application/json"),
         ]);
-        let out = response_headers(&upstream, "auth-token");
+        let out = response_headers(upstream, "auth-token");
         let cookies: Vec<&[u8]> = out.get_all("set-cookie").collect();
         assert_eq!(cookies, [&b"theme=dark; Path=/"[..], b"auth-token-2=ok"]);
         let names: Vec<&str> = out.iter().map(|(n, _)| n).collect();
@@ -387,7 +398,7 @@ mod tests {
 
         let mut odd = Headers::new();
         odd.append("set-cookie", vec![0xff, b'=', b'x']);
-        assert!(response_headers(&odd, "auth-token").is_empty());
+        assert!(response_headers(odd, "auth-token").is_empty());
     }
 
     #[test]
