@@ -104,13 +104,13 @@ impl LoginRules {
         };
         doc.insert("loggedIn".to_owned(), Value::Bool(true));
         let doc = Value::Object(doc);
-        if mentions(&doc, token.expose()) {
+        let body = doc.to_string().into_bytes();
+        // Both the decoded values (where escapes hide it) and the bytes sent
+        // (where JSON syntax or another member's escapes can spell it).
+        if mentions(&doc, token.expose()) || contains(&body, token.expose().as_bytes()) {
             return Err(LoginError::TokenRepeated);
         }
-        Ok(Login {
-            token,
-            body: doc.to_string().into_bytes(),
-        })
+        Ok(Login { token, body })
     }
 
     /// Removes and returns the string at the pointer.
@@ -137,6 +137,10 @@ impl LoginRules {
             _ => Err(LoginError::NoToken),
         }
     }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Whether `needle` occurs in any string or key of `doc`.
@@ -247,6 +251,9 @@ mod tests {
                 LoginError::TokenRepeated,
             ),
             (r#"{"authToken":"12345","n":123456}"#, LoginError::TokenRepeated),
+            (r#"{"authToken":"true"}"#, LoginError::TokenRepeated),
+            (r#"{"authToken":"\"abc","k":"abc"}"#, LoginError::TokenRepeated),
+            (r#"{"authToken":"nabc","x":"\nabc"}"#, LoginError::TokenRepeated),
         ];
         for (body, expected) in cases {
             assert_eq!(

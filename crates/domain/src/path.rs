@@ -211,6 +211,13 @@ fn normalise(raw: &str) -> Result<Vec<String>, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
+    // The path alone, as received: a raw `?` or `#` would end it in the
+    // upstream URL (so `/..?x` would become a dot segment there), and
+    // whitespace is trimmed by URL parsers. The HTTP server never hands
+    // these over; library callers might.
+    if raw.bytes().any(|b| matches!(b, b'?' | b'#' | b' ' | b'\t')) {
+        return Err(PathError::ForbiddenCharacter);
+    }
     let mut out = Vec::new();
     for segment in raw.split('/').filter(|s| !s.is_empty()) {
         let decoded: Cow<'_, [u8]> = percent_decode(segment.as_bytes()).into();
@@ -338,6 +345,9 @@ mod tests {
             ("api/x", PathError::NotAbsolute),
             ("", PathError::NotAbsolute),
             ("*", PathError::NotAbsolute),
+            ("/api/..?x", PathError::ForbiddenCharacter),
+            ("/api/%2e%2e#", PathError::ForbiddenCharacter),
+            ("/api/.. ", PathError::ForbiddenCharacter),
         ];
         for (path, error) in cases {
             check(path, Err(error));

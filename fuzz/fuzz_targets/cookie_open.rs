@@ -1,0 +1,98 @@
+//! Fuzz target: `CookieJar::open` on arbitrary `Cookie` header bytes (never panics, never
+//! opens what it did not seal), the issue → open round trip for any token, and opening
+//! values sealed under the right key around plaintexts tokenjar itself never writes.
+#![no_main]
+
+use cookie::{Cookie, Key};
+use libfuzzer_sys::fuzz_target;
+use tokenjar_domain::{CookieState, Token};
+use tokenjar_fuzz::{contains, key_bytes, CLEAR, NOW, ROTATED, SEALED};
+
+fuzz_target!(|data: &[u8]| {
+    // The first byte picks what the rest is, so that one corpus explores all three.
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    match mode % 3 {
+        0 => headers(rest),
+        1 => round_trip(rest),
+        _ => foreign_plaintext(rest),
+    }
+});
+
+/// Up to 8 `Cookie` header values, split at newlines.
+fn headers(rest: &[u8]) {
+    let values: Vec<&[u8]> = rest.split(|&b| b == b'\n').take(8).collect();
+    for jar in [&*SEALED, &*ROTATED] {
+        let state = jar.open(values.iter().copied(), NOW);
+        // Forging an AES-GCM value without the key would be a break, not a find.
+        assert!(!matches!(state, CookieState::Valid(_)), "{state:?} from {rest:?}");
+    }
+    // Clear mode opens whatever is a token; only a panic would be wrong.
+    let _ = CLEAR.open(values.iter().copied(), NOW);
+}
+
+/// Any acceptable token comes back out of its own cookie, under each jar.
+fn round_trip(rest: &[u8]) {
+    let Ok(text) = std::str::from_utf8(rest) else {
+        return;
+    };
+    let Ok(token) = Token::new(text.to_owned()) else {
+        return;
+    };
+    for jar in [&*SEALED, &*ROTATED, &*CLEAR] {
+        let issued = match jar.issue(&token, NOW) {
+            Ok(issued) => issued,
+            // Only clear mode can outgrow a cookie (percent-encoding triples a byte).
+            Err(e) => {
+                assert!(std::ptr::eq(jar, &*CLEAR), "issue failed: {e}");
+                continue;
+            }
+        };
+        let pair = issued.set_cookie.split(';').next().unwrap_or_default();
+        let state = jar.open([pair.as_bytes()], NOW);
+        let expired = issued.expires_at.is_some_and(|exp| NOW >= exp);
+        if expired {
+            assert!(matches!(state, CookieState::Rejected(_)), "{state:?}");
+        } else {
+            assert_eq!(state.token().map(Token::expose), Some(text), "round trip");
+        }
+        // The sealed value hides the token. From 12 characters on, a chance match in the
+        // base64 is too unlikely to ever be seen (64^-12 per position).
+        if !std::ptr::eq(jar, &*CLEAR) && text.len() >= 12 {
+            let value = pair.split_once('=').map(|(_, v)| v).unwrap_or_default();
+            assert!(
+                !contains(value.as_bytes(), text.as_bytes()),
+                "sealed value shows the token"
+            );
+        }
+    }
+}
+
+/// A plaintext sealed with the jar's own key and name, as if tokenjar had written it: opening
+/// must not panic, and whatever opens must be a current session with a usable token.
+fn foreign_plaintext(rest: &[u8]) {
+    let plaintext = String::from_utf8_lossy(rest).into_owned();
+    let key = Key::from(&key_bytes(1));
+    let mut jar = cookie::CookieJar::new();
+    jar.private_mut(&key)
+        .add(Cookie::new(SEALED.name().to_owned(), plaintext));
+    let Some(value) = jar.get(SEALED.name()).map(|c| c.value().to_owned()) else {
+        return;
+    };
+    let header = format!("{}={value}", SEALED.name());
+    match SEALED.open([header.as_bytes()], NOW) {
+        CookieState::Valid(session) => {
+            assert!(
+                session.expires_at.is_none_or(|exp| exp > NOW),
+                "expired session opened"
+            );
+            assert!(
+                Token::new(session.token.expose().to_owned()).is_ok(),
+                "unusable token"
+            );
+        }
+        CookieState::Rejected(_) => {}
+        CookieState::Absent => panic!("a cookie of the jar's name was sent"),
+    }
+}
