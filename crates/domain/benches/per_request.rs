@@ -14,6 +14,10 @@ use tokenjar_domain::{
     Routes, Rules, Token, TokenRules, UpstreamBase,
 };
 
+/// The allocator the tokenjar binary uses, so the numbers are the deployed ones.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const NOW: i64 = 1_700_000_000;
 const JWT: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJiZW5jaCIsImV4cCI6NDEwMjQ0NDgwMH0.c2lnbmF0dXJlLWJ5LXRoZS1hcGk";
 

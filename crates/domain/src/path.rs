@@ -11,9 +11,9 @@ use percent_encoding::percent_decode;
 pub struct Routes {
     /// The proxied prefix without a trailing slash (`""` proxies everything).
     prefix: String,
-    login: Vec<String>,
-    logout: Vec<String>,
-    session: Vec<String>,
+    login: String,
+    logout: String,
+    session: String,
 }
 
 /// What a request path is for.
@@ -121,16 +121,19 @@ impl Routes {
                     key,
                     message: format!("{value:?}: {e}"),
                 });
-                Vec::new()
+                String::new()
             }
         };
-        let prefix_segments = norm("prefix", prefix);
+        let prefix_n = norm("prefix", prefix);
         let login_n = norm("login", login);
         let logout_n = norm("logout", logout);
         let session_n = norm("session", session);
         let prefix = prefix.trim_end_matches('/').to_owned();
         if errors.is_empty() {
-            if !login_n.starts_with(&prefix_segments) || login_n.len() == prefix_segments.len() {
+            let below = login_n.len() > prefix_n.len()
+                && login_n.starts_with(&prefix_n)
+                && login_n.as_bytes()[prefix_n.len()] == b'/';
+            if !below {
                 errors.push(RoutesError {
                     key: "login",
                     message: format!(
@@ -178,7 +181,7 @@ impl Routes {
     /// upstream base path.
     pub fn classify(&self, raw_path: &str) -> Result<Route, PathError> {
         let segments = normalise(raw_path)?;
-        let matches = |route: &[String]| segments.as_slice() == route;
+        let matches = |route: &str| segments == route;
         if matches(&self.logout) {
             return Ok(Route::Logout);
         }
@@ -206,8 +209,9 @@ fn prefix_or_root(prefix: &str) -> &str {
 
 /// A path as the API would most likely understand it, for comparing routes:
 /// segments percent-decoded, `;parameters` cut (servlet containers ignore
-/// them), lowercase, empty segments dropped. Refuses what could escape.
-fn normalise(raw: &str) -> Result<Vec<String>, PathError> {
+/// them), lowercase, empty segments dropped, joined as `/a/b` (`""` for the
+/// root). Refuses what could escape. One allocation, whatever the length.
+fn normalise(raw: &str) -> Result<String, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
@@ -218,7 +222,7 @@ fn normalise(raw: &str) -> Result<Vec<String>, PathError> {
     if raw.bytes().any(|b| matches!(b, b'?' | b'#' | b' ' | b'\t')) {
         return Err(PathError::ForbiddenCharacter);
     }
-    let mut out = Vec::new();
+    let mut out = String::with_capacity(raw.len());
     for segment in raw.split('/').filter(|s| !s.is_empty()) {
         let decoded: Cow<'_, [u8]> = percent_decode(segment.as_bytes()).into();
         if decoded.iter().any(|&b| b < 0x20 || b == 0x7f || b == b'\\') {
@@ -232,7 +236,8 @@ fn normalise(raw: &str) -> Result<Vec<String>, PathError> {
         if bare == "." || bare == ".." || text == "." || text == ".." {
             return Err(PathError::DotSegment);
         }
-        out.push(bare.to_lowercase());
+        out.push('/');
+        out.extend(bare.chars().flat_map(char::to_lowercase));
     }
     Ok(out)
 }
