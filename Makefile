@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run serve test lint fmt build release bench clean
+.PHONY: run serve test lint fmt build release bench soak clean
 
 ## The demo: tokenjar in front of an embedded demo API, with a demo page.
 run:
@@ -26,6 +26,11 @@ lint:
 ## tokenjar vs nginx as cookie → header proxies (needs wrk and nginx).
 bench:
 	bench/run.sh
+
+## The soak test for 10 minutes against a release build: memory and
+## descriptors must stay flat (SOAK_SECONDS, SOAK_RATE to change).
+soak:
+	CARGO="$(CARGO)" bench/soak.sh
 
 fmt:
 	$(CARGO) fmt --all

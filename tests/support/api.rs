@@ -18,15 +18,23 @@
 //!   when each part of a download exists (no timing involved);
 //! - `…/gate`: held until the test calls [`RecordingApi::open_gate`] (at most
 //!   60 s), then the default answer below;
+//! - `…/delay/MS`: the default answer below, after MS milliseconds (a slow
+//!   API, for upstream timeouts);
 //! - `…/status/NNN`: status NNN with header `x-upstream: yes`;
 //! - anything else: 200 `{"ok": true, "method": M, "target": T}` with header
 //!   `x-upstream: yes`.
+//!
+//! [`RecordingApi::start_counting`] starts one that only counts requests
+//! instead of keeping them, for long load tests whose memory must not grow,
+//! and [`RecordingApi::stop`] / [`RecordingApi::restart`] take it down and
+//! bring it back on the same port, as an API redeploy would.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::task::{Context, Poll, Waker};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
@@ -141,6 +149,12 @@ struct State {
     issued: Mutex<Vec<Issued>>,
     gated: PieceGate,
     gate_open: AtomicBool,
+    /// Count instead of record (no per-request memory, no issued tokens).
+    counting: AtomicBool,
+    /// Requests received, in either mode.
+    received: AtomicU64,
+    /// Body bytes of `…/download/N` answers handed to the server so far.
+    download_sent: AtomicU64,
 }
 
 /// Longest a `…/gate` request is held (a test that forgets to open the gate
@@ -190,6 +204,8 @@ pub struct RecordingApi {
     addr: SocketAddr,
     handle: ServerHandle,
     state: Arc<State>,
+    /// The thread running the server's System; ends once the server stopped.
+    thread: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for RecordingApi {
@@ -204,40 +220,56 @@ impl RecordingApi {
     /// Starts the API on 127.0.0.1 port 0 and waits until it is bound.
     pub fn start() -> Self {
         let state = Arc::new(State::default());
-        let shared = Arc::clone(&state);
-        let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("recording-api".to_owned())
-            .spawn(move || {
-                let system = actix_rt::System::new();
-                system.block_on(async move {
-                    let data = web::Data::from(shared);
-                    let server = HttpServer::new(move || {
-                        App::new().app_data(data.clone()).default_service(web::to(handle))
-                    })
-                    .workers(1)
-                    .disable_signals()
-                    .shutdown_timeout(0)
-                    .bind(("127.0.0.1", 0));
-                    let server = match server {
-                        Ok(server) => server,
-                        Err(err) => {
-                            let _ = tx.send(Err(err.to_string()));
-                            return;
-                        }
-                    };
-                    let addr = server.addrs()[0];
-                    let running = server.run();
-                    let _ = tx.send(Ok((addr, running.handle())));
-                    let _ = running.await;
-                });
-            })
-            .expect("spawn the recording API thread");
-        let (addr, handle) = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the recording API did not start within 20 s")
-            .expect("the recording API could not bind 127.0.0.1:0");
-        Self { addr, handle, state }
+        let (addr, handle, thread) = serve(SocketAddr::from(([127, 0, 0, 1], 0)), Arc::clone(&state));
+        Self {
+            addr,
+            handle,
+            state,
+            thread: Some(thread),
+        }
+    }
+
+    /// Like [`RecordingApi::start`], but requests are only counted
+    /// ([`RecordingApi::received`]), never kept, and default logins keep no
+    /// issued token: memory stays flat however long a load test runs.
+    pub fn start_counting() -> Self {
+        let api = Self::start();
+        api.state.counting.store(true, Ordering::SeqCst);
+        api
+    }
+
+    /// Stops the server at once, as a crashed or redeployed API would: the
+    /// listener is closed (new connections are refused) and open connections
+    /// are dropped, with requests in flight unanswered. Returns once the
+    /// listener is closed. What was recorded is kept.
+    pub fn stop(&mut self) {
+        drop(self.handle.stop(false));
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("the recording API thread panicked");
+        }
+    }
+
+    /// Starts the server again on the same address (after
+    /// [`RecordingApi::stop`]), with the same state and mode. Returns once it
+    /// accepts connections.
+    pub fn restart(&mut self) {
+        self.stop();
+        let (addr, handle, thread) = serve(self.addr, Arc::clone(&self.state));
+        assert_eq!(addr, self.addr, "the API must come back on the same address");
+        self.handle = handle;
+        self.thread = Some(thread);
+    }
+
+    /// Requests received so far (counted in both modes).
+    pub fn received(&self) -> u64 {
+        self.state.received.load(Ordering::SeqCst)
+    }
+
+    /// Body bytes of `…/download/N` answers handed to the HTTP server so far:
+    /// with a reader that stalls, this stops growing once the socket buffers
+    /// are full, unless someone in between buffers without bound.
+    pub fn download_bytes_sent(&self) -> u64 {
+        self.state.download_sent.load(Ordering::SeqCst)
     }
 
     /// The address it listens on.
@@ -297,6 +329,44 @@ impl Drop for RecordingApi {
     }
 }
 
+/// Runs the API server on `addr` on a thread of its own; its bound address,
+/// handle and thread once it accepts connections.
+fn serve(addr: SocketAddr, shared: Arc<State>) -> (SocketAddr, ServerHandle, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("recording-api".to_owned())
+        .spawn(move || {
+            let system = actix_rt::System::new();
+            system.block_on(async move {
+                let data = web::Data::from(shared);
+                let server = HttpServer::new(move || {
+                    App::new().app_data(data.clone()).default_service(web::to(handle))
+                })
+                .workers(1)
+                .disable_signals()
+                .shutdown_timeout(0)
+                .bind(addr);
+                let server = match server {
+                    Ok(server) => server,
+                    Err(err) => {
+                        let _ = tx.send(Err(err.to_string()));
+                        return;
+                    }
+                };
+                let addr = server.addrs()[0];
+                let running = server.run();
+                let _ = tx.send(Ok((addr, running.handle())));
+                let _ = running.await;
+            });
+        })
+        .expect("spawn the recording API thread");
+    let (addr, handle) = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the recording API did not start within 20 s")
+        .unwrap_or_else(|err| panic!("the recording API could not bind {addr}: {err}"));
+    (addr, handle, thread)
+}
+
 /// Lower-cases, percent-decodes unreserved characters, collapses repeated
 /// slashes and drops a trailing slash and the query: how a lenient API router
 /// would see the path.
@@ -347,7 +417,12 @@ async fn handle(req: HttpRequest, mut payload: web::Payload, state: web::Data<St
             )
         })
         .collect();
-    let index = {
+    state.received.fetch_add(1, Ordering::SeqCst);
+    let counting = state.counting.load(Ordering::SeqCst);
+    let index = if counting {
+        // Never read in counting mode; no entry exists.
+        usize::MAX
+    } else {
         let mut requests = state.requests.lock().expect("lock");
         requests.push(Recorded {
             method: req.method().as_str().to_owned(),
@@ -377,7 +452,7 @@ async fn handle(req: HttpRequest, mut payload: web::Payload, state: web::Data<St
             }
         }
     }
-    {
+    if !counting {
         let mut requests = state.requests.lock().expect("lock");
         let entry = &mut requests[index];
         entry.body_len = check.received();
@@ -417,9 +492,23 @@ async fn handle(req: HttpRequest, mut payload: web::Payload, state: web::Data<St
             &json!({"received": check.received(), "intact": check.intact()}),
         );
     }
+    if before_last == "delay" {
+        if let Ok(millis) = last.parse::<u64>() {
+            // A slow API by design: the answer is late, not the test.
+            actix_rt::time::sleep(Duration::from_millis(millis)).await;
+        }
+    }
     if before_last == "download" {
         if let Ok(total) = last.parse::<u64>() {
-            let stream = futures_util::stream::iter(chunks(total).map(Ok::<_, std::io::Error>));
+            let state = state.into_inner();
+            let stream = futures_util::stream::iter(chunks(total)).map(move |piece| {
+                // Counted as the server pulls each piece, i.e. as the socket
+                // to the reader takes it.
+                state
+                    .download_sent
+                    .fetch_add(piece.len() as u64, Ordering::SeqCst);
+                Ok::<_, std::io::Error>(piece)
+            });
             return HttpResponse::Ok()
                 .content_type("application/octet-stream")
                 .no_chunking(total)
@@ -478,10 +567,12 @@ fn login(state: &State, body: &[u8]) -> HttpResponse {
     if creds["username"] == "demo" && creds["password"] == "demo" {
         let exp = crate::unix_now() + 86_400;
         let token = make_jwt(exp);
-        state.issued.lock().expect("lock").push(Issued {
-            token: token.clone(),
-            exp,
-        });
+        if !state.counting.load(Ordering::SeqCst) {
+            state.issued.lock().expect("lock").push(Issued {
+                token: token.clone(),
+                exp,
+            });
+        }
         json_response(
             StatusCode::OK,
             &json!({"authToken": token, "user": {"name": "demo"}}),

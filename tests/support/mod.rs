@@ -8,6 +8,7 @@
 pub mod api;
 pub mod app;
 pub mod external;
+pub mod load;
 pub mod metrics;
 pub mod pattern;
 pub mod raw;
