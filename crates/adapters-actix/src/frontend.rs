@@ -9,7 +9,9 @@ use actix_files::NamedFile;
 use actix_web::{HttpRequest, HttpResponse};
 use percent_encoding::percent_decode_str;
 use tokenjar_domain::Upstream as _;
-use tokenjar_domain::{plan, BodySize, FlowError, Headers, Reply, ReplyBody, UpstreamBase, UpstreamRequest};
+use tokenjar_domain::{
+    plan, BodySize, FlowError, Headers, Reply, ReplyBody, Rules, UpstreamBase, UpstreamRequest,
+};
 
 use crate::body::RequestBody;
 use crate::upstream::{AwcUpstream, ResponseBody};
@@ -47,8 +49,9 @@ pub async fn serve(
     headers: Headers,
     body: RequestBody,
     upstream: &AwcUpstream,
-    cookie_name: &str,
+    rules: &Rules,
 ) -> Result<Answer, FlowError> {
+    let cookie_name = rules.cookies.name();
     let method = request.method().as_str();
     match frontend {
         Frontend::None => Err(FlowError::NotFound),
@@ -75,7 +78,11 @@ pub async fn serve(
         Frontend::Url(base) => {
             let body_size = BodySize::from_headers(&headers);
             // The request id is already among the headers and goes along.
-            let forwarded = plan::request_headers(headers, request.peer_addr().map(|a| a.ip()), "http");
+            let mut forwarded = plan::request_headers(headers, request.peer_addr().map(|a| a.ip()), "http");
+            // The web app gets no token, and no client-made one either: an
+            // app server that calls the API itself must not be handed a
+            // forged token as if tokenjar had vouched for it.
+            rules.token.apply(&mut forwarded, None);
             let outgoing = UpstreamRequest {
                 method: method.to_owned(),
                 url: base.url(request.path(), request.uri().query()),

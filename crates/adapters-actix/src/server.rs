@@ -296,7 +296,7 @@ async fn serve_frontend(
                 headers,
                 body,
                 worker.gateway.upstream(),
-                rules.cookies.name(),
+                rules,
             )
             .await
         }
