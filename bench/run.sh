@@ -8,6 +8,7 @@
 #   bench/run.sh                      # 5 rounds × 10 s per scenario and proxy
 #   ROUNDS=1 DURATION=3 bench/run.sh  # a quick look
 #   SCENARIOS="get-cookie login" bench/run.sh
+#   BENCH_BIN=/tmp/tokenjar-before bench/run.sh   # another build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,9 +34,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "bench: building tokenjar (release)" >&2
-cargo build --release -p tokenjar >&2
-BIN=$PWD/target/release/tokenjar
+# BENCH_BIN=path benchmarks another build (e.g. before/after a change).
+if [ -n "${BENCH_BIN:-}" ]; then
+    BIN=$BENCH_BIN
+else
+    echo "bench: building tokenjar (release)" >&2
+    cargo build --release -p tokenjar >&2
+    BIN=$PWD/target/release/tokenjar
+fi
 
 if [ "$(nproc)" -ge 2 ]; then
     PROXY_CPU=(taskset -c 0)
