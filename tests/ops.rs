@@ -226,3 +226,31 @@ async fn request_ids_go_upstream_and_back() {
         assert_eq!(api.last_request().header_all("x-request-id"), vec![id.as_str()]);
     }
 }
+
+#[actix_web::test]
+async fn an_error_line_carries_the_request_id_even_at_warn_level() {
+    // With the adapter at warn the per-request (info) span is filtered out;
+    // the error line itself must still name the request. The binary's own
+    // target stays at info so the start-up line can be read.
+    let app = spawn_app(&refused_url(), &[("RUST_LOG", "warn,tokenjar=info")]);
+    let reply = app
+        .send(
+            "GET",
+            "/api/x",
+            &[("x-request-id", "warn-level-id-7")],
+            Bytes::new(),
+        )
+        .await;
+    reply.assert_error(502, "upstream_unavailable");
+    assert!(
+        app.wait_for_log("warn-level-id-7", std::time::Duration::from_secs(5)),
+        "no log line names the request id: {:?}",
+        app.logs()
+    );
+    let line = app
+        .logs()
+        .into_iter()
+        .find(|l| l.contains("warn-level-id-7"))
+        .unwrap();
+    assert!(line.contains("upstream_unavailable"), "{line}");
+}

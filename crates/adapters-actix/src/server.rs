@@ -241,7 +241,7 @@ async fn handle(request: HttpRequest, payload: web::Payload, worker: web::Data<W
             &shared.ops,
         )
         .await;
-        return answer.unwrap_or_else(|error| fail(&error, &shared.metrics, &method));
+        return answer.unwrap_or_else(|error| fail(&error, &shared.metrics, &method, &request));
     }
 
     let route = worker.gateway.route(path);
@@ -251,7 +251,7 @@ async fn handle(request: HttpRequest, payload: web::Payload, worker: web::Data<W
     let mut headers = headers_of(&request);
     if let (Some(limit), BodySize::Sized(n)) = (shared.max_body_bytes, BodySize::from_headers(&headers)) {
         if n > limit {
-            return fail(&FlowError::PayloadTooLarge, &shared.metrics, &method);
+            return fail(&FlowError::PayloadTooLarge, &shared.metrics, &method, &request);
         }
     }
     if let Some(id) = request.extensions().get::<ChosenRequestId>() {
@@ -272,7 +272,7 @@ async fn handle(request: HttpRequest, payload: web::Payload, worker: web::Data<W
     };
     let handled = worker.gateway.dispatch(route, client).await;
     shared.metrics.record(&handled);
-    report(&handled);
+    report(&handled, &request);
     respond(handled.reply, &method)
 }
 
@@ -304,7 +304,7 @@ async fn serve_frontend(
     match result {
         Ok(Answer::Response(response)) => response,
         Ok(Answer::Reply(reply)) => respond(reply, method),
-        Err(error) => fail(&error, &shared.metrics, method),
+        Err(error) => fail(&error, &shared.metrics, method, request),
     }
 }
 
@@ -317,32 +317,47 @@ fn headers_of(request: &HttpRequest) -> Headers {
 }
 
 /// An error the adapter answers by itself: counted, logged, replied.
-fn fail(error: &FlowError, metrics: &Metrics, method: &str) -> HttpResponse {
+fn fail(error: &FlowError, metrics: &Metrics, method: &str, request: &HttpRequest) -> HttpResponse {
     metrics.record_error(error);
-    log_error(error);
+    log_error(error, &request_id_of(request));
     respond(error.reply(), method)
+}
+
+/// The request's id, for log lines that must carry it even when the
+/// request span is filtered out (`RUST_LOG=warn` disables the info span).
+fn request_id_of(request: &HttpRequest) -> String {
+    request
+        .extensions()
+        .get::<ChosenRequestId>()
+        .map(|id| id.0.clone())
+        .unwrap_or_default()
 }
 
 /// Logs what the flow did that an operator should know, once per request.
 /// Only codes and transport details: never a token, a cookie or a body.
-fn report(handled: &Handled<ResponseBody>) {
+fn report(handled: &Handled<ResponseBody>, request: &HttpRequest) {
+    if handled.error.is_none() && handled.rejected_cookie.is_none() && handled.login.is_none() {
+        return;
+    }
+    let request_id = request_id_of(request);
+    let request_id = request_id.as_str();
     if let Some(error) = &handled.error {
-        log_error(error);
+        log_error(error, request_id);
     }
     if let Some(why) = handled.rejected_cookie {
-        tracing::info!(route = handled.route.as_str(), reason = ?why, "auth cookie refused and deleted");
+        tracing::info!(request_id, route = handled.route.as_str(), reason = ?why, "auth cookie refused and deleted");
     }
     if let Some(login) = handled.login {
-        tracing::info!(result = login.as_str(), "login");
+        tracing::info!(request_id, result = login.as_str(), "login");
     }
 }
 
-fn log_error(error: &FlowError) {
+fn log_error(error: &FlowError, request_id: &str) {
     let status = error.status();
     if status >= 500 {
-        tracing::warn!(status, code = error.code(), detail = %error, "request failed");
+        tracing::warn!(request_id, status, code = error.code(), detail = %error, "request failed");
     } else {
-        tracing::info!(status, code = error.code(), detail = %error, "request refused");
+        tracing::info!(request_id, status, code = error.code(), detail = %error, "request refused");
     }
 }
 
