@@ -216,20 +216,27 @@ fn assert_stops_accepting(app: &TestApp) -> Probe {
     }
 }
 
-#[test]
-fn sigterm_stops_accepting_but_finishes_an_inflight_download() {
+/// tokenjar (with 10 s to shut down) in the middle of a gated download of
+/// `pieces`, its first piece released, when the signal `name` (`TERM`,
+/// `INT`) has been sent and handled.
+fn signalled_during_download(name: &str, pieces: u64) -> (RecordingApi, TestApp, RawStream, PatternCheck) {
     let api = RecordingApi::start();
-    let mut app = spawn_app(&api.url("/v1"), &[("TOKENJAR_SERVER__SHUTDOWN_TIMEOUT_S", "10")]);
-    let pieces = 16;
+    let app = spawn_app(&api.url("/v1"), &[("TOKENJAR_SERVER__SHUTDOWN_TIMEOUT_S", "10")]);
     api.release_gated(1);
-    let (mut download, check) = start_gated_download(&app, pieces);
-
-    app.signal("TERM");
+    let (download, check) = start_gated_download(&app, pieces);
+    app.signal(name);
     assert!(
-        app.wait_for_log("SIGTERM received", SOON),
+        app.wait_for_log(&format!("SIG{name} received"), SOON),
         "no sign that the signal was handled:\n{}",
         app.logs().join("\n")
     );
+    (api, app, download, check)
+}
+
+#[test]
+fn sigterm_stops_accepting_but_finishes_an_inflight_download() {
+    let pieces = 16;
+    let (api, mut app, mut download, check) = signalled_during_download("TERM", pieces);
     let refused = assert_stops_accepting(&app);
     // The download is still in flight: the process waits for it.
     assert!(
@@ -294,18 +301,8 @@ fn sigint_with_nothing_in_flight_exits_0_quickly() {
 fn sigint_also_lets_an_inflight_download_finish() {
     // SPEC §9 names SIGTERM and SIGINT alike: stop accepting, finish
     // in-flight requests, exit 0.
-    let api = RecordingApi::start();
-    let mut app = spawn_app(&api.url("/v1"), &[("TOKENJAR_SERVER__SHUTDOWN_TIMEOUT_S", "10")]);
     let pieces = 4;
-    api.release_gated(1);
-    let (mut download, check) = start_gated_download(&app, pieces);
-
-    app.signal("INT");
-    assert!(
-        app.wait_for_log("SIGINT received", SOON),
-        "no sign that the signal was handled:\n{}",
-        app.logs().join("\n")
-    );
+    let (api, mut app, mut download, check) = signalled_during_download("INT", pieces);
     api.release_gated(pieces - 1);
     let (check, _) = read_to_end(&mut download, check);
     let status = app.wait_exit(SOON).expect("tokenjar did not exit after SIGINT");

@@ -200,16 +200,7 @@ impl Cluster {
         };
         let mut res =
             sent.unwrap_or_else(|err| panic!("{path} through nginx: {err}\n{}", self.lb.error_log()));
-        let headers = res
-            .headers()
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
+        let headers = tokenjar_e2e::header_pairs(res.headers());
         let body = res
             .body()
             .await

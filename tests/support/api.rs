@@ -71,11 +71,7 @@ pub struct Recorded {
 impl Recorded {
     /// Every value of header `name` (case-insensitive).
     pub fn header_all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        crate::values_named(&self.headers, name)
     }
 
     /// The first value of header `name`, if any.
@@ -407,16 +403,7 @@ async fn handle(req: HttpRequest, mut payload: web::Payload, state: web::Data<St
         .path_and_query()
         .map(|pq| pq.as_str().to_owned())
         .unwrap_or_else(|| req.uri().to_string());
-    let headers = req
-        .headers()
-        .iter()
-        .map(|(n, v)| {
-            (
-                n.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
+    let headers = crate::header_pairs(req.headers());
     state.received.fetch_add(1, Ordering::SeqCst);
     let counting = state.counting.load(Ordering::SeqCst);
     let index = if counting {

@@ -50,11 +50,7 @@ impl Reply {
 
     /// Every value of header `name` (case-insensitive).
     pub fn header_all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        crate::values_named(&self.headers, name)
     }
 
     /// The first value of header `name`.
@@ -472,16 +468,7 @@ impl TestApp {
         };
         let mut res = sent.unwrap_or_else(|err| panic!("{path}: request failed: {err}"));
         let status = res.status().as_u16();
-        let headers = res
-            .headers()
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
+        let headers = crate::header_pairs(res.headers());
         let body = res
             .body()
             .limit(BODY_LIMIT)

@@ -94,6 +94,28 @@ pub fn unique() -> String {
     format!("{}-{n}-{nanos}", std::process::id())
 }
 
+/// A parsed header map as `(name, value)` pairs, values read lossily, in
+/// arrival order: the form the recorded requests and the replies keep.
+pub fn header_pairs(map: &actix_web::http::header::HeaderMap) -> Vec<(String, String)> {
+    map.iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Every value of header `name` (case-insensitive) among `pairs`.
+pub fn values_named<'a>(pairs: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    pairs
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
 /// A directory under the system temp dir, removed on drop.
 #[derive(Debug)]
 pub struct TempDir {

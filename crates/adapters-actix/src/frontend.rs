@@ -1,20 +1,14 @@
 //! The web app's own pages, served on the same origin as the API so that it
-//! needs no CORS: forwarded to the app's server (`frontend.url`, streamed like
-//! the API, never with cookies), served from a folder (`frontend.dir`, with a
-//! single-page-app fallback to `index.html`), or the built-in demo page.
+//! needs no CORS: from a folder (`frontend.dir`, with a single-page-app
+//! fallback to `index.html`) or the built-in demo page. Forwarding to the
+//! app's own server (`frontend.url`) is the domain's `Gateway::forward`.
 
 use std::path::{Path, PathBuf};
 
 use actix_files::NamedFile;
 use actix_web::{HttpRequest, HttpResponse};
 use percent_encoding::percent_decode_str;
-use tokenjar_domain::Upstream as _;
-use tokenjar_domain::{
-    plan, BodySize, FlowError, Headers, Reply, ReplyBody, Rules, UpstreamBase, UpstreamRequest,
-};
-
-use crate::body::RequestBody;
-use crate::upstream::{AwcUpstream, ResponseBody};
+use tokenjar_domain::{FlowError, UpstreamBase};
 
 /// Where non-API pages come from.
 #[derive(Clone, Debug, Default)]
@@ -30,76 +24,32 @@ pub enum Frontend {
     Page(&'static str),
 }
 
-/// What the frontend answers: a response made here, or a reply to stream.
-pub enum Answer {
-    /// Ready to send.
-    Response(HttpResponse),
-    /// The app server's answer, to go through the usual reply path.
-    Reply(Reply<ResponseBody>),
-}
-
-/// Serves one non-API request.
+/// Serves one non-API request from this process: a file or the demo page.
 ///
 /// # Errors
-/// [`FlowError`] for a path with nothing behind it, a wrong method, or an
-/// app server that cannot be reached.
-pub async fn serve(
-    frontend: &Frontend,
-    request: &HttpRequest,
-    headers: Headers,
-    body: RequestBody,
-    upstream: &AwcUpstream,
-    rules: &Rules,
-) -> Result<Answer, FlowError> {
-    let cookie_name = rules.cookies.name();
-    let method = request.method().as_str();
+/// [`FlowError`] for a path with nothing behind it or a method other than
+/// GET and HEAD. `None` and `Url` have nothing to serve here.
+pub async fn serve(frontend: &Frontend, request: &HttpRequest) -> Result<HttpResponse, FlowError> {
     match frontend {
-        Frontend::None => Err(FlowError::NotFound),
         Frontend::Page(html) => {
-            read_only(method)?;
+            read_only(request.method().as_str())?;
             match request.path() {
-                "/" | "/index.html" => Ok(Answer::Response(
-                    HttpResponse::Ok()
-                        .content_type("text/html; charset=utf-8")
-                        .insert_header(("cache-control", "no-store"))
-                        .body(*html),
-                )),
+                "/" | "/index.html" => Ok(HttpResponse::Ok()
+                    .content_type("text/html; charset=utf-8")
+                    .insert_header(("cache-control", "no-store"))
+                    .body(*html)),
                 _ => Err(FlowError::NotFound),
             }
         }
         Frontend::Dir(dir) => {
-            read_only(method)?;
+            read_only(request.method().as_str())?;
             let file = resolve(dir, request.path()).ok_or(FlowError::NotFound)?;
             let named = NamedFile::open_async(&file)
                 .await
                 .map_err(|_| FlowError::NotFound)?;
-            Ok(Answer::Response(named.into_response(request)))
+            Ok(named.into_response(request))
         }
-        Frontend::Url(base) => {
-            let body_size = BodySize::from_headers(&headers);
-            // The request id is already among the headers and goes along.
-            let mut forwarded = plan::request_headers(headers, request.peer_addr().map(|a| a.ip()), "http");
-            // The web app gets no token, and no client-made one either: an
-            // app server that calls the API itself must not be handed a
-            // forged token as if tokenjar had vouched for it.
-            rules.token.apply(&mut forwarded, None);
-            let outgoing = UpstreamRequest {
-                method: method.to_owned(),
-                url: base.url(request.path(), request.uri().query()),
-                body_size,
-                headers: forwarded,
-                body,
-            };
-            let response = upstream.send(outgoing).await?;
-            Ok(Answer::Reply(Reply {
-                status: response.status,
-                headers: plan::response_headers(response.headers, cookie_name),
-                body: ReplyBody::Stream {
-                    body: response.body,
-                    size: response.body_size,
-                },
-            }))
-        }
+        Frontend::None | Frontend::Url(_) => Err(FlowError::NotFound),
     }
 }
 

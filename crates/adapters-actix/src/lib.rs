@@ -7,6 +7,7 @@ mod body;
 mod clock;
 mod demo;
 mod frontend;
+mod headers;
 mod metrics;
 mod ops;
 mod server;

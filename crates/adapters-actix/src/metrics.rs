@@ -109,17 +109,14 @@ impl Metrics {
 
     /// Counts an error tokenjar answered with.
     pub fn record_error(&self, error: &FlowError) {
-        let kind = match error.code() {
-            "upstream_unavailable" => "unavailable",
-            "upstream_timeout" => "timeout",
-            "bad_login_response" => "bad_login_response",
-            "csrf" => {
-                self.csrf_refused.inc();
-                return;
-            }
-            _ => return,
-        };
-        self.upstream_errors.with_label_values(&[kind]).inc();
+        let upstream = |kind: &str| self.upstream_errors.with_label_values(&[kind]).inc();
+        match error.code() {
+            "csrf" => self.csrf_refused.inc(),
+            "upstream_unavailable" => upstream("unavailable"),
+            "upstream_timeout" => upstream("timeout"),
+            "bad_login_response" => upstream("bad_login_response"),
+            _ => {}
+        }
     }
 
     /// The text exposition of every metric.

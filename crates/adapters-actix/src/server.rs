@@ -11,18 +11,19 @@ use std::time::{Duration, Instant};
 use actix_web::body::{None as NoBody, SizedStream};
 use actix_web::dev::{Server, Service as _};
 use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::http::{KeepAlive, StatusCode};
+use actix_web::http::{KeepAlive, Method, StatusCode};
 use actix_web::rt::signal::unix::{signal, SignalKind};
 use actix_web::{web, App, HttpMessage, HttpRequest, HttpResponse, HttpServer};
 use tokenjar_domain::{
-    request_id, BodySize, ClientRequest, FlowError, Gateway, Handled, Headers, Reply, ReplyBody, Route,
-    RouteClass, Rules,
+    request_id, BodySize, ClientRequest, FlowError, Gateway, Handled, Reply, ReplyBody, Route, RouteClass,
+    Rules,
 };
 use tracing_actix_web::TracingLogger;
 
 use crate::body::RequestBody;
 use crate::clock::SystemClock;
-use crate::frontend::{self, Answer, Frontend};
+use crate::frontend::{self, Frontend};
+use crate::headers;
 use crate::metrics::Metrics;
 use crate::ops::{self, Op, OpsSettings, Readiness};
 use crate::telemetry::{ChosenRequestId, RequestSpan};
@@ -142,10 +143,12 @@ impl Application {
                             let extensions = response.request().extensions();
                             (
                                 extensions.get::<RouteClass>().copied(),
-                                extensions.get::<ChosenRequestId>().cloned(),
+                                extensions
+                                    .get::<ChosenRequestId>()
+                                    .and_then(|id| HeaderValue::from_str(&id.0).ok()),
                             )
                         };
-                        if let Some(value) = id.and_then(|id| HeaderValue::from_str(&id.0).ok()) {
+                        if let Some(value) = id {
                             response
                                 .headers_mut()
                                 .insert(HeaderName::from_static(request_id::HEADER), value);
@@ -225,7 +228,7 @@ impl Application {
 
 async fn handle(request: HttpRequest, payload: web::Payload, worker: web::Data<Worker>) -> HttpResponse {
     let shared = &worker.shared;
-    let method = request.method().as_str().to_owned();
+    let head = request.method() == Method::HEAD;
     let path = request.uri().path();
 
     if let Some(op) = Op::at(path) {
@@ -241,86 +244,64 @@ async fn handle(request: HttpRequest, payload: web::Payload, worker: web::Data<W
             &shared.ops,
         )
         .await;
-        return answer.unwrap_or_else(|error| fail(&error, &shared.metrics, &method, &request));
+        return answer.unwrap_or_else(|error| fail(&error, &shared.metrics, head, &request));
     }
 
     let route = worker.gateway.route(path);
     let class = route.as_ref().map_or(RouteClass::Api, Route::class);
     request.extensions_mut().insert(class);
 
-    let mut headers = headers_of(&request);
-    if let (Some(limit), BodySize::Sized(n)) = (shared.max_body_bytes, BodySize::from_headers(&headers)) {
-        if n > limit {
-            return fail(&FlowError::PayloadTooLarge, &shared.metrics, &method, &request);
+    let mut headers = headers::to_domain(request.headers());
+    if let Some(limit) = shared.max_body_bytes {
+        if matches!(BodySize::from_headers(&headers), BodySize::Sized(n) if n > limit) {
+            return fail(&FlowError::PayloadTooLarge, &shared.metrics, head, &request);
         }
     }
     if let Some(id) = request.extensions().get::<ChosenRequestId>() {
         headers.set(request_id::HEADER, id.0.as_bytes());
     }
-    let body = RequestBody::new(payload.into_inner(), shared.max_body_bytes);
-    if let (Ok(Route::Outside), false) = (&route, matches!(shared.frontend, Frontend::None)) {
-        return serve_frontend(&request, headers, body, &worker).await;
-    }
     let client = ClientRequest {
-        method: method.clone(),
+        method: request.method().as_str().to_owned(),
         path: path.to_owned(),
         query: request.uri().query().map(str::to_owned),
         headers,
         peer: request.peer_addr().map(|a| a.ip()),
         scheme: "http",
-        body,
+        body: RequestBody::new(payload.into_inner(), shared.max_body_bytes),
     };
-    let handled = worker.gateway.dispatch(route, client).await;
+    let handled = match (&route, &shared.frontend) {
+        (Ok(Route::Outside), Frontend::Url(base)) => worker.gateway.forward(base, client).await,
+        (Ok(Route::Outside), Frontend::Dir(_) | Frontend::Page(_)) => {
+            return serve_frontend(&request, &client, &worker).await;
+        }
+        _ => worker.gateway.dispatch(route, client).await,
+    };
     shared.metrics.record(&handled);
     report(&handled, &request);
-    respond(handled.reply, &method)
+    respond(handled.reply, head)
 }
 
-/// A page of the web app: the same CSRF rule as every tokenjar route, then
-/// the configured frontend.
+/// A page served from this process: the same CSRF rule as every tokenjar
+/// route, then the file or the demo page.
 async fn serve_frontend(
     request: &HttpRequest,
-    headers: Headers,
-    body: RequestBody,
+    client: &ClientRequest<RequestBody>,
     worker: &Worker,
 ) -> HttpResponse {
     let shared = &worker.shared;
-    let method = request.method().as_str();
-    let rules = worker.gateway.rules();
-    let result = match rules.csrf.check(method, &headers, "http") {
+    let csrf = &worker.gateway.rules().csrf;
+    let result = match csrf.check(&client.method, &client.headers, client.scheme) {
         Err(refusal) => Err(FlowError::from(refusal)),
-        Ok(()) => {
-            frontend::serve(
-                &shared.frontend,
-                request,
-                headers,
-                body,
-                worker.gateway.upstream(),
-                rules,
-            )
-            .await
-        }
+        Ok(()) => frontend::serve(&shared.frontend, request).await,
     };
-    match result {
-        Ok(Answer::Response(response)) => response,
-        Ok(Answer::Reply(reply)) => respond(reply, method),
-        Err(error) => fail(&error, &shared.metrics, method, request),
-    }
-}
-
-fn headers_of(request: &HttpRequest) -> Headers {
-    let mut headers = Headers::with_capacity(request.headers().len());
-    for (name, value) in request.headers() {
-        headers.append(name.as_str(), value.as_bytes());
-    }
-    headers
+    result.unwrap_or_else(|error| fail(&error, &shared.metrics, request.method() == Method::HEAD, request))
 }
 
 /// An error the adapter answers by itself: counted, logged, replied.
-fn fail(error: &FlowError, metrics: &Metrics, method: &str, request: &HttpRequest) -> HttpResponse {
+fn fail(error: &FlowError, metrics: &Metrics, head: bool, request: &HttpRequest) -> HttpResponse {
     metrics.record_error(error);
     log_error(error, &request_id_of(request));
-    respond(error.reply(), method)
+    respond(error.reply(), head)
 }
 
 /// The request's id, for log lines that must carry it even when the
@@ -361,22 +342,19 @@ fn log_error(error: &FlowError, request_id: &str) {
     }
 }
 
-fn respond(reply: Reply<ResponseBody>, method: &str) -> HttpResponse {
+/// The actix response for a reply; `head` for a HEAD request, whose answer
+/// has no body.
+fn respond(reply: Reply<ResponseBody>, head: bool) -> HttpResponse {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut builder = HttpResponse::build(status);
-    for (name, value) in reply.headers.iter() {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_bytes(value),
-        ) {
-            builder.append_header((name, value));
-        }
+    for pair in headers::to_actix(&reply.headers) {
+        builder.append_header(pair);
     }
     match reply.body {
         ReplyBody::Full(bytes) => builder.body(bytes),
         ReplyBody::Stream { body, size } => match size {
             BodySize::Sized(n) => builder.body(SizedStream::new(n, body)),
-            BodySize::Stream if method != "HEAD" => builder.streaming(body),
+            BodySize::Stream if !head => builder.streaming(body),
             BodySize::Stream | BodySize::None => builder.body(NoBody::new()),
         },
     }

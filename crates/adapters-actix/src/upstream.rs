@@ -7,7 +7,6 @@ use std::future::Future;
 use std::time::Duration;
 
 use actix_web::body::SizedStream;
-use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::Method;
 use awc::error::{ConnectError, PayloadError, SendRequestError};
 use tokenjar_domain::{
@@ -15,6 +14,7 @@ use tokenjar_domain::{
 };
 
 use crate::body::RequestBody;
+use crate::headers;
 
 /// The awc response, whose body is streamed back to the browser.
 pub type ResponseBody = awc::ClientResponse;
@@ -72,12 +72,8 @@ impl AwcUpstream {
     /// # Errors
     /// The [`UpstreamError`] that a real request would get.
     pub async fn probe(&self, url: &str) -> Result<u16, UpstreamError> {
-        let send = self.client.get(url).send();
-        match actix_rt::time::timeout(self.timeout, send).await {
-            Ok(Ok(response)) => Ok(response.status().as_u16()),
-            Ok(Err(e)) => Err(map_send_error(e, false)),
-            Err(_) => Err(UpstreamError::Timeout),
-        }
+        let response = response_head(self.timeout, self.client.get(url).send(), || false).await?;
+        Ok(response.status().as_u16())
     }
 }
 
@@ -100,11 +96,7 @@ impl Upstream for AwcUpstream {
                 BodySize::Sized(n) => outgoing.send_body(SizedStream::new(n, request.body)),
                 BodySize::Stream => outgoing.send_stream(request.body),
             };
-            let response = match actix_rt::time::timeout(timeout, send).await {
-                Ok(Ok(response)) => response,
-                Ok(Err(e)) => return Err(map_send_error(e, exceeded.get())),
-                Err(_) => return Err(UpstreamError::Timeout),
-            };
+            let response = response_head(timeout, send, || exceeded.get()).await?;
             Ok(convert(response, &request.method))
         }
     }
@@ -126,6 +118,20 @@ impl Upstream for AwcUpstream {
     }
 }
 
+/// Waits at most `timeout` for the API's response head. `body_exceeded`
+/// tells, after a failure, whether the request body went over its limit.
+async fn response_head(
+    timeout: Duration,
+    send: awc::SendClientRequest,
+    body_exceeded: impl Fn() -> bool,
+) -> Result<ResponseBody, UpstreamError> {
+    match actix_rt::time::timeout(timeout, send).await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(e)) => Err(map_send_error(e, body_exceeded())),
+        Err(_) => Err(UpstreamError::Timeout),
+    }
+}
+
 fn build(
     client: &awc::Client,
     method: &str,
@@ -136,26 +142,15 @@ fn build(
         .map_err(|_| UpstreamError::RequestBody("the method is not a valid token".into()))?;
     let mut outgoing = client.request(method, url);
     let map = outgoing.headers_mut();
-    for (name, value) in headers.iter() {
-        // The server already parsed these as valid headers; the token was
-        // checked before it could be issued. A value that still fails is
-        // dropped rather than sent malformed.
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_bytes(value),
-        ) {
-            map.append(name, value);
-        }
+    for (name, value) in headers::to_actix(headers) {
+        map.append(name, value);
     }
     Ok(outgoing)
 }
 
 fn convert(response: ResponseBody, method: &str) -> UpstreamResponse<ResponseBody> {
     let status = response.status();
-    let mut headers = Headers::with_capacity(response.headers().len());
-    for (name, value) in response.headers() {
-        headers.append(name.as_str(), value.as_bytes());
-    }
+    let headers = headers::to_domain(response.headers());
     let no_body = method == "HEAD"
         || status.is_informational()
         || status == actix_web::http::StatusCode::NO_CONTENT

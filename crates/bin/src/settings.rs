@@ -14,8 +14,8 @@ use tokenjar_adapters_actix::{
     Frontend, OpsSettings, ServerSettings, Settings as AdapterSettings, UpstreamSettings,
 };
 use tokenjar_domain::{
-    CookieJar, CookieKeys, CookiePolicy, CsrfRules, LoginRules, Routes, Rules, SameSite, TokenRules,
-    UpstreamBase,
+    CookieJar, CookieKeys, CookiePolicy, CsrfRules, LoginRules, Routes, Rules, SameSite, SettingError,
+    TokenRules, UpstreamBase,
 };
 
 /// The compiled-in defaults: the repository's `config/default.toml`.
@@ -403,37 +403,20 @@ impl Settings {
         }
 
         let r = &self.routes;
-        let routes = match Routes::new(&r.prefix, &r.login, &r.logout, &r.session) {
-            Ok(routes) => Some(routes),
-            Err(errors) => {
-                problems.extend(
-                    errors
-                        .into_iter()
-                        .map(|e| problem(format!("routes.{}", e.key), e.message)),
-                );
-                None
-            }
-        };
+        let routes = in_section(
+            "routes",
+            Routes::new(&r.prefix, &r.login, &r.logout, &r.session),
+            &mut problems,
+        );
 
         let login = LoginRules::new(&self.token.response_field)
             .map_err(|e| problems.push(problem("token.response_field", e)))
             .ok();
-        let token = match TokenRules::new(&self.token.upstream_header, &self.token.upstream_scheme) {
-            Ok(rules) => Some(rules),
-            Err(e) => {
-                let key = if tokenjar_domain::headers::is_valid_name(&self.token.upstream_header) {
-                    if self.token.upstream_scheme.trim().is_empty() {
-                        "token.upstream_header"
-                    } else {
-                        "token.upstream_scheme"
-                    }
-                } else {
-                    "token.upstream_header"
-                };
-                problems.push(problem(key, e));
-                None
-            }
-        };
+        let token = in_section(
+            "token",
+            TokenRules::new(&self.token.upstream_header, &self.token.upstream_scheme),
+            &mut problems,
+        );
 
         let c = &self.cookie;
         let same_site = SameSite::parse(&c.same_site)
@@ -453,7 +436,7 @@ impl Settings {
                 policy
                     .problems()
                     .into_iter()
-                    .map(|(key, message)| problem(format!("cookie.{key}"), message)),
+                    .map(|e| problem(format!("cookie.{}", e.key), e.message)),
             );
         }
         let configured: Vec<&str> = c
@@ -466,15 +449,11 @@ impl Settings {
             .map_err(|e| problems.push(problem("cookie.keys", e.to_string())))
             .ok();
 
-        if let Err(e) = CsrfRules::new::<&str>(&self.csrf.header, &[]) {
-            problems.push(problem("csrf.header", e));
-        }
-        for origin in &self.csrf.allowed_origins {
-            if let Err(e) = CsrfRules::new("", std::slice::from_ref(origin)) {
-                problems.push(problem("csrf.allowed_origins", e));
-            }
-        }
-        let csrf = CsrfRules::new(&self.csrf.header, &self.csrf.allowed_origins).ok();
+        let csrf = in_section(
+            "csrf",
+            CsrfRules::new(&self.csrf.header, &self.csrf.allowed_origins),
+            &mut problems,
+        );
 
         if let Some(url) = &self.frontend.url {
             if let Err(e) = UpstreamBase::parse(url) {
@@ -610,6 +589,23 @@ impl Settings {
         demo.frontend = FrontendSection::default();
         demo
     }
+}
+
+/// A domain constructor's result, its problems named within `section`.
+fn in_section<T>(
+    section: &str,
+    result: Result<T, Vec<SettingError>>,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
+    result
+        .map_err(|errors| {
+            problems.extend(
+                errors
+                    .into_iter()
+                    .map(|e| problem(format!("{section}.{}", e.key), e.message)),
+            );
+        })
+        .ok()
 }
 
 /// Every key present in `config` that the defaults do not know.

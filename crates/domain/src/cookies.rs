@@ -9,6 +9,7 @@ use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
 use base64::Engine as _;
 use cookie::{Cookie, Key};
 
+use crate::error::SettingError;
 use crate::token::{Token, TokenError};
 
 /// Browsers keep at most this many bytes of one cookie's name and value.
@@ -93,32 +94,41 @@ impl Default for CookiePolicy {
 impl CookiePolicy {
     /// Every problem with the policy, as `(key, message)` pairs naming the
     /// `cookie.*` setting at fault. Empty when the policy is usable.
-    pub fn problems(&self) -> Vec<(&'static str, String)> {
+    pub fn problems(&self) -> Vec<SettingError> {
         let mut problems = Vec::new();
         if !crate::headers::is_valid_name(&self.name) {
-            problems.push(("name", format!("{:?} is not a valid cookie name", self.name)));
+            problems.push(SettingError::new(
+                "name",
+                format!("{:?} is not a valid cookie name", self.name),
+            ));
         }
         if self.same_site == SameSite::None && !self.secure {
-            problems.push((
+            problems.push(SettingError::new(
                 "same_site",
                 "\"none\" requires cookie.secure = true (browsers reject it otherwise)".to_owned(),
             ));
         }
         let host_prefix = self.name.starts_with("__Host-");
         if (host_prefix || self.name.starts_with("__Secure-")) && !self.secure {
-            problems.push((
+            problems.push(SettingError::new(
                 "secure",
                 "a __Host- or __Secure- cookie name requires cookie.secure = true".to_owned(),
             ));
         }
         if host_prefix && self.path != "/" {
-            problems.push(("path", "a __Host- cookie must have path \"/\"".to_owned()));
+            problems.push(SettingError::new(
+                "path",
+                "a __Host- cookie must have path \"/\"".to_owned(),
+            ));
         }
         if host_prefix && self.domain.is_some() {
-            problems.push(("domain", "a __Host- cookie cannot have a domain".to_owned()));
+            problems.push(SettingError::new(
+                "domain",
+                "a __Host- cookie cannot have a domain".to_owned(),
+            ));
         }
         if !self.path.starts_with('/') || !is_attribute_value(&self.path) {
-            problems.push((
+            problems.push(SettingError::new(
                 "path",
                 format!(
                     "{:?} must start with / and hold no ; or control characters",
@@ -132,7 +142,10 @@ impl CookiePolicy {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
             if !ok {
-                problems.push(("domain", format!("{domain:?} is not a domain name")));
+                problems.push(SettingError::new(
+                    "domain",
+                    format!("{domain:?} is not a domain name"),
+                ));
             }
         }
         problems
@@ -858,7 +871,7 @@ mod tests {
     #[test]
     fn policy_problems_name_the_key() {
         let check = |policy: CookiePolicy, expected: &[&str]| {
-            let keys: Vec<&str> = policy.problems().into_iter().map(|(k, _)| k).collect();
+            let keys: Vec<&str> = policy.problems().into_iter().map(|p| p.key).collect();
             assert_eq!(keys, expected, "{policy:?}");
         };
         check(CookiePolicy::default(), &[]);

@@ -3,6 +3,7 @@
 //! without a CORS preflight, which tokenjar never grants) and must not come
 //! from a foreign `Origin` or announce itself as `Sec-Fetch-Site: cross-site`.
 
+use crate::error::SettingError;
 use crate::headers::{is_valid_name, Headers};
 
 /// Why a request was refused as a possible forgery (403 `csrf`).
@@ -44,18 +45,28 @@ impl CsrfRules {
     /// own.
     ///
     /// # Errors
-    /// A message naming the bad header name or origin.
-    pub fn new<S: AsRef<str>>(header: &str, allowed_origins: &[S]) -> Result<Self, String> {
+    /// Every problem, each naming its key (`header`, `allowed_origins`).
+    pub fn new<S: AsRef<str>>(header: &str, allowed_origins: &[S]) -> Result<Self, Vec<SettingError>> {
+        let mut problems = Vec::new();
         if !header.is_empty() && !is_valid_name(header) {
-            return Err(format!("{header:?} is not a valid header name"));
+            problems.push(SettingError::new(
+                "header",
+                format!("{header:?} is not a valid header name"),
+            ));
         }
         let mut allowed = Vec::with_capacity(allowed_origins.len());
         for origin in allowed_origins {
             let origin = origin.as_ref();
-            allowed.push(
-                normalise_origin(origin)
-                    .ok_or_else(|| format!("{origin:?} is not an origin (scheme://host[:port], no path)"))?,
-            );
+            match normalise_origin(origin) {
+                Some(normalised) => allowed.push(normalised),
+                None => problems.push(SettingError::new(
+                    "allowed_origins",
+                    format!("{origin:?} is not an origin (scheme://host[:port], no path)"),
+                )),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
         }
         Ok(Self {
             header: (!header.is_empty()).then(|| header.to_ascii_lowercase()),

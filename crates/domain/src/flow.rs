@@ -145,7 +145,11 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
             Route::Session => (self.session(&request.method, &cookie), None),
             Route::Logout => (self.logout(&request.method), None),
             Route::Outside => (Err(FlowError::NotFound), None),
-            Route::Proxy { rest, login: false } => (self.proxy(request, &rest, cookie.token()).await, None),
+            Route::Proxy { rest, login: false } => (
+                self.proxy(&self.rules.upstream, request, &rest, cookie.token())
+                    .await,
+                None,
+            ),
             Route::Proxy { rest, login: true } => {
                 let result = self.login(request, &rest, cookie.token(), now).await;
                 let outcome = match &result {
@@ -214,9 +218,11 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
         Ok(reply)
     }
 
-    /// The upstream request for a proxied route.
+    /// The upstream request for a path below `base`. The token, if any, is
+    /// the cookie's; a client-sent one is always removed.
     fn plan(
         &self,
+        base: &UpstreamBase,
         request: ClientRequest<U::RequestBody>,
         rest: &str,
         token: Option<&Token>,
@@ -225,7 +231,7 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
         let mut headers = plan::request_headers(request.headers, request.peer, request.scheme);
         self.rules.token.apply(&mut headers, token);
         UpstreamRequest {
-            url: self.rules.upstream.url(rest, request.query.as_deref()),
+            url: base.url(rest, request.query.as_deref()),
             body_size,
             method: request.method,
             headers,
@@ -235,13 +241,46 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
 
     async fn proxy(
         &self,
+        base: &UpstreamBase,
         request: ClientRequest<U::RequestBody>,
         rest: &str,
         token: Option<&Token>,
     ) -> Result<Reply<U::ResponseBody>, FlowError> {
-        let planned = self.plan(request, rest, token);
+        let planned = self.plan(base, request, rest, token);
         let response = self.upstream.send(planned).await?;
         Ok(self.pass_through(response))
+    }
+
+    /// Forwards a request for the web app's own pages (a [`Route::Outside`]
+    /// path) to the app's server at `base`: CSRF-checked like every route,
+    /// the same header rules as an API call, the path as it is, and never a
+    /// token — the app server is not the API, and one that calls the API
+    /// itself must not be handed a token as if tokenjar had vouched for it.
+    pub async fn forward(
+        &self,
+        base: &UpstreamBase,
+        mut request: ClientRequest<U::RequestBody>,
+    ) -> Handled<U::ResponseBody> {
+        let class = RouteClass::Frontend;
+        if let Err(refusal) = self
+            .rules
+            .csrf
+            .check(&request.method, &request.headers, request.scheme)
+        {
+            return Self::failed(class, refusal.into());
+        }
+        let path = std::mem::take(&mut request.path);
+        let (reply, error) = match self.proxy(base, request, &path, None).await {
+            Ok(reply) => (reply, None),
+            Err(error) => (error.reply(), Some(error)),
+        };
+        Handled {
+            reply,
+            route: class,
+            error,
+            rejected_cookie: None,
+            login: None,
+        }
     }
 
     fn pass_through(&self, response: UpstreamResponse<U::ResponseBody>) -> Reply<U::ResponseBody> {
@@ -264,7 +303,7 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
         token: Option<&Token>,
         now: i64,
     ) -> Result<Reply<U::ResponseBody>, FlowError> {
-        let mut planned = self.plan(request, rest, token);
+        let mut planned = self.plan(&self.rules.upstream, request, rest, token);
         // The body must be parsed, so it must come uncompressed.
         planned.headers.remove("accept-encoding");
         let response = self.upstream.send(planned).await?;

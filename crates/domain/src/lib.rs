@@ -40,11 +40,11 @@ pub use cookies::{
     CookieJar, CookieKeys, CookiePolicy, CookieState, IssuedCookie, KeyError, SameSite, Session,
 };
 pub use csrf::{CsrfRefusal, CsrfRules};
-pub use error::{ErrorBody, FlowError};
+pub use error::{ErrorBody, FlowError, SettingError};
 pub use flow::{Gateway, Handled, Rules};
 pub use headers::Headers;
 pub use login::{LoginError, LoginRules};
-pub use path::{PathError, Route, RouteClass, Routes, RoutesError};
+pub use path::{PathError, Route, RouteClass, Routes};
 pub use plan::{
     BodySize, ClientRequest, Reply, ReplyBody, UpstreamBase, UpstreamRequest, UpstreamResponse, UrlError,
 };

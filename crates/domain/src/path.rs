@@ -6,6 +6,8 @@ use std::borrow::Cow;
 
 use percent_encoding::percent_decode;
 
+use crate::error::SettingError;
+
 /// The routes tokenjar knows, normalised once at start-up.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Routes {
@@ -97,27 +99,17 @@ pub enum PathError {
     ForbiddenCharacter,
 }
 
-/// Why the configured routes cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct RoutesError {
-    /// The `routes.*` key at fault.
-    pub key: &'static str,
-    /// What is wrong.
-    pub message: String,
-}
-
 impl Routes {
     /// Normalises the configured routes.
     ///
     /// # Errors
     /// Every problem found, each naming its `routes.*` key.
-    pub fn new(prefix: &str, login: &str, logout: &str, session: &str) -> Result<Self, Vec<RoutesError>> {
+    pub fn new(prefix: &str, login: &str, logout: &str, session: &str) -> Result<Self, Vec<SettingError>> {
         let mut errors = Vec::new();
         let mut norm = |key: &'static str, value: &str| match normalise(value) {
             Ok(segments) => segments,
             Err(e) => {
-                errors.push(RoutesError {
+                errors.push(SettingError {
                     key,
                     message: format!("{value:?}: {e}"),
                 });
@@ -134,7 +126,7 @@ impl Routes {
                 && login_n.starts_with(&prefix_n)
                 && login_n.as_bytes()[prefix_n.len()] == b'/';
             if !below {
-                errors.push(RoutesError {
+                errors.push(SettingError {
                     key: "login",
                     message: format!(
                         "{login:?} must be below routes.prefix {:?} so that it is proxied",
@@ -150,7 +142,7 @@ impl Routes {
             for (i, (key, a)) in named.iter().enumerate() {
                 for (other, b) in &named[i + 1..] {
                     if a == b {
-                        errors.push(RoutesError {
+                        errors.push(SettingError {
                             key,
                             message: format!("is the same path as routes.{other}"),
                         });
@@ -381,7 +373,7 @@ mod tests {
 
     #[test]
     fn bad_route_settings_name_their_key() {
-        let keys = |r: Result<Routes, Vec<RoutesError>>| -> Vec<&'static str> {
+        let keys = |r: Result<Routes, Vec<SettingError>>| -> Vec<&'static str> {
             r.err().unwrap_or_default().into_iter().map(|e| e.key).collect()
         };
         assert_eq!(

@@ -8,6 +8,7 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 
+use crate::error::SettingError;
 use crate::headers::{is_valid_name, Headers};
 
 /// Longest token accepted. A sealed cookie must fit the 4096 bytes browsers
@@ -129,23 +130,35 @@ impl TokenRules {
     /// `scheme`, if non-empty (e.g. `Bearer`), goes before the token.
     ///
     /// # Errors
-    /// A message naming what is wrong with the header name or the scheme.
-    pub fn new(header: &str, scheme: &str) -> Result<Self, String> {
+    /// Every problem, each naming its key (`upstream_header`, `upstream_scheme`).
+    pub fn new(header: &str, scheme: &str) -> Result<Self, Vec<SettingError>> {
+        let mut problems = Vec::new();
+        let lower = header.to_ascii_lowercase();
         if !is_valid_name(header) {
-            return Err(format!("{header:?} is not a valid header name"));
-        }
-        let header = header.to_ascii_lowercase();
-        if matches!(header.as_str(), "cookie" | "host" | "content-length")
-            || crate::headers::is_hop_by_hop(&header)
+            problems.push(SettingError::new(
+                "upstream_header",
+                format!("{header:?} is not a valid header name"),
+            ));
+        } else if matches!(lower.as_str(), "cookie" | "host" | "content-length")
+            || crate::headers::is_hop_by_hop(&lower)
         {
-            return Err(format!("{header:?} cannot carry the token"));
+            problems.push(SettingError::new(
+                "upstream_header",
+                format!("{lower:?} cannot carry the token"),
+            ));
         }
         let scheme = scheme.trim();
         if !scheme.bytes().all(crate::headers::is_tchar) {
-            return Err(format!("{scheme:?} is not a valid auth scheme"));
+            problems.push(SettingError::new(
+                "upstream_scheme",
+                format!("{scheme:?} is not a valid auth scheme"),
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(problems);
         }
         Ok(Self {
-            header,
+            header: lower,
             scheme: (!scheme.is_empty()).then(|| scheme.to_owned()),
         })
     }

@@ -1,0 +1,28 @@
+//! Header lists between actix's `HeaderMap` and the domain's `Headers`, in
+//! both directions, for the server's requests and replies and the upstream
+//! client's requests and responses alike.
+
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use tokenjar_domain::Headers;
+
+/// The domain's copy of a parsed header map.
+pub(crate) fn to_domain(map: &HeaderMap) -> Headers {
+    let mut headers = Headers::with_capacity(map.len());
+    for (name, value) in map {
+        headers.append(name.as_str(), value.as_bytes());
+    }
+    headers
+}
+
+/// The domain's headers as actix pairs. They came from a parsed message or
+/// from the domain's own checked values (a token is header-safe before it
+/// can be issued); one that still fails is dropped rather than sent
+/// malformed.
+pub(crate) fn to_actix(headers: &Headers) -> impl Iterator<Item = (HeaderName, HeaderValue)> + '_ {
+    headers.iter().filter_map(|(name, value)| {
+        Some((
+            HeaderName::from_bytes(name.as_bytes()).ok()?,
+            HeaderValue::from_bytes(value).ok()?,
+        ))
+    })
+}
