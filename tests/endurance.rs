@@ -14,8 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokenjar_e2e::load::{chunked_progress, open_files_soft_limit, Conn, ScriptedUpstream};
-use tokenjar_e2e::pattern::{chunks, PatternCheck};
-use tokenjar_e2e::{spawn_app, RecordingApi, Reply, TestApp};
+use tokenjar_e2e::pattern::{chunks, make_jwt, PatternCheck};
+use tokenjar_e2e::raw::{raw_request, RawUpstream};
+use tokenjar_e2e::{spawn_app, unix_now, RecordingApi, Reply, TestApp};
 
 /// Longest any single read or write may block: past it a request counts as
 /// hung (a failure), so no test can wait forever.
@@ -1172,8 +1173,6 @@ fn an_api_reset_mid_body_cuts_the_stream_cleanly() {
 /// never a hang; 20 times over, after which tokenjar's fds and memory are
 /// back at baseline and it serves normally.
 #[test]
-#[ignore = "bug: a chunked API body cut by a clean close reaches the client as complete \
-            (tokenjar writes the final 0-size chunk and keeps the connection alive)"]
 fn a_truncated_chunked_body_cuts_the_stream_cleanly() {
     let (upstream, app, baseline) = scripted_app();
     let part: Vec<u8> = chunks(CUT_PART as u64).flat_map(|c| c.to_vec()).collect();
@@ -1236,6 +1235,46 @@ fn a_truncated_chunked_body_cuts_the_stream_cleanly() {
     eprintln!("truncated chunked: {CUT_ROUNDS} rounds, client saw the end within {slowest:?}");
     baseline.assert_returned(&app, "truncated chunked");
     assert_normal_request(&app, &upstream);
+}
+
+/// A login reply sent chunked whose connection closes before the last
+/// `0\r\n\r\n` is not a login, even though the JSON inside is whole: the
+/// browser gets 502 `upstream_unavailable` and no cookie. The same reply
+/// with its last chunk logs in, so the refusal is the cut, not the reply.
+#[test]
+fn a_login_reply_cut_before_its_last_chunk_logs_no_one_in() {
+    let token = make_jwt(unix_now() + 3600);
+    let json = format!(r#"{{"authToken":"{token}","user":{{"name":"demo"}}}}"#);
+    let reply_with = |ending: &str| {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n\
+             {:x}\r\n{json}\r\n{ending}",
+            json.len()
+        )
+    };
+    for (ending, logged_in) in [("0\r\n\r\n", true), ("", false)] {
+        let upstream = RawUpstream::answering(reply_with(ending).as_bytes());
+        let app = spawn_app(&upstream.url("/v1"), &[]);
+        let reply = raw_request(app.address, &login_request());
+        let context = format!("login reply ending {ending:?}");
+        assert_eq!(upstream.heads().len(), 1, "{context}: one login reached the API");
+        if logged_in {
+            assert_eq!(reply.status, 200, "{context}: {}", reply.text());
+            assert!(auth_cookie(&reply).is_some(), "{context}: the cookie is set");
+        } else {
+            assert!(
+                is_unavailable(&reply),
+                "{context}: {} {}",
+                reply.status,
+                reply.text()
+            );
+            assert!(auth_cookie(&reply).is_none(), "{context}: no cookie");
+        }
+        assert!(
+            !reply.text().contains(&token),
+            "{context}: the token never reaches the browser"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -13,6 +13,7 @@ mod ops;
 mod server;
 mod telemetry;
 mod upstream;
+mod watched;
 
 pub use body::RequestBody;
 pub use clock::SystemClock;

@@ -1,23 +1,53 @@
 //! [`AwcUpstream`]: the domain's `Upstream` port over an awc client. One per
 //! server worker (awc is not `Send`), with its own keep-alive pool. No
 //! redirects are followed, no cookies stored, nothing decompressed: the
-//! API's answer goes back as it came.
+//! API's answer goes back as it came, except that a chunked body the API
+//! cut short ends in an error (see [`crate::watched`]).
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use actix_web::body::SizedStream;
 use actix_web::http::Method;
 use awc::error::{ConnectError, PayloadError, SendRequestError};
+use bytes::{Bytes, BytesMut};
+use futures_core::Stream;
 use tokenjar_domain::{
     BodyReadError, BodySize, Headers, Upstream, UpstreamError, UpstreamRequest, UpstreamResponse,
 };
 
 use crate::body::RequestBody;
 use crate::headers;
+use crate::watched::{eof_reads, WatchedConnector};
 
-/// The awc response, whose body is streamed back to the browser.
-pub type ResponseBody = awc::ClientResponse;
+/// The body of the API's response, streamed back to the browser. A chunked
+/// body that ends because the API closed the connection, not because its
+/// last chunk came, ends in [`PayloadError::Incomplete`] instead of a
+/// clean end, so that the browser sees a cut stream.
+pub struct ResponseBody {
+    response: awc::ClientResponse,
+    chunked: bool,
+}
+
+impl Stream for ResponseBody {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let eofs = eof_reads();
+        match Pin::new(&mut this.response).poll_next(cx) {
+            // The end came with a read that found the socket closed: awc's
+            // decoder was still waiting for chunk bytes (see `watched`).
+            Poll::Ready(None) if this.chunked && eof_reads() != eofs => {
+                this.chunked = false;
+                Poll::Ready(Some(Err(PayloadError::Incomplete(None))))
+            }
+            other => other,
+        }
+    }
+}
 
 /// Timeouts and pool size of the upstream client.
 #[derive(Clone, Debug)]
@@ -49,7 +79,9 @@ pub struct AwcUpstream {
 impl AwcUpstream {
     /// A client for this worker.
     pub fn new(settings: &UpstreamSettings) -> Self {
-        let mut connector = awc::Connector::new().timeout(settings.connect_timeout);
+        let mut connector = awc::Connector::new()
+            .connector(WatchedConnector::default())
+            .timeout(settings.connect_timeout);
         if settings.pool_size > 0 {
             connector = connector.limit(settings.pool_size);
         }
@@ -103,13 +135,13 @@ impl Upstream for AwcUpstream {
 
     fn read_body(
         &self,
-        mut body: ResponseBody,
+        body: ResponseBody,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<u8>, BodyReadError>> {
         let timeout = self.timeout;
         async move {
-            match actix_rt::time::timeout(timeout, body.body().limit(limit)).await {
-                Ok(Ok(bytes)) => Ok(bytes.to_vec()),
+            match actix_rt::time::timeout(timeout, collect(body, limit)).await {
+                Ok(Ok(bytes)) => Ok(bytes),
                 Ok(Err(PayloadError::Overflow)) => Err(BodyReadError::TooLarge),
                 Ok(Err(e)) => Err(BodyReadError::Failed(e.to_string())),
                 Err(_) => Err(BodyReadError::Timeout),
@@ -118,13 +150,36 @@ impl Upstream for AwcUpstream {
     }
 }
 
+/// The whole body, refused past `limit` bytes (before reading when the
+/// API announces a larger `Content-Length`).
+async fn collect(mut body: ResponseBody, limit: usize) -> Result<Vec<u8>, PayloadError> {
+    let announced = body
+        .response
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH);
+    if let Some(length) = announced.and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
+        if length > limit as u64 {
+            return Err(PayloadError::Overflow);
+        }
+    }
+    let mut collected = BytesMut::new();
+    while let Some(chunk) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_next(cx)).await {
+        let chunk = chunk?;
+        if collected.len() + chunk.len() > limit {
+            return Err(PayloadError::Overflow);
+        }
+        collected.extend_from_slice(&chunk);
+    }
+    Ok(collected.to_vec())
+}
+
 /// Waits at most `timeout` for the API's response head. `body_exceeded`
 /// tells, after a failure, whether the request body went over its limit.
 async fn response_head(
     timeout: Duration,
     send: awc::SendClientRequest,
     body_exceeded: impl Fn() -> bool,
-) -> Result<ResponseBody, UpstreamError> {
+) -> Result<awc::ClientResponse, UpstreamError> {
     match actix_rt::time::timeout(timeout, send).await {
         Ok(Ok(response)) => Ok(response),
         Ok(Err(e)) => Err(map_send_error(e, body_exceeded())),
@@ -148,7 +203,7 @@ fn build(
     Ok(outgoing)
 }
 
-fn convert(response: ResponseBody, method: &str) -> UpstreamResponse<ResponseBody> {
+fn convert(response: awc::ClientResponse, method: &str) -> UpstreamResponse<ResponseBody> {
     let status = response.status();
     let headers = headers::to_domain(response.headers());
     let no_body = method == "HEAD"
@@ -160,11 +215,19 @@ fn convert(response: ResponseBody, method: &str) -> UpstreamResponse<ResponseBod
         BodySize::None if !no_body => BodySize::Stream,
         size => size,
     };
+    let chunked = response
+        .headers()
+        .get_all(actix_web::http::header::TRANSFER_ENCODING)
+        .any(|value| {
+            // Chunked is always the last coding when it is there at all.
+            let last = value.as_bytes().rsplit(|&b| b == b',').next().unwrap_or_default();
+            last.trim_ascii().eq_ignore_ascii_case(b"chunked")
+        });
     UpstreamResponse {
         status: status.as_u16(),
         headers,
         body_size,
-        body: response,
+        body: ResponseBody { response, chunked },
     }
 }
 
