@@ -3,7 +3,7 @@
 # proxies in front of the same fast nginx upstream, driven by wrk in
 # interleaved rounds. The proxies share one pinned core; wrk and the upstream
 # get the other. Prints a markdown table of medians (req/s, p50, p99, CPU µs
-# per request, peak RSS) and the tokenjar/nginx ratios.
+# per request, peak RSS of each scenario) and the tokenjar/nginx ratios.
 #
 #   bench/run.sh                      # 5 rounds × 10 s per scenario and proxy
 #   ROUNDS=1 DURATION=3 bench/run.sh  # a quick look
@@ -28,7 +28,7 @@ work=$(mktemp -d /tmp/tokenjar-bench.XXXXXX)
 chmod 755 "$work"
 pids=()
 cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}" ${TOKENJAR_PID:-} ${NGINX_MASTER:-}; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$work"
 }
@@ -83,20 +83,37 @@ render nginx-proxy.conf
 pids+=($!)
 wait_http "http://127.0.0.1:$UPSTREAM_PORT/"
 
+# Each wrk run gets freshly started proxies (same key, so the sealed cookie
+# stays valid): a proxy's peak RSS is then the scenario's own, not what the
+# allocator kept from the scenario before.
 KEY=$("$BIN" keygen)
-TOKENJAR_SERVER__PORT=$TOKENJAR_PORT TOKENJAR_SERVER__WORKERS=1 \
-TOKENJAR_UPSTREAM__URL="http://127.0.0.1:$UPSTREAM_PORT" \
-TOKENJAR_COOKIE__SECURE=false TOKENJAR_COOKIE__KEYS="$KEY" RUST_LOG=warn \
-    "${PROXY_CPU[@]}" "$BIN" serve --config-dir "$work/none" 2> "$work/tokenjar.log" &
-TOKENJAR_PID=$!
-pids+=($TOKENJAR_PID)
-wait_http "http://127.0.0.1:$TOKENJAR_PORT/healthz"
-
-"${PROXY_CPU[@]}" nginx -p "$work" -c "$work/nginx-proxy.conf" &
-pids+=($!)
-wait_http "http://127.0.0.1:$NGINX_PORT/api/"
-NGINX_MASTER=$(cat "$work/proxy.pid")
-NGINX_WORKER=$(pgrep -P "$NGINX_MASTER" | head -n 1)
+TOKENJAR_PID=
+NGINX_MASTER=
+NGINX_WORKER=
+stop() {
+    if [ -n "$1" ]; then
+        kill "$1" 2>/dev/null || true
+        wait "$1" 2>/dev/null || true
+    fi
+}
+start_tokenjar() {
+    stop "$TOKENJAR_PID"
+    TOKENJAR_SERVER__PORT=$TOKENJAR_PORT TOKENJAR_SERVER__WORKERS=1 \
+    TOKENJAR_UPSTREAM__URL="http://127.0.0.1:$UPSTREAM_PORT" \
+    TOKENJAR_COOKIE__SECURE=false TOKENJAR_COOKIE__KEYS="$KEY" RUST_LOG=warn \
+        "${PROXY_CPU[@]}" "$BIN" serve --config-dir "$work/none" 2>> "$work/tokenjar.log" &
+    TOKENJAR_PID=$!
+    wait_http "http://127.0.0.1:$TOKENJAR_PORT/healthz"
+}
+start_nginx() {
+    stop "$NGINX_MASTER"
+    "${PROXY_CPU[@]}" nginx -p "$work" -c "$work/nginx-proxy.conf" &
+    NGINX_MASTER=$!
+    wait_http "http://127.0.0.1:$NGINX_PORT/api/"
+    NGINX_WORKER=$(pgrep -P "$NGINX_MASTER" | head -n 1)
+}
+start_tokenjar
+start_nginx
 
 # tokenjar's cookie is sealed; nginx's holds the token in clear (it has no crypto).
 SEALED=$(curl -s -D - -o /dev/null -H 'x-csrf: 1' -H 'content-type: application/json' -d '{}' \
@@ -117,6 +134,10 @@ ticks() { # utime + stime of the given processes, in clock ticks
     echo "$total"
 }
 hwm() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+# Peak RSS of one scenario: writing 5 to clear_refs resets VmHWM to the
+# current RSS (Linux 4.0+), so each run's peak is its own.
+reset_hwm() { for p in "$@"; do echo 5 > "/proc/$p/clear_refs" 2>/dev/null || true; done; }
+sum_hwm() { local total=0; for p in "$@"; do total=$((total + $(hwm "$p"))); done; echo "$total"; }
 CLK_TCK=$(getconf CLK_TCK)
 
 results="$work/results.tsv"
@@ -126,9 +147,9 @@ results="$work/results.tsv"
 run() {
     local scenario=$1 target=$2 round=$3 port cookie procs args=()
     if [ "$target" = tokenjar ]; then
-        port=$TOKENJAR_PORT cookie=$SEALED procs=("$TOKENJAR_PID")
+        port=$TOKENJAR_PORT cookie=$SEALED
     else
-        port=$NGINX_PORT cookie=$CLEAR procs=("$NGINX_MASTER" "$NGINX_WORKER")
+        port=$NGINX_PORT cookie=$CLEAR
     fi
     local url="http://127.0.0.1:$port/api/echo" conns=$CONNS
     case $scenario in
@@ -140,22 +161,36 @@ run() {
             [ "$target" = nginx ] && return 0 # nginx cannot take a token out of JSON
             args=(-s bench/login.lua); url="http://127.0.0.1:$port/api/login" ;;
     esac
+    if [ "$target" = tokenjar ]; then
+        start_tokenjar
+        procs=("$TOKENJAR_PID")
+    else
+        start_nginx
+        procs=("$NGINX_MASTER" "$NGINX_WORKER")
+    fi
+    # One second of the same load first: connection pools and caches filled.
+    "${LOAD_CPU[@]}" wrk -t1 -c"$conns" -d1s "${args[@]}" "$url" > /dev/null
     local before after out
+    reset_hwm "${procs[@]}"
     before=$(ticks "${procs[@]}")
     out=$("${LOAD_CPU[@]}" wrk -t1 -c"$conns" -d"${DURATION}s" --latency "${args[@]}" "$url")
     after=$(ticks "${procs[@]}")
     echo "$out" > "$work/wrk-$scenario-$target-$round.txt"
-    python3 - "$scenario" "$target" "$round" "$((after - before))" "$CLK_TCK" >> "$results" <<PY
+    python3 - "$scenario" "$target" "$round" "$((after - before))" "$CLK_TCK" "$(sum_hwm "${procs[@]}")" \
+        >> "$results" <<PY
 import re, sys
-scenario, target, rnd, ticks, clk = sys.argv[1:]
+scenario, target, rnd, ticks, clk, peak_kib = sys.argv[1:]
 out = """$out"""
+if not re.search(r"Requests/sec", out): sys.exit("bench: wrk printed no result:\n" + out)
 def ms(v):
-    n, unit = re.match(r"([\d.]+)(us|ms|s)", v).groups()
+    m = re.match(r"([\d.]+)(us|ms|s)", v)
+    if not m: sys.exit(f"bench: unreadable latency {v!r} in:\n{out}")
+    n, unit = m.groups()
     return float(n) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 reqs = int(re.search(r"(\d+) requests in", out).group(1))
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-p50 = ms(re.search(r"50%\s+(\S+)", out).group(1))
-p99 = ms(re.search(r"99%\s+(\S+)", out).group(1))
+p50 = ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1))
+p99 = ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))
 errors = 0
 socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
 if socket:
@@ -164,7 +199,7 @@ non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
 if non2xx:
     errors += int(non2xx.group(1))
 cpu_us = int(ticks) * 1e6 / int(clk) / max(reqs, 1)
-print(f"{scenario}\t{target}\t{rnd}\t{rps:.0f}\t{p50:.3f}\t{p99:.3f}\t{cpu_us:.2f}\t{reqs}\t{errors}")
+print(f"{scenario}\t{target}\t{rnd}\t{rps:.0f}\t{p50:.3f}\t{p99:.3f}\t{cpu_us:.2f}\t{reqs}\t{errors}\t{peak_kib}")
 PY
     echo "bench: round $round $scenario $target: $(tail -n 1 "$results" | cut -f4) req/s" >&2
 }
@@ -177,10 +212,9 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 
-python3 - "$results" "$(hwm "$TOKENJAR_PID")" "$(( $(hwm "$NGINX_MASTER") + $(hwm "$NGINX_WORKER") ))" \
-    "$ROUNDS" "$DURATION" "$CONNS" "$PINNING" <<'PY'
+python3 - "$results" "$ROUNDS" "$DURATION" "$CONNS" "$PINNING" <<'PY'
 import statistics, sys
-path, tj_rss, nx_rss, rounds, duration, conns, pinning = sys.argv[1:]
+path, rounds, duration, conns, pinning = sys.argv[1:]
 rows = [l.rstrip("\n").split("\t") for l in open(path) if l.strip()]
 med = {}
 for scen in dict.fromkeys(r[0] for r in rows):
@@ -193,18 +227,19 @@ for scen in dict.fromkeys(r[0] for r in rows):
                 "p99": statistics.median(float(r[5]) for r in rs),
                 "cpu": statistics.median(float(r[6]) for r in rs),
                 "errors": sum(int(r[8]) for r in rs),
+                "rss": statistics.median(int(r[9]) for r in rs) / 1024,
             }
 print(f"\n{rounds} interleaved rounds × {duration} s, wrk -t1 -c{conns} (downloads: -c4), medians; {pinning}\n")
-print("| scenario | proxy | req/s | p50 ms | p99 ms | CPU µs/req | errors |")
-print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+print("| scenario | proxy | req/s | p50 ms | p99 ms | CPU µs/req | peak RSS MiB | errors |")
+print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 for (scen, target), m in med.items():
-    print(f"| {scen} | {target} | {m['rps']:,.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {m['cpu']:.1f} | {m['errors']} |")
+    print(f"| {scen} | {target} | {m['rps']:,.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {m['cpu']:.1f} | {m['rss']:.1f} | {m['errors']} |")
 print()
-print("| scenario | req/s tokenjar/nginx | CPU/req tokenjar/nginx | p99 tokenjar/nginx |")
-print("| --- | ---: | ---: | ---: |")
+print("| scenario | req/s tokenjar/nginx | CPU/req tokenjar/nginx | p99 tokenjar/nginx | peak RSS tokenjar/nginx |")
+print("| --- | ---: | ---: | ---: | ---: |")
 for scen in dict.fromkeys(s for s, _ in med):
     t, n = med.get((scen, "tokenjar")), med.get((scen, "nginx"))
     if t and n:
-        print(f"| {scen} | {t['rps'] / n['rps']:.2f} | {t['cpu'] / n['cpu']:.2f} | {t['p99'] / n['p99']:.2f} |")
-print(f"\npeak RSS (VmHWM over the whole run): tokenjar {int(tj_rss) / 1024:.1f} MiB, nginx (master + worker) {int(nx_rss) / 1024:.1f} MiB")
+        print(f"| {scen} | {t['rps'] / n['rps']:.2f} | {t['cpu'] / n['cpu']:.2f} | {t['p99'] / n['p99']:.2f} | {t['rss'] / n['rss']:.2f} |")
+print("\npeak RSS: VmHWM of a freshly started proxy during one wrk run after a 1 s warm-up; nginx's master + worker")
 PY

@@ -13,6 +13,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use tokenjar_e2e::external::in_ci;
 use tokenjar_e2e::load::{chunked_progress, open_files_soft_limit, Conn, ScriptedUpstream};
 use tokenjar_e2e::pattern::{chunks, make_jwt, PatternCheck};
 use tokenjar_e2e::raw::{raw_request, RawUpstream};
@@ -464,23 +465,71 @@ fn one_request_each(conns: &mut [Conn], round: usize, thread: usize) -> (usize, 
     (bad, examples)
 }
 
+/// What holding [`IDLE_CONNECTIONS`] idle keep-alive connections cost
+/// tokenjar.
+struct IdleHold {
+    /// `VmRSS` while holding them, KiB.
+    held_rss: u64,
+    /// `VmRSS` before the first connection, KiB.
+    idle_rss: u64,
+}
+
+/// Ceiling for the regression test below: what 10,000 idle connections cost
+/// today (about 13 KiB each, ~135 MiB; see `ten_thousand_idle_connections_fit_in_64_mib`)
+/// with a margin. Crossing it means the per-connection cost grew.
+const IDLE_REGRESSION_LIMIT_KIB: u64 = 176 * 1024;
+
 /// 10,000 client connections each make one request and go idle (with
 /// `server.keep_alive_s = 60`, they stay open); tokenjar holds them all
-/// (counted in its fds) with `VmRSS` under 64 MiB, then answers a second
-/// request on every one of them with 200. Skipped when the open-files limit
-/// cannot hold the client side's sockets.
+/// (counted in its fds), then answers a second request on every one of them
+/// with 200, and its `VmRSS` while holding them stays under a regression
+/// ceiling. Skipped when the open-files limit cannot hold the client side's
+/// sockets.
 #[test]
-#[ignore = "over target: about 17 KiB of VmRSS per idle keep-alive connection (actix-web's \
-            own buffers ~10 KiB, mimalloc's pages ~7 KiB more): 10,000 idle connections take \
-            about 170-220 MiB, target under 64 MiB"]
 fn ten_thousand_idle_connections_are_held_then_served() {
+    let Some(hold) = hold_ten_thousand_idle_connections() else {
+        return;
+    };
+    let per_connection = (hold.held_rss.saturating_sub(hold.idle_rss)) as f64 / IDLE_CONNECTIONS as f64;
+    eprintln!("10k idle: {per_connection:.1} KiB of VmRSS per idle connection");
+    assert!(
+        hold.held_rss < IDLE_REGRESSION_LIMIT_KIB,
+        "tokenjar used {} KiB (VmRSS) holding {IDLE_CONNECTIONS} idle connections; it used about \
+         135 MiB when this ceiling of {IDLE_REGRESSION_LIMIT_KIB} KiB was set",
+        hold.held_rss
+    );
+}
+
+/// The issue's target: 10,000 idle keep-alive connections in under 64 MiB.
+#[test]
+#[ignore = "over target: about 13 KiB of VmRSS per idle keep-alive connection, ~135 MiB for \
+            10,000 against 64 MiB. actix-http gives every connection two 8 KiB buffers and the \
+            first request writes a page of each, a floor of 8 KiB (80 MiB) before anything else"]
+fn ten_thousand_idle_connections_fit_in_64_mib() {
+    let Some(hold) = hold_ten_thousand_idle_connections() else {
+        return;
+    };
+    assert!(
+        hold.held_rss < RSS_LIMIT_KIB,
+        "tokenjar used {} KiB (VmRSS) holding {IDLE_CONNECTIONS} idle connections; target under \
+         {RSS_LIMIT_KIB} KiB",
+        hold.held_rss
+    );
+}
+
+/// Opens [`IDLE_CONNECTIONS`] connections, one request each, checks they are
+/// all held, then makes a second request on each and checks every answer is
+/// 200. `None` (with a SKIPPED line) when the open-files limit is too low.
+fn hold_ten_thousand_idle_connections() -> Option<IdleHold> {
     match open_files_soft_limit() {
         Some(limit) if limit < 10_500 => {
-            eprintln!(
-                "SKIPPED: the open-files limit is {limit}; 10,000 connections need about 10,500 \
-                 (raise `ulimit -n` to run this test)"
+            let problem = format!(
+                "the open-files limit is {limit}; 10,000 connections need about 10,500 \
+                 (`make test` raises it to the hard limit; raise `ulimit -Hn`)"
             );
-            return;
+            assert!(!in_ci(), "CI=true forbids skipping: {problem}");
+            eprintln!("SKIPPED: {problem}");
+            return None;
         }
         _ => {}
     }
@@ -574,11 +623,7 @@ fn ten_thousand_idle_connections_are_held_then_served() {
         round2_bad, 0,
         "every idle keep-alive connection must still be served: {round2_examples:?}"
     );
-    assert!(
-        held_rss < RSS_LIMIT_KIB,
-        "tokenjar used {held_rss} KiB (VmRSS) holding {IDLE_CONNECTIONS} idle connections; \
-         target under {RSS_LIMIT_KIB} KiB"
-    );
+    Some(IdleHold { held_rss, idle_rss })
 }
 
 // ---------------------------------------------------------------------------

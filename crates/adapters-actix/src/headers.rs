@@ -3,6 +3,7 @@
 //! client's requests and responses alike.
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use bytes::Bytes;
 use tokenjar_domain::Headers;
 
 /// The domain's copy of a parsed header map.
@@ -17,12 +18,13 @@ pub(crate) fn to_domain(map: &HeaderMap) -> Headers {
 /// The domain's headers as actix pairs. They came from a parsed message or
 /// from the domain's own checked values (a token is header-safe before it
 /// can be issued); one that still fails is dropped rather than sent
-/// malformed.
-pub(crate) fn to_actix(headers: &Headers) -> impl Iterator<Item = (HeaderName, HeaderValue)> + '_ {
-    headers.iter().filter_map(|(name, value)| {
+/// malformed. Values keep their buffers (no copy): this runs twice on every
+/// proxied request.
+pub(crate) fn to_actix(headers: Headers) -> impl Iterator<Item = (HeaderName, HeaderValue)> {
+    headers.into_iter().filter_map(|(name, value)| {
         Some((
             HeaderName::from_bytes(name.as_bytes()).ok()?,
-            HeaderValue::from_bytes(value).ok()?,
+            HeaderValue::from_maybe_shared(Bytes::from(value)).ok()?,
         ))
     })
 }

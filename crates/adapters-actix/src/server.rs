@@ -347,7 +347,7 @@ fn log_error(error: &FlowError, request_id: &str) {
 fn respond(reply: Reply<ResponseBody>, head: bool) -> HttpResponse {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut builder = HttpResponse::build(status);
-    for pair in headers::to_actix(&reply.headers) {
+    for pair in headers::to_actix(reply.headers) {
         builder.append_header(pair);
     }
     match reply.body {

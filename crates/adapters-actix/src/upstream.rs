@@ -118,7 +118,7 @@ impl Upstream for AwcUpstream {
         request: UpstreamRequest<RequestBody>,
     ) -> impl Future<Output = Result<UpstreamResponse<ResponseBody>, UpstreamError>> {
         let timeout = self.timeout;
-        let built = build(&self.client, &request.method, &request.url, &request.headers);
+        let built = build(&self.client, &request.method, &request.url, request.headers);
         async move {
             let outgoing = built?;
             let exceeded = request.body.exceeded_flag();
@@ -191,7 +191,7 @@ fn build(
     client: &awc::Client,
     method: &str,
     url: &str,
-    headers: &Headers,
+    headers: Headers,
 ) -> Result<awc::ClientRequest, UpstreamError> {
     let method = Method::from_bytes(method.as_bytes())
         .map_err(|_| UpstreamError::RequestBody("the method is not a valid token".into()))?;

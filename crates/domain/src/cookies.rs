@@ -424,7 +424,7 @@ impl CookieJar {
         let mut rejection = None;
         let mut tried = 0;
         for header in headers {
-            let text = String::from_utf8_lossy(header);
+            let text = crate::text::lossy_utf8(header);
             for cookie in Cookie::split_parse(text.as_ref()).flatten() {
                 if cookie.name() != self.policy.name {
                     continue;

@@ -95,6 +95,17 @@ impl Headers {
     }
 }
 
+/// The entries by value, in order: lets an adapter hand the owned name and
+/// value buffers to its own header types without copying them again.
+impl IntoIterator for Headers {
+    type Item = (String, Vec<u8>);
+    type IntoIter = std::vec::IntoIter<(String, Vec<u8>)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.into_iter()
+    }
+}
+
 impl<N: Into<String>, V: Into<Vec<u8>>> FromIterator<(N, V)> for Headers {
     fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
         let mut headers = Headers::new();

@@ -34,6 +34,7 @@ pub mod path;
 pub mod plan;
 pub mod ports;
 pub mod request_id;
+mod text;
 pub mod token;
 
 pub use cookies::{

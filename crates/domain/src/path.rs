@@ -223,7 +223,7 @@ fn normalise(raw: &str) -> Result<String, PathError> {
         if decoded.contains(&b'/') {
             return Err(PathError::EncodedSlash);
         }
-        let text = String::from_utf8_lossy(&decoded);
+        let text = crate::text::lossy_utf8(&decoded);
         let bare = text.split(';').next().unwrap_or_default();
         if bare == "." || bare == ".." || text == "." || text == ".." {
             return Err(PathError::DotSegment);
