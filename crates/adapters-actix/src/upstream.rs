@@ -12,7 +12,7 @@ use std::time::Duration;
 use actix_web::body::SizedStream;
 use actix_web::http::Method;
 use awc::error::{ConnectError, PayloadError, SendRequestError};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_core::Stream;
 use tokenjar_domain::{
     BodyReadError, BodySize, Headers, Upstream, UpstreamError, UpstreamRequest, UpstreamResponse,
@@ -162,7 +162,7 @@ async fn collect(mut body: ResponseBody, limit: usize) -> Result<Vec<u8>, Payloa
             return Err(PayloadError::Overflow);
         }
     }
-    let mut collected = BytesMut::new();
+    let mut collected = Vec::new();
     while let Some(chunk) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_next(cx)).await {
         let chunk = chunk?;
         if collected.len() + chunk.len() > limit {
@@ -170,7 +170,7 @@ async fn collect(mut body: ResponseBody, limit: usize) -> Result<Vec<u8>, Payloa
         }
         collected.extend_from_slice(&chunk);
     }
-    Ok(collected.to_vec())
+    Ok(collected)
 }
 
 /// Waits at most `timeout` for the API's response head. `body_exceeded`
