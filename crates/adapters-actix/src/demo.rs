@@ -67,7 +67,10 @@ impl DemoApiServer {
 }
 
 async fn answer(request: HttpRequest, body: web::Bytes, api: web::Data<DemoApi>) -> HttpResponse {
-    let token = request.headers().get("auth-token").and_then(|v| v.to_str().ok());
+    let token = request
+        .headers()
+        .get(DemoApi::TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok());
     let (status, json) = api.answer(
         request.method().as_str(),
         request.uri().path(),

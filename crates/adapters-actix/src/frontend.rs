@@ -32,7 +32,7 @@ pub enum Frontend {
 pub async fn serve(frontend: &Frontend, request: &HttpRequest) -> Result<HttpResponse, FlowError> {
     match frontend {
         Frontend::Page(html) => {
-            read_only(request.method().as_str())?;
+            FlowError::read_only(request.method().as_str())?;
             match request.path() {
                 "/" | "/index.html" => Ok(HttpResponse::Ok()
                     .content_type("text/html; charset=utf-8")
@@ -42,7 +42,7 @@ pub async fn serve(frontend: &Frontend, request: &HttpRequest) -> Result<HttpRes
             }
         }
         Frontend::Dir(dir) => {
-            read_only(request.method().as_str())?;
+            FlowError::read_only(request.method().as_str())?;
             let file = resolve(dir, request.path()).ok_or(FlowError::NotFound)?;
             let named = NamedFile::open_async(&file)
                 .await
@@ -50,14 +50,6 @@ pub async fn serve(frontend: &Frontend, request: &HttpRequest) -> Result<HttpRes
             Ok(named.into_response(request))
         }
         Frontend::None | Frontend::Url(_) => Err(FlowError::NotFound),
-    }
-}
-
-fn read_only(method: &str) -> Result<(), FlowError> {
-    if matches!(method, "GET" | "HEAD") {
-        Ok(())
-    } else {
-        Err(FlowError::MethodNotAllowed { allow: "GET, HEAD" })
     }
 }
 

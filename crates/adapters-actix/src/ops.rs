@@ -80,9 +80,7 @@ pub async fn answer(
     metrics: &crate::metrics::Metrics,
     settings: &OpsSettings,
 ) -> Result<HttpResponse, FlowError> {
-    if !matches!(request.method().as_str(), "GET" | "HEAD") {
-        return Err(FlowError::MethodNotAllowed { allow: "GET, HEAD" });
-    }
+    FlowError::read_only(request.method().as_str())?;
     match op {
         Op::Health => Ok(HttpResponse::Ok().json(json!({ "status": "ok" }))),
         Op::Ready => match readiness.check(upstream, base_url).await {

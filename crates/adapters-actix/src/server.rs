@@ -289,9 +289,8 @@ async fn serve_frontend(
     worker: &Worker,
 ) -> HttpResponse {
     let shared = &worker.shared;
-    let csrf = &worker.gateway.rules().csrf;
-    let result = match csrf.check(&client.method, &client.headers, client.scheme) {
-        Err(refusal) => Err(FlowError::from(refusal)),
+    let result = match worker.gateway.check_csrf(client) {
+        Err(error) => Err(error),
         Ok(()) => frontend::serve(&shared.frontend, request).await,
     };
     result.unwrap_or_else(|error| fail(&error, &shared.metrics, request.method() == Method::HEAD, request))

@@ -204,27 +204,12 @@ fn build(
 }
 
 fn convert(response: awc::ClientResponse, method: &str) -> UpstreamResponse<ResponseBody> {
-    let status = response.status();
+    let status = response.status().as_u16();
     let headers = headers::to_domain(response.headers());
-    let no_body = method == "HEAD"
-        || status.is_informational()
-        || status == actix_web::http::StatusCode::NO_CONTENT
-        || status == actix_web::http::StatusCode::NOT_MODIFIED;
-    let body_size = match BodySize::from_headers(&headers) {
-        // Neither length nor chunking: the body runs until the API closes.
-        BodySize::None if !no_body => BodySize::Stream,
-        size => size,
-    };
-    let chunked = response
-        .headers()
-        .get_all(actix_web::http::header::TRANSFER_ENCODING)
-        .any(|value| {
-            // Chunked is always the last coding when it is there at all.
-            let last = value.as_bytes().rsplit(|&b| b == b',').next().unwrap_or_default();
-            last.trim_ascii().eq_ignore_ascii_case(b"chunked")
-        });
+    let body_size = BodySize::of_response(method, status, &headers);
+    let chunked = tokenjar_domain::headers::is_chunked(&headers);
     UpstreamResponse {
-        status: status.as_u16(),
+        status,
         headers,
         body_size,
         body: ResponseBody { response, chunked },

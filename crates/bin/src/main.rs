@@ -96,7 +96,7 @@ fn warnings(validated: &Validated) -> Vec<&'static str> {
     if validated.ephemeral_key {
         out.push("cookie.keys is empty: a random key is used and every session dies on restart");
     }
-    if validated.clear_cookie {
+    if !validated.rules.cookies.policy().encrypt {
         out.push("cookie.encrypt is false: the token is stored in the cookie in clear");
     }
     out

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokenjar_adapters_actix::{
     Frontend, OpsSettings, ServerSettings, Settings as AdapterSettings, UpstreamSettings,
 };
+use tokenjar_domain::memory::DemoApi;
 use tokenjar_domain::{
     CookieJar, CookieKeys, CookiePolicy, CsrfRules, LoginRules, Routes, Rules, SameSite, SettingError,
     TokenRules, UpstreamBase,
@@ -282,7 +283,7 @@ impl Settings {
             .separator("__")
             .list_separator(",")
             .try_parsing(true)
-            .source(Some(sources.vars.clone().into_iter().collect()));
+            .source(Some(sources.vars.clone()));
         for key in LIST_KEYS {
             env = env.with_list_parse_key(key);
         }
@@ -313,20 +314,20 @@ impl Settings {
                     table.retain(|key, _| known.contains(&format!("{}.{key}", $name)));
                     Value::new(None, ValueKind::Table(table))
                 });
-                match known_only.map(serde_path_to_error::deserialize) {
-                    Ok(Ok(value)) => value,
-                    other => {
-                        match other {
-                            Ok(Err(e)) => {
-                                let key = format!("{}.{}", $name, e.path());
-                                // An unknown key was already reported above.
-                                if !problems.iter().any(|p| p.key == key) {
-                                    problems.push(problem(key, e.into_inner().to_string()));
-                                }
-                            }
-                            Err(e) => problems.push(problem($name, e.to_string())),
-                            Ok(Ok(_)) => {}
-                        }
+                let parsed = known_only
+                    .map_err(|e| problem($name, e.to_string()))
+                    .and_then(|table| {
+                        serde_path_to_error::deserialize(table).map_err(|e| {
+                            problem(
+                                format!("{}.{}", $name, e.path()),
+                                e.into_inner().to_string(),
+                            )
+                        })
+                    });
+                match parsed {
+                    Ok(value) => value,
+                    Err(failure) => {
+                        problems.push(failure);
                         failed.push($name);
                         defaults
                             .get($name)
@@ -409,9 +410,11 @@ impl Settings {
             &mut problems,
         );
 
-        let login = LoginRules::new(&self.token.response_field)
-            .map_err(|e| problems.push(problem("token.response_field", e)))
-            .ok();
+        let login = in_section(
+            "token",
+            LoginRules::new(&self.token.response_field),
+            &mut problems,
+        );
         let token = in_section(
             "token",
             TokenRules::new(&self.token.upstream_header, &self.token.upstream_scheme),
@@ -419,26 +422,19 @@ impl Settings {
         );
 
         let c = &self.cookie;
-        let same_site = SameSite::parse(&c.same_site)
-            .map_err(|e| problems.push(problem("cookie.same_site", e)))
-            .ok();
-        let policy = same_site.map(|same_site| CookiePolicy {
-            name: c.name.clone(),
-            secure: c.secure,
-            same_site,
-            path: c.path.clone(),
-            domain: c.domain.clone().filter(|d| !d.is_empty()),
-            max_age_s: c.max_age_s,
-            encrypt: c.encrypt,
+        let same_site = in_section("cookie", SameSite::parse(&c.same_site), &mut problems);
+        let policy = same_site.and_then(|same_site| {
+            let policy = CookiePolicy {
+                name: c.name.clone(),
+                secure: c.secure,
+                same_site,
+                path: c.path.clone(),
+                domain: c.domain.clone().filter(|d| !d.is_empty()),
+                max_age_s: c.max_age_s,
+                encrypt: c.encrypt,
+            };
+            in_section("cookie", policy.checked(), &mut problems)
         });
-        if let Some(policy) = &policy {
-            problems.extend(
-                policy
-                    .problems()
-                    .into_iter()
-                    .map(|e| problem(format!("cookie.{}", e.key), e.message)),
-            );
-        }
         let configured: Vec<&str> = c
             .keys
             .iter()
@@ -455,11 +451,13 @@ impl Settings {
             &mut problems,
         );
 
-        if let Some(url) = &self.frontend.url {
-            if let Err(e) = UpstreamBase::parse(url) {
-                problems.push(problem("frontend.url", e.to_string()));
-            }
-        }
+        let frontend = match &self.frontend.url {
+            Some(url) => UpstreamBase::parse(url)
+                .map(Frontend::Url)
+                .map_err(|e| problems.push(problem("frontend.url", e.to_string())))
+                .ok(),
+            None => Some(self.frontend.dir.clone().map_or(Frontend::None, Frontend::Dir)),
+        };
         if self.frontend.url.is_some() && self.frontend.dir.is_some() {
             problems.push(problem("frontend", "set frontend.url or frontend.dir, not both"));
         }
@@ -481,8 +479,16 @@ impl Settings {
         if !problems.is_empty() {
             return Err(problems);
         }
-        let (Some(upstream), Some(routes), Some(login), Some(token), Some(policy), Some(keys), Some(csrf)) =
-            (upstream, routes, login, token, policy, keys, csrf)
+        let (
+            Some(upstream),
+            Some(routes),
+            Some(login),
+            Some(token),
+            Some(policy),
+            Some(keys),
+            Some(csrf),
+            Some(frontend),
+        ) = (upstream, routes, login, token, policy, keys, csrf, frontend)
         else {
             return Err(vec![problem("config", "invalid configuration")]);
         };
@@ -515,11 +521,6 @@ impl Settings {
             timeout: Duration::from_millis(self.upstream.timeout_ms),
             pool_size: self.upstream.pool_size,
         };
-        let frontend = match (&self.frontend.url, &self.frontend.dir) {
-            (Some(url), _) => UpstreamBase::parse(url).map(Frontend::Url).unwrap_or_default(),
-            (None, Some(dir)) => Frontend::Dir(dir.clone()),
-            (None, None) => Frontend::None,
-        };
         let ops = OpsSettings {
             metrics_token: (!self.ops.metrics_token.is_empty()).then(|| self.ops.metrics_token.clone()),
         };
@@ -533,7 +534,6 @@ impl Settings {
             },
             json_logs: self.log.format == "json",
             ephemeral_key,
-            clear_cookie: !self.cookie.encrypt,
         })
     }
 
@@ -564,8 +564,6 @@ pub struct Validated {
     pub json_logs: bool,
     /// No key was configured; a random one was made.
     pub ephemeral_key: bool,
-    /// The token is stored in clear.
-    pub clear_cookie: bool,
 }
 
 impl Settings {
@@ -576,8 +574,8 @@ impl Settings {
         let mut demo = self.clone();
         demo.upstream.url = api_url.to_owned();
         demo.token = TokenSection {
-            response_field: "/authToken".to_owned(),
-            upstream_header: "auth-token".to_owned(),
+            response_field: DemoApi::TOKEN_POINTER.to_owned(),
+            upstream_header: DemoApi::TOKEN_HEADER.to_owned(),
             upstream_scheme: String::new(),
         };
         demo.cookie.secure = false;

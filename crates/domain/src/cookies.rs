@@ -39,13 +39,16 @@ impl SameSite {
     /// Parses `strict`, `lax` or `none` (any case).
     ///
     /// # Errors
-    /// A message listing the accepted values.
-    pub fn parse(value: &str) -> Result<Self, String> {
+    /// The `same_site` problem, listing the accepted values.
+    pub fn parse(value: &str) -> Result<Self, Vec<SettingError>> {
         match value.to_ascii_lowercase().as_str() {
             "strict" => Ok(Self::Strict),
             "lax" => Ok(Self::Lax),
             "none" => Ok(Self::None),
-            _ => Err(format!("{value:?} is not one of strict, lax, none")),
+            _ => Err(vec![SettingError::new(
+                "same_site",
+                format!("{value:?} is not one of strict, lax, none"),
+            )]),
         }
     }
 
@@ -149,6 +152,19 @@ impl CookiePolicy {
             }
         }
         problems
+    }
+
+    /// The policy if it is usable.
+    ///
+    /// # Errors
+    /// Every problem [`problems`](Self::problems) finds.
+    pub fn checked(self) -> Result<Self, Vec<SettingError>> {
+        let problems = self.problems();
+        if problems.is_empty() {
+            Ok(self)
+        } else {
+            Err(problems)
+        }
     }
 }
 

@@ -53,6 +53,19 @@ pub enum FlowError {
 }
 
 impl FlowError {
+    /// `Ok` for GET and HEAD, else 405 allowing those two: the rule of every
+    /// read-only route (session, the operator endpoints, the web app's files).
+    ///
+    /// # Errors
+    /// [`FlowError::MethodNotAllowed`] for any other method.
+    pub fn read_only(method: &str) -> Result<(), Self> {
+        if matches!(method, "GET" | "HEAD") {
+            Ok(())
+        } else {
+            Err(Self::MethodNotAllowed { allow: "GET, HEAD" })
+        }
+    }
+
     /// HTTP status.
     pub fn status(&self) -> u16 {
         match self.kind() {

@@ -127,12 +127,8 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
         };
         let class = route.class();
         // Before anything else: a forged request must not even log out.
-        if let Err(refusal) = self
-            .rules
-            .csrf
-            .check(&request.method, &request.headers, request.scheme)
-        {
-            return Self::failed(class, refusal.into());
+        if let Err(error) = self.check_csrf(&request) {
+            return Self::failed(class, error);
         }
         let now = self.clock.now();
         let cookie = self.rules.cookies.open(request.headers.get_all("cookie"), now);
@@ -161,10 +157,7 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
             }
         };
 
-        let (mut reply, error) = match result {
-            Ok(reply) => (reply, None),
-            Err(error) => (error.reply(), Some(error)),
-        };
+        let (mut reply, error) = settle(result);
         // A cookie that failed to open is deleted, unless this very reply
         // already writes the cookie (a login or a logout).
         if rejected_cookie.is_some() && !self.writes_cookie(&reply.headers) {
@@ -177,6 +170,19 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
             rejected_cookie,
             login,
         }
+    }
+
+    /// The CSRF rules applied to a request, as the error to answer with. The
+    /// gateway applies them to every route it handles; an adapter that
+    /// serves a route itself (the web app's files) calls this first.
+    ///
+    /// # Errors
+    /// [`FlowError::Csrf`] for a request that may be forged.
+    pub fn check_csrf<B>(&self, request: &ClientRequest<B>) -> Result<(), FlowError> {
+        self.rules
+            .csrf
+            .check(&request.method, &request.headers, request.scheme)
+            .map_err(FlowError::from)
     }
 
     fn failed(route: RouteClass, error: FlowError) -> Handled<U::ResponseBody> {
@@ -197,9 +203,7 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
     }
 
     fn session(&self, method: &str, cookie: &CookieState) -> Result<Reply<U::ResponseBody>, FlowError> {
-        if !matches!(method, "GET" | "HEAD") {
-            return Err(FlowError::MethodNotAllowed { allow: "GET, HEAD" });
-        }
+        FlowError::read_only(method)?;
         let body = match cookie {
             CookieState::Valid(session) => {
                 json!({ "loggedIn": true, "expiresAt": session.expires_at })
@@ -262,18 +266,11 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
         mut request: ClientRequest<U::RequestBody>,
     ) -> Handled<U::ResponseBody> {
         let class = RouteClass::Frontend;
-        if let Err(refusal) = self
-            .rules
-            .csrf
-            .check(&request.method, &request.headers, request.scheme)
-        {
-            return Self::failed(class, refusal.into());
+        if let Err(error) = self.check_csrf(&request) {
+            return Self::failed(class, error);
         }
         let path = std::mem::take(&mut request.path);
-        let (reply, error) = match self.proxy(base, request, &path, None).await {
-            Ok(reply) => (reply, None),
-            Err(error) => (error.reply(), Some(error)),
-        };
+        let (reply, error) = settle(self.proxy(base, request, &path, None).await);
         Handled {
             reply,
             route: class,
@@ -339,6 +336,14 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
             headers,
             body: ReplyBody::Full(login.body),
         }))
+    }
+}
+
+/// A route's outcome as the reply to send and the error to report, if any.
+fn settle<B>(result: Result<Reply<B>, FlowError>) -> (Reply<B>, Option<FlowError>) {
+    match result {
+        Ok(reply) => (reply, None),
+        Err(error) => (error.reply(), Some(error)),
     }
 }
 

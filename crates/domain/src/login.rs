@@ -4,6 +4,7 @@
 
 use serde_json::Value;
 
+use crate::error::SettingError;
 use crate::token::{Token, TokenError};
 
 /// Largest login response body read (1 MiB); a bigger one is refused.
@@ -60,17 +61,19 @@ impl LoginRules {
     /// Rules for a token at `pointer`, e.g. `/authToken` or `/data/token`.
     ///
     /// # Errors
-    /// A message when `pointer` is not a JSON Pointer to a member.
-    pub fn new(pointer: &str) -> Result<Self, String> {
+    /// The `response_field` problem when `pointer` is not a JSON Pointer to
+    /// a member.
+    pub fn new(pointer: &str) -> Result<Self, Vec<SettingError>> {
+        let refuse = |message: String| Err(vec![SettingError::new("response_field", message)]);
         if !pointer.starts_with('/') {
-            return Err(format!(
+            return refuse(format!(
                 "{pointer:?} is not a JSON Pointer (it must start with /)"
             ));
         }
         let mut chars = pointer.chars().peekable();
         while let Some(c) = chars.next() {
             if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
-                return Err(format!("{pointer:?} has a ~ not followed by 0 or 1"));
+                return refuse(format!("{pointer:?} has a ~ not followed by 0 or 1"));
             }
         }
         Ok(Self {

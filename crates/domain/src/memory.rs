@@ -173,6 +173,11 @@ pub struct DemoApi {
 pub type DemoAnswer = (u16, Value);
 
 impl DemoApi {
+    /// Where the demo API's login answer holds the token (`token.response_field`).
+    pub const TOKEN_POINTER: &'static str = "/authToken";
+    /// The header the demo API reads the token from (`token.upstream_header`).
+    pub const TOKEN_HEADER: &'static str = "auth-token";
+
     /// A demo API whose tokens live `lifetime_s` seconds.
     pub fn new(lifetime_s: i64) -> Self {
         let salt = URL_SAFE_NO_PAD.encode(&cookie::Key::generate().master()[..12]);
@@ -221,14 +226,16 @@ impl DemoApi {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(token.clone());
-        (200, json!({ "authToken": token, "user": { "name": "demo" } }))
+        // The member that `TOKEN_POINTER` points at.
+        let field = Self::TOKEN_POINTER.trim_start_matches('/');
+        (200, json!({ field: token, "user": { "name": "demo" } }))
     }
 
     /// This demo API as an in-memory upstream. Paths are matched as they
     /// arrive, so the upstream URL must have no base path.
     pub fn into_upstream(self, clock: Arc<dyn Clock + Send + Sync>) -> InMemoryUpstream {
         InMemoryUpstream::new(move |request| {
-            let token = request.headers.get_str("auth-token");
+            let token = request.headers.get_str(DemoApi::TOKEN_HEADER);
             let (status, body) =
                 self.answer(&request.method, request.path(), token, &request.body, clock.now());
             Ok(json_response(status, &body))

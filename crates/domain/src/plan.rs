@@ -33,6 +33,18 @@ impl BodySize {
             None => Self::None,
         }
     }
+
+    /// The body shape of the API's response to `method` with `status`.
+    /// Answers to HEAD and 1xx, 204 and 304 answers have no body, whatever
+    /// their headers announce (RFC 9112 §6.3); any other answer with
+    /// neither length nor chunking runs until the API closes, so it streams.
+    pub fn of_response(method: &str, status: u16, headers: &Headers) -> Self {
+        let bodiless = method == "HEAD" || (100..200).contains(&status) || status == 204 || status == 304;
+        match Self::from_headers(headers) {
+            Self::None if !bodiless => Self::Stream,
+            size => size,
+        }
+    }
 }
 
 /// A request from the browser, as the server adapter hands it over.
@@ -132,7 +144,6 @@ pub struct UrlError(String);
 pub struct UpstreamBase {
     origin: String,
     base_path: String,
-    scheme: String,
 }
 
 impl UpstreamBase {
@@ -162,7 +173,6 @@ impl UpstreamBase {
         Ok(Self {
             origin,
             base_path: url.path().trim_end_matches('/').to_owned(),
-            scheme: url.scheme().to_owned(),
         })
     }
 
@@ -173,7 +183,7 @@ impl UpstreamBase {
 
     /// `http` or `https`.
     pub fn scheme(&self) -> &str {
-        &self.scheme
+        self.origin.split_once("://").map_or("", |(scheme, _)| scheme)
     }
 
     /// The URL for a path below the prefix (`""` or starting with `/`).
@@ -273,6 +283,18 @@ mod tests {
 
     fn h(pairs: &[(&str, &str)]) -> Headers {
         pairs.iter().map(|(n, v)| (*n, *v)).collect()
+    }
+
+    #[test]
+    fn a_response_without_length_streams_unless_it_has_no_body() {
+        let length = h(&[("content-length", "5")]);
+        let neither = h(&[]);
+        assert_eq!(BodySize::of_response("GET", 200, &length), BodySize::Sized(5));
+        assert_eq!(BodySize::of_response("GET", 200, &neither), BodySize::Stream);
+        for (method, status) in [("HEAD", 200), ("GET", 101), ("GET", 204), ("GET", 304)] {
+            assert_eq!(BodySize::of_response(method, status, &neither), BodySize::None);
+        }
+        assert_eq!(BodySize::of_response("HEAD", 200, &length), BodySize::Sized(5));
     }
 
     #[test]
