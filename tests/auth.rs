@@ -6,17 +6,9 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use tokenjar_e2e::api::CannedReply;
 use tokenjar_e2e::pattern::{make_jwt, signature_of};
-use tokenjar_e2e::{spawn_app, unix_now, RecordingApi, Reply, TestApp, KEY_1, KEY_2};
-
-fn setup() -> (RecordingApi, TestApp) {
-    setup_with(&[])
-}
-
-fn setup_with(env: &[(&str, &str)]) -> (RecordingApi, TestApp) {
-    let api = RecordingApi::start();
-    let app = spawn_app(&api.url("/v1"), env);
-    (api, app)
-}
+use tokenjar_e2e::{
+    setup, setup_with, spawn_app, tamper, unix_now, RecordingApi, Reply, TestApp, KEY_1, KEY_2,
+};
 
 /// Asserts that neither the token nor its signature part appears anywhere in
 /// the response (body or headers).
@@ -44,13 +36,23 @@ fn assert_deletes_cookie(reply: &Reply, context: &str) {
     assert_eq!(cookie.attr("path"), Some(Some("/")), "{context}: {}", cookie.raw);
 }
 
-/// The cookie pair with one character of the value changed.
-fn tamper(pair: &str) -> String {
-    let (name, value) = pair.split_once('=').unwrap();
-    let mut chars: Vec<char> = value.chars().collect();
-    let at = chars.len() / 2;
-    chars[at] = if chars[at] == 'A' { 'B' } else { 'A' };
-    format!("{name}={}", chars.into_iter().collect::<String>())
+/// Asserts that `cookie` (one that does not open) counts as no cookie: the
+/// session says logged out and deletes it, and an API call through tokenjar
+/// reaches the API without a token. The API call's answer.
+async fn assert_counts_as_absent(api: &RecordingApi, app: &TestApp, cookie: &str, context: &str) -> Reply {
+    let reply = app.session(Some(cookie)).await;
+    assert_eq!(reply.status, 200, "{context}: {}", reply.text());
+    assert_eq!(reply.json(), json!({"loggedIn": false}), "{context}");
+    assert_deletes_cookie(&reply, &format!("session with {context}"));
+
+    let reply = app.get_api("/api/echo", Some(cookie)).await;
+    assert_eq!(reply.status, 200, "{context}: {}", reply.text());
+    assert!(
+        api.last_request().header_all("auth-token").is_empty(),
+        "{context} must not yield a token: {:?}",
+        api.last_request().headers
+    );
+    reply
 }
 
 /// A raw POST of the demo credentials to `path`, with `x-csrf`.
@@ -384,18 +386,7 @@ async fn a_tampered_cookie_counts_as_absent() {
     let bad = tamper(&good);
     assert_ne!(good, bad);
 
-    let reply = app.session(Some(&bad)).await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    assert_eq!(reply.json(), json!({"loggedIn": false}));
-    assert_deletes_cookie(&reply, "session with a tampered cookie");
-
-    let reply = app.get_api("/api/echo", Some(&bad)).await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    assert!(
-        api.last_request().header_all("auth-token").is_empty(),
-        "a tampered cookie must not yield a token: {:?}",
-        api.last_request().headers
-    );
+    let reply = assert_counts_as_absent(&api, &app, &bad, "a tampered cookie").await;
     assert_deletes_cookie(&reply, "api call with a tampered cookie");
 }
 
@@ -408,18 +399,7 @@ async fn a_garbage_cookie_counts_as_absent() {
         "auth-token=%%%",
         "auth-token=eyJhbGciOiJIUzI1NiJ9",
     ] {
-        let reply = app.session(Some(cookie)).await;
-        assert_eq!(reply.status, 200, "{cookie}: {}", reply.text());
-        assert_eq!(reply.json(), json!({"loggedIn": false}), "{cookie}");
-        assert_deletes_cookie(&reply, cookie);
-
-        let reply = app.get_api("/api/echo", Some(cookie)).await;
-        assert_eq!(reply.status, 200, "{cookie}: {}", reply.text());
-        assert!(
-            api.last_request().header_all("auth-token").is_empty(),
-            "{cookie}: {:?}",
-            api.last_request().headers
-        );
+        assert_counts_as_absent(&api, &app, cookie, cookie).await;
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::io::Read;
 use std::process::{Command, Stdio};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
@@ -73,18 +74,8 @@ fn run(cwd: &TempDir, args: &[&str], env: &[(&str, &str)]) -> Run {
         cmd.env(name, value);
     }
     let mut child = cmd.spawn().expect("start tokenjar");
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let out_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
+    let out_reader = read_in_background(child.stdout.take().expect("stdout"));
+    let err_reader = read_in_background(child.stderr.take().expect("stderr"));
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait for tokenjar") {
@@ -105,6 +96,16 @@ fn run(cwd: &TempDir, args: &[&str], env: &[(&str, &str)]) -> Run {
         stdout: out_reader.join().unwrap_or_default(),
         stderr: err_reader.join().unwrap_or_default(),
     }
+}
+
+/// Reads `pipe` to its end on a thread of its own, so that a child filling
+/// one pipe cannot block while the test waits on the other or on its exit.
+fn read_in_background(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = pipe.read_to_string(&mut s);
+        s
+    })
 }
 
 /// `check-config` on `dir` (passed with `--config-dir`).

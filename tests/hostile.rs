@@ -128,6 +128,71 @@ impl Scene {
         assert_eq!(reply.json()["loggedIn"], true, "after {case}: {}", reply.text());
     }
 
+    /// Has the API answer the next login with `canned` and asserts that
+    /// tokenjar refuses it: `502 bad_login_response`, no `Set-Cookie`, none of
+    /// `needles` (parts of the token) anywhere in the answer, and exactly one
+    /// login request at the API. Notes the case in `tally`.
+    async fn refuses_login_answer(
+        &self,
+        tally: &mut Tally,
+        case: &str,
+        canned: CannedReply,
+        needles: &[&str],
+    ) {
+        let before = self.seen();
+        self.api.push_login_reply(canned);
+        let reply = self.app.login("demo", "demo").await;
+        reply.assert_error(502, "bad_login_response");
+        assert!(
+            reply.header_all("set-cookie").is_empty(),
+            "{case}: no cookie may be set: {:?}",
+            reply.header_all("set-cookie")
+        );
+        for needle in needles {
+            assert!(
+                !reply.leaks(needle),
+                "{case}: {needle:?} leaked: headers {:?}, body {}",
+                reply.headers,
+                reply.text()
+            );
+        }
+        assert_eq!(self.seen_since(before).len(), 1, "{case}: one login request");
+        tally.reply(case, &reply, "no Set-Cookie");
+        self.assert_alive(case);
+    }
+
+    /// Sends `GET /api/echo` with `headers` (forged token headers, maybe a
+    /// cookie) and asserts that the API got `upstream` (the header tokenjar
+    /// fills) exactly as `want`: the cookie's token, or nothing. Where the
+    /// client sent `upstream` itself, none of its forged values may reach the
+    /// API. Notes `details.0` (a token got through) or `details.1` in `tally`.
+    async fn forwards_only_the_cookie_token(
+        &self,
+        tally: &mut Tally,
+        case: &str,
+        headers: &[(&str, &str)],
+        upstream: &str,
+        want: Option<&str>,
+        details: (&str, &str),
+    ) {
+        let before = self.seen();
+        let reply = self.app.send("GET", "/api/echo", headers, Bytes::new()).await;
+        assert_eq!(reply.status, 200, "{case}: {}", reply.text());
+        let seen = self.seen_since(before);
+        assert_eq!(seen.len(), 1, "{case}");
+        let expected: Vec<&str> = want.into_iter().collect();
+        assert_eq!(seen[0].header_all(upstream), expected, "{case}");
+        if headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(upstream)) {
+            assert!(
+                !seen[0].headers_contain("forged"),
+                "{case}: {:?}",
+                seen[0].headers
+            );
+        }
+        tally.reply(case, &reply, if want.is_some() { details.0 } else { details.1 });
+        self.assert_alive(case);
+    }
+
     /// After the hostile cases: the same process is alive, answers the good
     /// cookie with a session, and never panicked.
     async fn assert_still_serving(&mut self) {
@@ -511,24 +576,11 @@ async fn a_login_token_that_could_inject_headers_is_502() {
         ("token with non-ASCII (é)", "tok-inject-t\u{e9}k\u{e9}n"),
         ("token with non-ASCII (emoji)", "tok-inject-\u{1f600}"),
     ] {
-        let before = scene.seen();
-        scene.api.push_login_reply(CannedReply::json(
-            200,
-            &json!({"authToken": token, "user": {"name": "x"}}),
-        ));
-        let reply = scene.app.login("demo", "demo").await;
-        reply.assert_error(502, "bad_login_response");
-        assert!(
-            reply.header_all("set-cookie").is_empty(),
-            "{case}: no cookie may be set: {:?}",
-            reply.header_all("set-cookie")
-        );
-        assert!(!reply.leaks("evil"), "{case}: {:?}", reply.headers);
-        // A needle no request id (hex UUID) or date can contain.
-        assert!(!reply.leaks("tok-inject"), "{case}: the token leaked");
-        assert_eq!(scene.seen_since(before).len(), 1, "{case}: one login request");
-        tally.reply(case, &reply, "no Set-Cookie");
-        scene.assert_alive(case);
+        let canned = CannedReply::json(200, &json!({"authToken": token, "user": {"name": "x"}}));
+        // `tok-inject`: a needle no request id (hex UUID) or date can contain.
+        scene
+            .refuses_login_answer(&mut tally, case, canned, &["evil", "tok-inject"])
+            .await;
     }
     scene.assert_still_serving().await;
 }
@@ -944,19 +996,9 @@ async fn unusable_login_answers_are_502_without_cookie() {
         ),
     ];
     for (case, canned) in cases {
-        let before = scene.seen();
-        scene.api.push_login_reply(canned);
-        let reply = scene.app.login("demo", "demo").await;
-        reply.assert_error(502, "bad_login_response");
-        assert!(
-            reply.header_all("set-cookie").is_empty(),
-            "{case}: {:?}",
-            reply.header_all("set-cookie")
-        );
-        assert!(!reply.leaks("tok-"), "{case}: the token leaked: {}", reply.text());
-        assert_eq!(scene.seen_since(before).len(), 1, "{case}");
-        tally.reply(case, &reply, "no Set-Cookie");
-        scene.assert_alive(case);
+        scene
+            .refuses_login_answer(&mut tally, case, canned, &["tok-"])
+            .await;
     }
     scene.assert_still_serving().await;
 }
@@ -989,28 +1031,16 @@ async fn client_sent_token_headers_never_reach_the_api() {
             None,
         ),
     ] {
-        let before = scene.seen();
-        let reply = scene.app.send("GET", "/api/echo", &headers, Bytes::new()).await;
-        assert_eq!(reply.status, 200, "{case}: {}", reply.text());
-        let seen = scene.seen_since(before);
-        assert_eq!(seen.len(), 1, "{case}");
-        let expected: Vec<&str> = want.iter().map(String::as_str).collect();
-        assert_eq!(seen[0].header_all("auth-token"), expected, "{case}");
-        assert!(
-            !seen[0].headers_contain("forged"),
-            "{case}: {:?}",
-            seen[0].headers
-        );
-        tally.reply(
-            case,
-            &reply,
-            if want.is_some() {
-                "API got only the cookie's token"
-            } else {
-                "API got no token"
-            },
-        );
-        scene.assert_alive(case);
+        scene
+            .forwards_only_the_cookie_token(
+                &mut tally,
+                case,
+                &headers,
+                "auth-token",
+                want.as_deref(),
+                ("API got only the cookie's token", "API got no token"),
+            )
+            .await;
     }
 
     // The token in `Authorization: Bearer …`: a client's own Authorization
@@ -1044,30 +1074,16 @@ async fn client_sent_token_headers_never_reach_the_api() {
             None,
         ),
     ] {
-        let before = bearer.seen();
-        let reply = bearer.app.send("GET", "/api/echo", &headers, Bytes::new()).await;
-        assert_eq!(reply.status, 200, "{case}: {}", reply.text());
-        let seen = bearer.seen_since(before);
-        assert_eq!(seen.len(), 1, "{case}");
-        let expected: Vec<&str> = want.iter().map(String::as_str).collect();
-        assert_eq!(seen[0].header_all("authorization"), expected, "{case}");
-        if headers.iter().any(|(n, _)| *n == "authorization") {
-            assert!(
-                !seen[0].headers_contain("forged"),
-                "{case}: {:?}",
-                seen[0].headers
-            );
-        }
-        tally.reply(
-            case,
-            &reply,
-            if want.is_some() {
-                "API got only Bearer <cookie's token>"
-            } else {
-                "API got no Authorization"
-            },
-        );
-        bearer.assert_alive(case);
+        bearer
+            .forwards_only_the_cookie_token(
+                &mut tally,
+                case,
+                &headers,
+                "authorization",
+                want.as_deref(),
+                ("API got only Bearer <cookie's token>", "API got no Authorization"),
+            )
+            .await;
     }
     bearer.assert_still_serving().await;
     scene.assert_still_serving().await;

@@ -11,12 +11,13 @@
 use std::io::ErrorKind;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokenjar_e2e::api::CannedReply;
 use tokenjar_e2e::pattern::{signature_of, PatternCheck, CHUNK_LEN};
-use tokenjar_e2e::{spawn_app, RawStream, RecordingApi, TestApp, KEY_1};
+use tokenjar_e2e::{setup, setup_with, tamper, RawStream, RecordingApi, TestApp, KEY_1};
 
 /// Bound for anything that should happen at once (a log line, an exit).
 const SOON: Duration = Duration::from_secs(15);
@@ -25,10 +26,9 @@ const SOON: Duration = Duration::from_secs(15);
 /// the key (at `RUST_LOG=trace` plus `extra`), stops the process so that its
 /// output is complete, and asserts that no secret appears in any line.
 async fn assert_no_secret_in_trace_logs(extra: &[(&str, &str)]) {
-    let api = RecordingApi::start();
     let mut env = vec![("RUST_LOG", "trace")];
     env.extend_from_slice(extra);
-    let mut app = spawn_app(&api.url("/v1"), &env);
+    let (api, mut app) = setup_with(&env);
 
     let login = app.login("demo", "demo").await;
     assert_eq!(login.status, 200, "{}", login.text());
@@ -56,10 +56,7 @@ async fn assert_no_secret_in_trace_logs(extra: &[(&str, &str)]) {
     assert_eq!(session.json()["loggedIn"], true);
 
     // A tampered cookie: most of the sealed value, one character changed.
-    let mut tampered: Vec<char> = sealed.chars().collect();
-    let middle = tampered.len() / 2;
-    tampered[middle] = if tampered[middle] == 'A' { 'B' } else { 'A' };
-    let tampered = format!("auth-token={}", tampered.into_iter().collect::<String>());
+    let tampered = tamper(&cookie);
     let reply = app.session(Some(&tampered)).await;
     assert_eq!(reply.json(), json!({"loggedIn": false}));
     app.get_api("/api/echo", Some(&tampered)).await;
@@ -77,8 +74,7 @@ async fn assert_no_secret_in_trace_logs(extra: &[(&str, &str)]) {
 
     // Stop the process: every line it wrote is then in the captured output.
     app.signal("TERM");
-    let status = app.wait_exit(SOON).expect("tokenjar did not exit after SIGTERM");
-    assert!(status.success(), "exit status {status}");
+    assert_exits_0(&mut app, "SIGTERM");
 
     let logs = app.logs();
     let trace_lines = logs
@@ -198,6 +194,21 @@ fn probe(addr: SocketAddr) -> Probe {
     }
 }
 
+/// Waits (at most `SOON`) for tokenjar to exit after `after` (a signal, the
+/// end of a download, the shutdown timeout) and asserts a clean exit 0,
+/// showing its logs otherwise: every shutdown path must end that way.
+fn assert_exits_0(app: &mut TestApp, after: &str) -> ExitStatus {
+    let status = app
+        .wait_exit(SOON)
+        .unwrap_or_else(|| panic!("tokenjar did not exit after {after}"));
+    assert!(
+        status.success(),
+        "exit status {status}; logs:\n{}",
+        app.logs().join("\n")
+    );
+    status
+}
+
 /// After a stop signal: new connections stop being served within `SOON`.
 /// The first probes may still be answered if the signal is not handled yet.
 fn assert_stops_accepting(app: &TestApp) -> Probe {
@@ -220,8 +231,7 @@ fn assert_stops_accepting(app: &TestApp) -> Probe {
 /// `pieces`, its first piece released, when the signal `name` (`TERM`,
 /// `INT`) has been sent and handled.
 fn signalled_during_download(name: &str, pieces: u64) -> (RecordingApi, TestApp, RawStream, PatternCheck) {
-    let api = RecordingApi::start();
-    let app = spawn_app(&api.url("/v1"), &[("TOKENJAR_SERVER__SHUTDOWN_TIMEOUT_S", "10")]);
+    let (api, app) = setup_with(&[("TOKENJAR_SERVER__SHUTDOWN_TIMEOUT_S", "10")]);
     api.release_gated(1);
     let (download, check) = start_gated_download(&app, pieces);
     app.signal(name);
@@ -255,14 +265,7 @@ fn sigterm_stops_accepting_but_finishes_an_inflight_download() {
     assert!(clean, "the download's connection was reset after its last byte");
 
     let started = Instant::now();
-    let status = app
-        .wait_exit(SOON)
-        .expect("tokenjar did not exit after the download finished");
-    assert!(
-        status.success(),
-        "exit status {status}; logs:\n{}",
-        app.logs().join("\n")
-    );
+    let status = assert_exits_0(&mut app, "the download finished");
     eprintln!(
         "lifecycle: SIGTERM with a download in flight -> new connection {refused:?}, download complete \
          ({} bytes), {status} {:?} after the download",
@@ -273,8 +276,7 @@ fn sigterm_stops_accepting_but_finishes_an_inflight_download() {
 
 #[test]
 fn sigint_with_nothing_in_flight_exits_0_quickly() {
-    let api = RecordingApi::start();
-    let mut app = spawn_app(&api.url("/v1"), &[]);
+    let (_api, mut app) = setup();
     // Serve one request first, so a worker and a pooled upstream connection
     // exist; nothing is in flight when the signal comes.
     let reply = app.raw("GET /api/echo HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
@@ -282,13 +284,8 @@ fn sigint_with_nothing_in_flight_exits_0_quickly() {
 
     let started = Instant::now();
     app.signal("INT");
-    let status = app.wait_exit(SOON).expect("tokenjar did not exit after SIGINT");
+    let status = assert_exits_0(&mut app, "SIGINT");
     let took = started.elapsed();
-    assert!(
-        status.success(),
-        "exit status {status}; logs:\n{}",
-        app.logs().join("\n")
-    );
     // The default shutdown_timeout_s is 30: an idle server must not wait it out.
     assert!(
         took < Duration::from_secs(10),
@@ -323,23 +320,15 @@ fn sigint_also_lets_an_inflight_download_finish() {
 
 #[test]
 fn a_download_that_never_finishes_is_cut_after_the_shutdown_timeout() {
-    let api = RecordingApi::start();
-    let mut app = spawn_app(&api.url("/v1"), &[("TOKENJAR_SERVER__SHUTDOWN_TIMEOUT_S", "1")]);
+    let (api, mut app) = setup_with(&[("TOKENJAR_SERVER__SHUTDOWN_TIMEOUT_S", "1")]);
     let pieces = 8;
     api.release_gated(1);
     let (mut download, check) = start_gated_download(&app, pieces);
 
     let started = Instant::now();
     app.signal("TERM");
-    let status = app
-        .wait_exit(SOON)
-        .expect("tokenjar did not exit after the shutdown timeout");
+    let status = assert_exits_0(&mut app, "the shutdown timeout");
     let took = started.elapsed();
-    assert!(
-        status.success(),
-        "exit status {status}; logs:\n{}",
-        app.logs().join("\n")
-    );
     // Graceful means the in-flight download got its second: tokenjar may not
     // exit before the shutdown timeout has run out.
     assert!(

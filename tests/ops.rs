@@ -4,13 +4,7 @@
 
 use bytes::Bytes;
 use serde_json::json;
-use tokenjar_e2e::{refused_url, spawn_app, RecordingApi, TestApp};
-
-fn setup_with(env: &[(&str, &str)]) -> (RecordingApi, TestApp) {
-    let api = RecordingApi::start();
-    let app = spawn_app(&api.url("/v1"), env);
-    (api, app)
-}
+use tokenjar_e2e::{refused_url, setup_with, spawn_app};
 
 fn is_valid_request_id(id: &str) -> bool {
     (1..=128).contains(&id.len())

@@ -5,18 +5,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokenjar_e2e::{refused_url, spawn_app, RawUpstream, RecordingApi, TestApp};
-
-/// An API and a tokenjar whose `upstream.url` carries the base path `/v1`.
-fn setup() -> (RecordingApi, TestApp) {
-    setup_with(&[])
-}
-
-fn setup_with(env: &[(&str, &str)]) -> (RecordingApi, TestApp) {
-    let api = RecordingApi::start();
-    let app = spawn_app(&api.url("/v1"), env);
-    (api, app)
-}
+use tokenjar_e2e::{refused_url, setup, setup_with, spawn_app, RawUpstream, RecordingApi};
 
 /// A raw GET with a `Host` header and `Connection: close` (unless the extra
 /// headers bring their own `Host` or `Connection`).

@@ -251,12 +251,31 @@ impl Cluster {
         );
     }
 
-    /// `tokenjar_requests_total` for `route` as each instance counts it.
-    async fn served(&self, route: &str) -> (f64, f64) {
-        let count = |text: String| metric_sum(&text, "tokenjar_requests_total", &[("route", route)]);
+    /// Browses as the user in `jar` for `rounds` rounds of three requests:
+    /// `/api/<stem>/<i>/a`, `/api/<stem>/<i>/b` and the session, so that round
+    /// robin hands each kind of request to both instances. Each session must
+    /// say `loggedIn: logged_in` (`when` qualifies the round in a failure).
+    async fn browse(&self, jar: &Jar, stem: &str, rounds: usize, logged_in: bool, when: &str) {
+        for i in 0..rounds {
+            self.get_ok(&format!("/api/{stem}/{i}/a"), jar).await;
+            self.get_ok(&format!("/api/{stem}/{i}/b"), jar).await;
+            let session = self.get_ok("/api/session", jar).await.json();
+            assert_eq!(session["loggedIn"], logged_in, "session {i}{when}: {session}");
+        }
+    }
+
+    /// The metric `name` with `labels` (summed over its series) as each
+    /// instance counts it.
+    async fn counted(&self, name: &str, labels: &[(&str, &str)]) -> (f64, f64) {
+        let count = |text: String| metric_sum(&text, name, labels);
         let a = self.a.get_api("/metrics", None).await.text();
         let b = self.b.get_api("/metrics", None).await.text();
         (count(a), count(b))
+    }
+
+    /// `tokenjar_requests_total` for `route` as each instance counts it.
+    async fn served(&self, route: &str) -> (f64, f64) {
+        self.counted("tokenjar_requests_total", &[("route", route)]).await
     }
 }
 
@@ -295,15 +314,8 @@ async fn a_login_through_the_balancer_is_honoured_by_both_instances() {
     cluster.login(&mut jar).await;
     let token = cluster.api.last_issued().token;
 
-    // Three requests a round, so that round robin hands each kind of
-    // request to both instances.
     let rounds = 6;
-    for i in 0..rounds {
-        cluster.get_ok(&format!("/api/items/{i}/a"), &jar).await;
-        cluster.get_ok(&format!("/api/items/{i}/b"), &jar).await;
-        let session = cluster.get_ok("/api/session", &jar).await.json();
-        assert_eq!(session["loggedIn"], true, "session {i}: {session}");
-    }
+    cluster.browse(&jar, "items", rounds, true, "").await;
 
     let calls = received(&cluster.api, "items/");
     assert_eq!(calls.len(), 2 * rounds, "every call reached the API once");
@@ -362,15 +374,9 @@ async fn a_logout_through_the_balancer_is_honoured_by_both_instances() {
     let (api_a_before, api_b_before) = cluster.served("api").await;
     let (session_a_before, session_b_before) = cluster.served("session").await;
     let rounds = 4;
-    for i in 0..rounds {
-        cluster.get_ok(&format!("/api/after/{i}/a"), &jar).await;
-        cluster.get_ok(&format!("/api/after/{i}/b"), &jar).await;
-        let session = cluster.get_ok("/api/session", &jar).await.json();
-        assert_eq!(
-            session["loggedIn"], false,
-            "session {i} after the logout: {session}"
-        );
-    }
+    cluster
+        .browse(&jar, "after", rounds, false, " after the logout")
+        .await;
     let after = received(&cluster.api, "after/");
     assert_eq!(after.len(), 2 * rounds);
     for call in &after {
@@ -492,9 +498,7 @@ async fn instances_with_different_keys_log_the_user_out() {
         Some(&false.into()),
         "logged out in the end: {sessions:?}"
     );
-    let rejected = |text: String| metric_sum(&text, "tokenjar_cookies_rejected_total", &[]);
-    let a = rejected(cluster.a.get_api("/metrics", None).await.text());
-    let b = rejected(cluster.b.get_api("/metrics", None).await.text());
+    let (a, b) = cluster.counted("tokenjar_cookies_rejected_total", &[]).await;
     assert!(
         a + b >= 1.0,
         "a foreign cookie should be counted as rejected: {a}/{b}"

@@ -7,19 +7,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use tokenjar_e2e::pattern::{chunks, PatternCheck};
-use tokenjar_e2e::{spawn_app, RecordingApi, TestApp};
+use tokenjar_e2e::{setup_with, TestApp};
 
 /// 256 MiB.
 const BIG: u64 = 256 * 1024 * 1024;
 
 /// tokenjar's peak resident memory must stay under this while streaming.
 const RSS_LIMIT_KIB: u64 = 64 * 1024;
-
-fn setup(env: &[(&str, &str)]) -> (RecordingApi, TestApp) {
-    let api = RecordingApi::start();
-    let app = spawn_app(&api.url("/v1"), env);
-    (api, app)
-}
 
 /// Environment for the big transfers: no upstream head timeout can cut a
 /// slow debug-build transfer short.
@@ -33,9 +27,26 @@ fn pattern_stream(total: u64) -> impl futures_util::Stream<Item = Result<Bytes, 
     futures_util::stream::iter(chunks(total).map(Ok::<_, std::io::Error>))
 }
 
+/// Prints tokenjar's peak resident memory after a big `what` (`upload`,
+/// `download`) that began at `started` with `before` KiB, and asserts the
+/// peak stayed under [`RSS_LIMIT_KIB`]: the body streamed, it was never held
+/// whole.
+fn assert_bounded_memory(app: &TestApp, what: &str, before: u64, started: Instant) {
+    let peak = app.peak_rss_kib();
+    eprintln!(
+        "tokenjar VmHWM: {peak} KiB after a {} MiB {what} in {:?} (before: {before} KiB)",
+        BIG >> 20,
+        started.elapsed()
+    );
+    assert!(
+        peak < RSS_LIMIT_KIB,
+        "tokenjar peaked at {peak} KiB during a 256 MiB {what}; limit {RSS_LIMIT_KIB} KiB"
+    );
+}
+
 #[actix_web::test]
 async fn a_256_mib_upload_streams_through_with_bounded_memory() {
-    let (api, app) = setup(&SLOW_OK);
+    let (api, app) = setup_with(&SLOW_OK);
     let before = app.peak_rss_kib();
     let started = Instant::now();
 
@@ -55,21 +66,12 @@ async fn a_256_mib_upload_streams_through_with_bounded_memory() {
     assert_eq!(seen.target, "/v1/upload");
     assert_eq!(seen.body_len, BIG);
 
-    let peak = app.peak_rss_kib();
-    eprintln!(
-        "tokenjar VmHWM: {peak} KiB after a {} MiB upload in {:?} (before: {before} KiB)",
-        BIG >> 20,
-        started.elapsed()
-    );
-    assert!(
-        peak < RSS_LIMIT_KIB,
-        "tokenjar peaked at {peak} KiB during a 256 MiB upload; limit {RSS_LIMIT_KIB} KiB"
-    );
+    assert_bounded_memory(&app, "upload", before, started);
 }
 
 #[actix_web::test]
 async fn a_256_mib_download_streams_through_with_bounded_memory() {
-    let (api, app) = setup(&SLOW_OK);
+    let (api, app) = setup_with(&SLOW_OK);
     let before = app.peak_rss_kib();
     let started = Instant::now();
 
@@ -87,21 +89,12 @@ async fn a_256_mib_download_streams_through_with_bounded_memory() {
     assert!(check.intact(), "the bytes must arrive unchanged");
     assert_eq!(api.last_request().target, format!("/v1/download/{BIG}"));
 
-    let peak = app.peak_rss_kib();
-    eprintln!(
-        "tokenjar VmHWM: {peak} KiB after a {} MiB download in {:?} (before: {before} KiB)",
-        BIG >> 20,
-        started.elapsed()
-    );
-    assert!(
-        peak < RSS_LIMIT_KIB,
-        "tokenjar peaked at {peak} KiB during a 256 MiB download; limit {RSS_LIMIT_KIB} KiB"
-    );
+    assert_bounded_memory(&app, "download", before, started);
 }
 
 #[actix_web::test]
 async fn bodies_over_max_body_bytes_are_413() {
-    let (api, app) = setup(&[("TOKENJAR_SERVER__MAX_BODY_BYTES", "1024")]);
+    let (api, app) = setup_with(&[("TOKENJAR_SERVER__MAX_BODY_BYTES", "1024")]);
     let headers = [("x-csrf", "1"), ("content-type", "application/octet-stream")];
 
     // At the limit: forwarded whole.

@@ -12,7 +12,7 @@ use awc::http::Method;
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::TempDir;
+use crate::{RecordingApi, TempDir};
 
 /// How long a tokenjar gets to log its listening address.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -167,6 +167,17 @@ impl SetCookie {
     }
 }
 
+/// The cookie pair `name=value` with one character of the value changed
+/// (the middle one, to `A`, or `B` where it already is `A`): a sealed value
+/// that no longer opens, yet keeps its length and alphabet.
+pub fn tamper(pair: &str) -> String {
+    let (name, value) = pair.split_once('=').expect("a name=value cookie pair");
+    let mut chars: Vec<char> = value.chars().collect();
+    let at = chars.len() / 2;
+    chars[at] = if chars[at] == 'A' { 'B' } else { 'A' };
+    format!("{name}={}", chars.into_iter().collect::<String>())
+}
+
 /// A running tokenjar; killed on drop.
 #[derive(Debug)]
 pub struct TestApp {
@@ -213,6 +224,19 @@ pub fn spawn_app(upstream_url: &str, extra_env: &[(&str, &str)]) -> TestApp {
         Some(upstream_url),
         extra_env,
     )
+}
+
+/// A fresh recording API and a tokenjar (as [`spawn_app`] starts it) whose
+/// `upstream.url` carries the base path `/v1`: the setup most tests share.
+pub fn setup() -> (RecordingApi, TestApp) {
+    setup_with(&[])
+}
+
+/// Like [`setup`], with `env` passed on to [`spawn_app`].
+pub fn setup_with(env: &[(&str, &str)]) -> (RecordingApi, TestApp) {
+    let api = RecordingApi::start();
+    let app = spawn_app(&api.url("/v1"), env);
+    (api, app)
 }
 
 /// Like [`spawn_app`], with a given config dir (which may hold files), any

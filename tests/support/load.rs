@@ -12,10 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::app::{Reply, TestApp};
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
+use crate::raw::{find, framing, parse_head, Framing};
 
 /// A field of `/proc/PID/status` in KiB (`VmRSS`, `VmHWM`, ...).
 pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
@@ -172,19 +169,8 @@ impl Conn {
         };
         let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
         self.buf.drain(..head_end + 4);
-        let mut lines = head.split("\r\n");
-        let status = lines
-            .next()
-            .and_then(|line| line.split(' ').nth(1))
-            .and_then(|s| s.parse::<u16>().ok())
-            .ok_or_else(|| std::io::Error::new(ErrorKind::InvalidData, format!("bad head {head:?}")))?;
-        let headers = lines
-            .filter_map(|line| {
-                let (name, value) = line.split_once(':')?;
-                Some((name.trim().to_ascii_lowercase(), value.trim().to_owned()))
-            })
-            .collect();
-        Ok((status, headers))
+        parse_head(&head)
+            .ok_or_else(|| std::io::Error::new(ErrorKind::InvalidData, format!("bad head {head:?}")))
     }
 
     /// The next bytes from the server, buffered ones first: empty when it
@@ -218,35 +204,36 @@ impl Conn {
     /// until the server closes).
     pub fn read_response(&mut self, head_only: bool) -> std::io::Result<Reply> {
         let (status, headers) = self.read_head()?;
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.to_ascii_lowercase())
-        };
-        if header("connection").is_some_and(|v| v.contains("close")) {
+        let connection = headers.iter().find(|(n, _)| n == "connection");
+        if connection.is_some_and(|(_, v)| v.to_ascii_lowercase().contains("close")) {
             self.closed = true;
         }
-        let body = if head_only || status < 200 || status == 204 || status == 304 {
-            Vec::new()
-        } else if header("transfer-encoding").is_some_and(|te| te.contains("chunked")) {
-            self.read_chunked()?
-        } else if let Some(len) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
-            while self.buf.len() < len {
-                self.fill()?;
-            }
-            self.buf.drain(..len).collect()
+        let framing = if head_only {
+            Framing::Empty
         } else {
-            // Delimited by the end of the connection.
-            loop {
-                match self.fill() {
-                    Ok(()) => {}
-                    Err(err) if err.kind() == ErrorKind::UnexpectedEof => break,
-                    Err(err) => return Err(err),
+            framing(status, &headers)
+        };
+        let body = match framing {
+            Framing::Empty => Vec::new(),
+            Framing::Chunked => self.read_chunked()?,
+            Framing::Length(len) => {
+                while self.buf.len() < len {
+                    self.fill()?;
                 }
+                self.buf.drain(..len).collect()
             }
-            self.closed = true;
-            std::mem::take(&mut self.buf)
+            Framing::UntilClose => {
+                // Delimited by the end of the connection.
+                loop {
+                    match self.fill() {
+                        Ok(()) => {}
+                        Err(err) if err.kind() == ErrorKind::UnexpectedEof => break,
+                        Err(err) => return Err(err),
+                    }
+                }
+                self.closed = true;
+                std::mem::take(&mut self.buf)
+            }
         };
         Ok(Reply {
             status,

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use api::{CannedReply, Recorded, RecordingApi};
-pub use app::{spawn_app, spawn_custom, Reply, SetCookie, TestApp};
+pub use app::{setup, setup_with, spawn_app, spawn_custom, tamper, Reply, SetCookie, TestApp};
 pub use raw::{
     parse_responses, raw_conversation, raw_request, refused_url, RawResponse, RawStream, RawUpstream,
 };

@@ -17,24 +17,29 @@ pub type RawResponse = Reply;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+/// Where `needle` first occurs in `haystack`.
+pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Sends `request` verbatim to `addr` and reads one response.
-///
-/// The body is read by `Content-Length`, chunked coding or until the server
-/// closes; a response to a request starting with `HEAD ` has no body.
-pub fn raw_request(addr: SocketAddr, request: &[u8]) -> Reply {
+/// Connects to `addr` with the I/O timeouts set and sends `request` whole.
+fn connect_and_send(addr: SocketAddr, request: &[u8]) -> TcpStream {
     let mut stream = TcpStream::connect(addr).expect("connect to tokenjar");
     stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
     stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
     stream.write_all(request).expect("send the raw request");
+    stream
+}
+
+/// Reads from `stream` until a complete response head has arrived: every
+/// byte read so far (the head and any body bytes that came with it), and
+/// where the head's closing CRLF CRLF starts.
+fn read_head(stream: &mut TcpStream) -> (Vec<u8>, usize) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
-    let head_end = loop {
+    loop {
         if let Some(at) = find(&buf, b"\r\n\r\n") {
-            break at;
+            return (buf, at);
         }
         let n = stream.read(&mut chunk).unwrap_or_else(|err| {
             panic!(
@@ -48,39 +53,89 @@ pub fn raw_request(addr: SocketAddr, request: &[u8]) -> Reply {
             String::from_utf8_lossy(&buf)
         );
         buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut rest = buf[head_end + 4..].to_vec();
+    }
+}
+
+/// The status and headers (names lower-case, values trimmed) of a response
+/// head without its closing CRLF CRLF; `None` when the status line carries
+/// no status code.
+pub(crate) fn parse_head(head: &str) -> Option<(u16, Vec<(String, String)>)> {
     let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or("");
-    let status: u16 = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let headers: Vec<(String, String)> = lines
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|s| s.parse::<u16>().ok())?;
+    let headers = lines
         .filter_map(|line| {
             let (name, value) = line.split_once(':')?;
             Some((name.trim().to_ascii_lowercase(), value.trim().to_owned()))
         })
         .collect();
-    let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
-    let no_body = request.starts_with(b"HEAD ") || status == 204 || status == 304 || status < 200;
-    let body = if no_body {
-        Vec::new()
+    Some((status, headers))
+}
+
+/// How a response body is delimited.
+pub(crate) enum Framing {
+    /// No body at all (1xx, 204, 304, or the answer to a HEAD).
+    Empty,
+    /// Chunked transfer coding.
+    Chunked,
+    /// Exactly this many bytes (`Content-Length`).
+    Length(usize),
+    /// Everything up to the end of the connection.
+    UntilClose,
+}
+
+/// The framing of a body with `status` and `headers` (names lower-case); a
+/// chunked `Transfer-Encoding` wins over `Content-Length`.
+pub(crate) fn framing(status: u16, headers: &[(String, String)]) -> Framing {
+    let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    if status < 200 || status == 204 || status == 304 {
+        Framing::Empty
     } else if header("transfer-encoding").is_some_and(|te| te.to_ascii_lowercase().contains("chunked")) {
-        read_chunked(&mut stream, rest)
+        Framing::Chunked
     } else if let Some(len) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
-        while rest.len() < len {
-            let n = stream.read(&mut chunk).expect("read the response body");
-            assert!(n > 0, "connection closed inside the response body");
-            rest.extend_from_slice(&chunk[..n]);
-        }
-        rest.truncate(len);
-        rest
+        Framing::Length(len)
     } else {
-        let _ = stream.read_to_end(&mut rest);
-        rest
+        Framing::UntilClose
+    }
+}
+
+/// Sends `request` verbatim to `addr` and reads one response.
+///
+/// The body is read by `Content-Length`, chunked coding or until the server
+/// closes; a response to a request starting with `HEAD ` has no body.
+pub fn raw_request(addr: SocketAddr, request: &[u8]) -> Reply {
+    let mut stream = connect_and_send(addr, request);
+    let (buf, head_end) = read_head(&mut stream);
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut rest = buf[head_end + 4..].to_vec();
+    let (status, headers) = parse_head(&head).unwrap_or_else(|| {
+        let status_line = head.split("\r\n").next().unwrap_or("");
+        panic!("bad status line {status_line:?}")
+    });
+    let framing = if request.starts_with(b"HEAD ") {
+        Framing::Empty
+    } else {
+        framing(status, &headers)
+    };
+    let body = match framing {
+        Framing::Empty => Vec::new(),
+        Framing::Chunked => read_chunked(&mut stream, rest),
+        Framing::Length(len) => {
+            let mut chunk = [0u8; 16 * 1024];
+            while rest.len() < len {
+                let n = stream.read(&mut chunk).expect("read the response body");
+                assert!(n > 0, "connection closed inside the response body");
+                rest.extend_from_slice(&chunk[..n]);
+            }
+            rest.truncate(len);
+            rest
+        }
+        Framing::UntilClose => {
+            let _ = stream.read_to_end(&mut rest);
+            rest
+        }
     };
     Reply {
         status,
@@ -155,31 +210,18 @@ pub fn parse_responses(mut bytes: &[u8]) -> Vec<Reply> {
     let mut out = Vec::new();
     while let Some(head_end) = find(bytes, b"\r\n\r\n") {
         let head = String::from_utf8_lossy(&bytes[..head_end]).into_owned();
-        let mut lines = head.split("\r\n");
-        let Some(status) = lines
-            .next()
-            .and_then(|line| line.split(' ').nth(1))
-            .and_then(|s| s.parse::<u16>().ok())
-        else {
+        let Some((status, headers)) = parse_head(&head) else {
             break;
         };
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|line| {
-                let (name, value) = line.split_once(':')?;
-                Some((name.trim().to_ascii_lowercase(), value.trim().to_owned()))
-            })
-            .collect();
-        let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
         let rest = &bytes[head_end + 4..];
-        let (body, used) = if status < 200 || status == 204 || status == 304 {
-            (Vec::new(), 0)
-        } else if header("transfer-encoding").is_some_and(|te| te.to_ascii_lowercase().contains("chunked")) {
-            dechunk(rest)
-        } else if let Some(len) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
-            let len = len.min(rest.len());
-            (rest[..len].to_vec(), len)
-        } else {
-            (rest.to_vec(), rest.len())
+        let (body, used) = match framing(status, &headers) {
+            Framing::Empty => (Vec::new(), 0),
+            Framing::Chunked => dechunk(rest),
+            Framing::Length(len) => {
+                let len = len.min(rest.len());
+                (rest[..len].to_vec(), len)
+            }
+            Framing::UntilClose => (rest.to_vec(), rest.len()),
         };
         out.push(Reply {
             status,
@@ -232,31 +274,14 @@ impl RawStream {
     /// Sends `request` verbatim and reads the response head (body bytes that
     /// came with it are kept for [`RawStream::read_some`]).
     pub fn open(addr: SocketAddr, request: &[u8]) -> Self {
-        let mut stream = TcpStream::connect(addr).expect("connect to tokenjar");
-        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-        stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
-        stream.write_all(request).expect("send the raw request");
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 16 * 1024];
-        let head_end = loop {
-            if let Some(at) = find(&buf, b"\r\n\r\n") {
-                break at;
-            }
-            let n = stream.read(&mut chunk).expect("read the response head");
-            assert!(
-                n > 0,
-                "connection closed before a complete response head; got: {:?}",
-                String::from_utf8_lossy(&buf)
-            );
-            buf.extend_from_slice(&chunk[..n]);
-        };
-        let reply = parse_responses(&buf[..head_end + 4])
-            .pop()
-            .expect("a response head");
+        let mut stream = connect_and_send(addr, request);
+        let (buf, head_end) = read_head(&mut stream);
+        let (status, headers) =
+            parse_head(&String::from_utf8_lossy(&buf[..head_end])).expect("a response head");
         Self {
             stream,
-            status: reply.status,
-            headers: reply.headers,
+            status,
+            headers,
             pending: buf[head_end + 4..].to_vec(),
         }
     }
