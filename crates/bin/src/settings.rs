@@ -376,20 +376,7 @@ impl Settings {
                 "more than 1024 workers is surely a mistake",
             ));
         }
-        let upstream = match UpstreamBase::parse(&self.upstream.url) {
-            Ok(base) if base.scheme() == "https" => {
-                problems.push(problem(
-                    "upstream.url",
-                    "https upstreams are not supported: reach the API over plain http on a private network",
-                ));
-                None
-            }
-            Ok(base) => Some(base),
-            Err(e) => {
-                problems.push(problem("upstream.url", e.to_string()));
-                None
-            }
-        };
+        let upstream = plain_http("upstream.url", &self.upstream.url, &mut problems);
         for (key, ms) in [
             ("upstream.connect_timeout_ms", self.upstream.connect_timeout_ms),
             ("upstream.timeout_ms", self.upstream.timeout_ms),
@@ -452,10 +439,7 @@ impl Settings {
         );
 
         let frontend = match &self.frontend.url {
-            Some(url) => UpstreamBase::parse(url)
-                .map(Frontend::Url)
-                .map_err(|e| problems.push(problem("frontend.url", e.to_string())))
-                .ok(),
+            Some(url) => plain_http("frontend.url", url, &mut problems).map(Frontend::Url),
             None => Some(self.frontend.dir.clone().map_or(Frontend::None, Frontend::Dir)),
         };
         if self.frontend.url.is_some() && self.frontend.dir.is_some() {
@@ -586,6 +570,26 @@ impl Settings {
         demo.cookie.same_site = "lax".to_owned();
         demo.frontend = FrontendSection::default();
         demo
+    }
+}
+
+/// A URL tokenjar's HTTP client will call: parsed, and refused when it is
+/// https, since the client is built without TLS (a lean tree; the API and
+/// the web app's server sit on a private network or a sidecar).
+fn plain_http(key: &str, url: &str, problems: &mut Vec<Problem>) -> Option<UpstreamBase> {
+    match UpstreamBase::parse(url) {
+        Ok(base) if base.scheme() == "https" => {
+            problems.push(problem(
+                key,
+                "https is not supported (the HTTP client has no TLS): reach it over plain http on a private network",
+            ));
+            None
+        }
+        Ok(base) => Some(base),
+        Err(e) => {
+            problems.push(problem(key, e.to_string()));
+            None
+        }
     }
 }
 
@@ -802,6 +806,15 @@ mod tests {
         let settings = load(&[("TOKENJAR_UPSTREAM__URL", "https://api.example")]).unwrap();
         let problems = settings.validate().err().unwrap();
         assert_eq!(problems[0].key, "upstream.url");
+        assert!(problems[0].message.contains("https"));
+    }
+
+    #[test]
+    fn an_https_frontend_url_is_refused_too() {
+        let settings = load(&[("TOKENJAR_FRONTEND__URL", "https://app.example")]).unwrap();
+        let problems = settings.validate().err().unwrap();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].key, "frontend.url");
         assert!(problems[0].message.contains("https"));
     }
 
