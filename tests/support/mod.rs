@@ -8,6 +8,7 @@
 pub mod api;
 pub mod app;
 pub mod external;
+pub mod hostile_api;
 pub mod load;
 pub mod metrics;
 pub mod pattern;

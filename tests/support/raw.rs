@@ -234,7 +234,7 @@ pub fn parse_responses(mut bytes: &[u8]) -> Vec<Reply> {
 }
 
 /// Decodes a chunked body from `bytes`: the body and the bytes it used.
-fn dechunk(bytes: &[u8]) -> (Vec<u8>, usize) {
+pub(crate) fn dechunk(bytes: &[u8]) -> (Vec<u8>, usize) {
     let mut body = Vec::new();
     let mut at = 0;
     while let Some(line_end) = find(&bytes[at..], b"\r\n") {

@@ -7,13 +7,13 @@ mod body;
 mod clock;
 mod demo;
 mod frontend;
+mod guard;
 mod headers;
 mod metrics;
 mod ops;
 mod server;
 mod telemetry;
 mod upstream;
-mod watched;
 
 pub use body::RequestBody;
 pub use clock::SystemClock;

@@ -1,10 +1,12 @@
 //! [`AwcUpstream`]: the domain's `Upstream` port over an awc client. One per
 //! server worker (awc is not `Send`), with its own keep-alive pool. No
 //! redirects are followed, no cookies stored, nothing decompressed: the
-//! API's answer goes back as it came, except that a chunked body the API
-//! cut short ends in an error (see [`crate::watched`]).
+//! API's answer goes back as it came. Every connection holds the API to one
+//! complete answer per request (see [`crate::guard`]): interim answers are
+//! dropped and a body the API cut short ends in an error.
 
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -19,33 +21,21 @@ use tokenjar_domain::{
 };
 
 use crate::body::RequestBody;
+use crate::guard::GuardedConnector;
 use crate::headers;
-use crate::watched::{eof_reads, WatchedConnector};
 
-/// The body of the API's response, streamed back to the browser. A chunked
-/// body that ends because the API closed the connection, not because its
-/// last chunk came, ends in [`PayloadError::Incomplete`] instead of a
+/// The body of the API's response, streamed back to the browser. A body
+/// the API cut short ends in an error (from [`crate::guard`]), never in a
 /// clean end, so that the browser sees a cut stream.
 pub struct ResponseBody {
     response: awc::ClientResponse,
-    chunked: bool,
 }
 
 impl Stream for ResponseBody {
     type Item = Result<Bytes, PayloadError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        let eofs = eof_reads();
-        match Pin::new(&mut this.response).poll_next(cx) {
-            // The end came with a read that found the socket closed: awc's
-            // decoder was still waiting for chunk bytes (see `watched`).
-            Poll::Ready(None) if this.chunked && eof_reads() != eofs => {
-                this.chunked = false;
-                Poll::Ready(Some(Err(PayloadError::Incomplete(None))))
-            }
-            other => other,
-        }
+        Pin::new(&mut self.get_mut().response).poll_next(cx)
     }
 }
 
@@ -80,7 +70,7 @@ impl AwcUpstream {
     /// A client for this worker.
     pub fn new(settings: &UpstreamSettings) -> Self {
         let mut connector = awc::Connector::new()
-            .connector(WatchedConnector::default())
+            .connector(GuardedConnector::default())
             .timeout(settings.connect_timeout);
         if settings.pool_size > 0 {
             connector = connector.limit(settings.pool_size);
@@ -143,6 +133,9 @@ impl Upstream for AwcUpstream {
             match actix_rt::time::timeout(timeout, collect(body, limit)).await {
                 Ok(Ok(bytes)) => Ok(bytes),
                 Ok(Err(PayloadError::Overflow)) => Err(BodyReadError::TooLarge),
+                Ok(Err(PayloadError::Incomplete(Some(e)))) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    Err(BodyReadError::Incomplete)
+                }
                 Ok(Err(e)) => Err(BodyReadError::Failed(e.to_string())),
                 Err(_) => Err(BodyReadError::Timeout),
             }
@@ -207,12 +200,11 @@ fn convert(response: awc::ClientResponse, method: &str) -> UpstreamResponse<Resp
     let status = response.status().as_u16();
     let headers = headers::to_domain(response.headers());
     let body_size = BodySize::of_response(method, status, &headers);
-    let chunked = tokenjar_domain::headers::is_chunked(&headers);
     UpstreamResponse {
         status,
         headers,
         body_size,
-        body: ResponseBody { response, chunked },
+        body: ResponseBody { response },
     }
 }
 

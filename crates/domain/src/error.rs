@@ -111,9 +111,9 @@ impl FlowError {
             Self::Upstream(UpstreamError::Timeout) | Self::LoginBody(BodyReadError::Timeout) => {
                 "The API did not answer in time."
             }
-            Self::BadLogin(_) | Self::LoginBody(BodyReadError::TooLarge) | Self::Cookie(_) => {
-                "The API's login response could not be used."
-            }
+            Self::BadLogin(_)
+            | Self::LoginBody(BodyReadError::TooLarge | BodyReadError::Incomplete)
+            | Self::Cookie(_) => "The API's login response could not be used.",
         }
     }
 
@@ -134,9 +134,9 @@ impl FlowError {
             Self::Upstream(UpstreamError::Timeout) | Self::LoginBody(BodyReadError::Timeout) => {
                 Kind::UpstreamTimeout
             }
-            Self::BadLogin(_) | Self::LoginBody(BodyReadError::TooLarge) | Self::Cookie(_) => {
-                Kind::BadLoginResponse
-            }
+            Self::BadLogin(_)
+            | Self::LoginBody(BodyReadError::TooLarge | BodyReadError::Incomplete)
+            | Self::Cookie(_) => Kind::BadLoginResponse,
         }
     }
 
@@ -252,6 +252,7 @@ mod tests {
             ),
             (LoginError::NotJson.into(), 502, "bad_login_response"),
             (BodyReadError::TooLarge.into(), 502, "bad_login_response"),
+            (BodyReadError::Incomplete.into(), 502, "bad_login_response"),
             (CookieError::TooLarge.into(), 502, "bad_login_response"),
             (UpstreamError::Timeout.into(), 504, "upstream_timeout"),
             (BodyReadError::Timeout.into(), 504, "upstream_timeout"),

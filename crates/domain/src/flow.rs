@@ -15,7 +15,7 @@ use crate::path::{PathError, Route, RouteClass, Routes};
 use crate::plan::{
     self, BodySize, ClientRequest, Reply, ReplyBody, UpstreamBase, UpstreamRequest, UpstreamResponse,
 };
-use crate::ports::{Clock, Upstream};
+use crate::ports::{Clock, Upstream, UpstreamError};
 use crate::token::{Token, TokenRules};
 
 /// Everything the flow decides by, built once from configuration.
@@ -251,8 +251,22 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
         token: Option<&Token>,
     ) -> Result<Reply<U::ResponseBody>, FlowError> {
         let planned = self.plan(base, request, rest, token);
-        let response = self.upstream.send(planned).await?;
+        let response = self.send(planned).await?;
         Ok(self.pass_through(response))
+    }
+
+    /// Sends a planned request. An answer that switches protocols was never
+    /// asked for (tokenjar forwards no `Upgrade`), and passing it on would
+    /// hand the browser a connection in an unknown state: refused.
+    async fn send(
+        &self,
+        planned: UpstreamRequest<U::RequestBody>,
+    ) -> Result<UpstreamResponse<U::ResponseBody>, FlowError> {
+        let response = self.upstream.send(planned).await?;
+        if response.status == 101 {
+            return Err(UpstreamError::Unavailable("the API switched protocols unasked".into()).into());
+        }
+        Ok(response)
     }
 
     /// Forwards a request for the web app's own pages (a [`Route::Outside`]
@@ -303,7 +317,7 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
         let mut planned = self.plan(&self.rules.upstream, request, rest, token);
         // The body must be parsed, so it must come uncompressed.
         planned.headers.remove("accept-encoding");
-        let response = self.upstream.send(planned).await?;
+        let response = self.send(planned).await?;
         if !(200..300).contains(&response.status) {
             return Ok(self.pass_through(response));
         }

@@ -167,15 +167,6 @@ pub fn strip_hop_by_hop(headers: &mut Headers) {
     headers.retain(|name, _| !is_hop_by_hop(name) && !listed.iter().any(|l| l == name));
 }
 
-/// Whether the message is chunked: `chunked` is the last coding of a
-/// `Transfer-Encoding` header (RFC 9112 §6.1; it can be nowhere else).
-pub fn is_chunked(headers: &Headers) -> bool {
-    headers.get_all("transfer-encoding").any(|value| {
-        let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
-        last.trim_ascii().eq_ignore_ascii_case(b"chunked")
-    })
-}
-
 /// RFC 9110 `tchar`: the characters of a header name or a token.
 pub fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
@@ -189,15 +180,6 @@ pub fn is_valid_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn chunked_is_the_last_transfer_coding() {
-        let chunked = |pairs: &[(&str, &str)]| is_chunked(&pairs.iter().map(|(n, v)| (*n, *v)).collect());
-        assert!(chunked(&[("transfer-encoding", "chunked")]));
-        assert!(chunked(&[("transfer-encoding", "gzip, Chunked ")]));
-        assert!(!chunked(&[("transfer-encoding", "chunked, gzip")]));
-        assert!(!chunked(&[("content-length", "3")]));
-    }
 
     fn check(input: &[(&str, &str)], expected: &[&str]) {
         let mut headers: Headers = input.iter().map(|(n, v)| (*n, *v)).collect();

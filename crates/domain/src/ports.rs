@@ -71,6 +71,10 @@ pub enum BodyReadError {
     /// The API did not finish the body in time.
     #[error("the body did not arrive in time")]
     Timeout,
+    /// The API closed the connection before the body's end (fewer bytes
+    /// than its `Content-Length`, or a chunked body without its last chunk).
+    #[error("the API cut the body short")]
+    Incomplete,
     /// The stream broke.
     #[error("the body stream failed: {0}")]
     Failed(String),
