@@ -291,3 +291,46 @@ fn an_unasked_protocol_switch_is_502() {
     let reply = raw_request(app.address, &get("/api/echo/after"));
     check_echo(&reply, "/v1/echo/after").unwrap();
 }
+
+/// A login refused (any status but 2xx) whose answer still holds a string
+/// at the token field would hand the page a token: 502
+/// `bad_login_response`, no cookie, the token nowhere. A refusal without
+/// one passes through with its status and body.
+#[test]
+fn a_refused_login_that_carries_a_token_is_502() {
+    let api = HostileApi::start(Interim::default());
+    for status in [302, 400, 401, 403, 422, 500, 503] {
+        let route = format!("/api/status/{status}/login");
+        let app = spawn_app(&api.url("/v1"), &[("TOKENJAR_ROUTES__LOGIN", route.as_str())]);
+        let body = r#"{"username":"u","password":"pw"}"#;
+        let request = format!(
+            "POST {route} HTTP/1.1\r\nHost: app.test\r\nContent-Type: application/json\r\n\
+             X-CSRF: 1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let reply = raw_request(app.address, request.as_bytes());
+        reply.assert_error(502, "bad_login_response");
+        assert!(
+            !reply.leaks("tok-refused"),
+            "{status}: the token reached the client"
+        );
+        assert!(
+            reply.set_cookie_for("auth-token").is_none(),
+            "{status}: a cookie was set"
+        );
+    }
+
+    let (recording, app) = tokenjar_e2e::setup();
+    let request = "POST /api/login HTTP/1.1\r\nHost: app.test\r\nContent-Type: application/json\r\n\
+                   X-CSRF: 1\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+    let reply = raw_request(app.address, request.as_bytes());
+    assert_eq!(
+        reply.status,
+        401,
+        "a plain refusal passes through: {}",
+        reply.text()
+    );
+    assert_eq!(reply.json(), serde_json::json!({"error": "bad credentials"}));
+    assert!(reply.set_cookie_for("auth-token").is_none());
+    assert_eq!(recording.requests().len(), 1);
+}

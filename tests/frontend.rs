@@ -135,3 +135,96 @@ async fn a_metrics_token_guards_metrics_but_not_the_probes() {
         "the metrics token must not be logged"
     );
 }
+
+/// A folder's dotfiles and dot-folders (`.env`, `.git/`) are never served,
+/// however the path is spelled; `/.well-known/` is.
+#[actix_web::test]
+async fn hidden_files_of_the_frontend_folder_are_never_served() {
+    let api = RecordingApi::start();
+    let dir = site();
+    dir.write(".env", "DATABASE_PASSWORD=hunter2");
+    std::fs::create_dir_all(dir.path().join(".git")).unwrap();
+    dir.write(".git/config", "[remote] url = secret");
+    std::fs::create_dir_all(dir.path().join(".well-known")).unwrap();
+    dir.write(".well-known/security.txt", "Contact: mailto:security@example.com");
+    let dir_setting = dir.path().display().to_string();
+    let app = spawn_app(&api.url(""), &[("TOKENJAR_FRONTEND__DIR", dir_setting.as_str())]);
+
+    for path in [
+        "/.env",
+        "/%2eenv",
+        "/.git/config",
+        "/.git/",
+        "/assets/../.env",
+        "/.well-known/../.env",
+    ] {
+        let reply = app.send("GET", path, &[], Bytes::new()).await;
+        assert!(
+            !reply.text().contains("hunter2") && !reply.text().contains("secret"),
+            "{path} served a hidden file: {} {}",
+            reply.status,
+            reply.text()
+        );
+        assert_ne!(reply.status, 200, "{path}");
+    }
+    let reply = app
+        .send("GET", "/.well-known/security.txt", &[], Bytes::new())
+        .await;
+    assert_eq!(reply.status, 200);
+    assert!(reply.text().contains("Contact:"));
+}
+
+/// With `ops.listen`, `/metrics` and the probes answer on their own port,
+/// which serves nothing else; the public port keeps the probes but serves
+/// no `/metrics`.
+#[actix_web::test]
+async fn an_operator_listener_takes_metrics_off_the_public_port() {
+    let api = RecordingApi::start();
+    let app = spawn_app(&api.url(""), &[("TOKENJAR_OPS__LISTEN", "127.0.0.1:0")]);
+    assert!(
+        app.wait_for_log(
+            "metrics and probes on http://",
+            std::time::Duration::from_secs(10)
+        ),
+        "no log line names the operator listener: {:?}",
+        app.logs()
+    );
+    let line = app
+        .logs()
+        .into_iter()
+        .find(|l| l.contains("metrics and probes on http://"))
+        .unwrap();
+    let port: String = line
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let ops = format!("http://127.0.0.1:{port}");
+    let client = app.client();
+    let get = |url: String| {
+        let client = client.clone();
+        async move {
+            let mut res = client.get(url).send().await.unwrap();
+            let body = res.body().await.unwrap();
+            (res.status().as_u16(), String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+
+    let (status, text) = get(format!("{ops}/metrics")).await;
+    assert_eq!(status, 200);
+    assert!(text.contains("tokenjar_csrf_refused_total"), "{text}");
+    assert_eq!(get(format!("{ops}/healthz")).await.0, 200);
+    assert_eq!(get(format!("{ops}/readyz")).await.0, 200);
+    // (The readiness probe itself calls the API.)
+    let before = api.requests().len();
+    let (status, _) = get(format!("{ops}/api/echo")).await;
+    assert_eq!(status, 404, "the operator port serves no API");
+    assert_eq!(api.requests().len(), before, "the operator port reached the API");
+
+    let public = app.send("GET", "/metrics", &[], Bytes::new()).await;
+    assert_ne!(public.status, 200);
+    assert!(!public.text().contains("tokenjar_csrf_refused_total"));
+    assert_eq!(app.send("GET", "/healthz", &[], Bytes::new()).await.status, 200);
+}

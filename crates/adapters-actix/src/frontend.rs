@@ -55,11 +55,14 @@ pub async fn serve(frontend: &Frontend, request: &HttpRequest) -> Result<HttpRes
 
 /// The file for a request path: the file itself, a folder's `index.html`,
 /// or — for a path that looks like an app route rather than an asset (no
-/// extension) — the app's `index.html`. `None` when nothing fits or the
-/// path would leave the folder.
+/// extension) — the app's `index.html`. `None` when nothing fits, the path
+/// would leave the folder, or it names a hidden file or folder.
 fn resolve(dir: &Path, raw_path: &str) -> Option<PathBuf> {
     let decoded = percent_decode_str(raw_path).decode_utf8().ok()?;
     let relative = decoded.trim_start_matches('/');
+    if is_hidden(relative) {
+        return None;
+    }
     let root = dir.canonicalize().ok()?;
     let mut candidate = root.join(relative);
     if candidate.is_dir() {
@@ -75,6 +78,17 @@ fn resolve(dir: &Path, raw_path: &str) -> Option<PathBuf> {
     }
     let index = root.join("index.html");
     index.is_file().then_some(index)
+}
+
+/// Whether a path (below the folder, decoded) names a dotfile or passes
+/// through a dot-folder: `.env`, `.git/config`, `assets/.DS_Store`. Build
+/// folders hold such files by accident, and they are never the app's.
+/// `/.well-known/` is the exception: it is meant to be served (RFC 8615).
+fn is_hidden(relative: &str) -> bool {
+    relative
+        .split(['/', '\\'])
+        .enumerate()
+        .any(|(i, segment)| segment.starts_with('.') && !(i == 0 && segment == ".well-known"))
 }
 
 #[cfg(test)]
@@ -102,6 +116,25 @@ mod tests {
         assert_eq!(resolve(&dir, "/assets/missing.js"), None);
         assert_eq!(resolve(&dir, "/../../etc/passwd"), None);
         assert_eq!(resolve(&dir, "/%ff"), None);
+        std::fs::write(dir.join(".env"), "SECRET=1").unwrap();
+        std::fs::create_dir_all(dir.join(".git")).unwrap();
+        std::fs::write(dir.join(".git/config"), "x").unwrap();
+        std::fs::create_dir_all(dir.join(".well-known")).unwrap();
+        std::fs::write(dir.join(".well-known/security.txt"), "x").unwrap();
+        for hidden in [
+            "/.env",
+            "/%2eenv",
+            "/.git/config",
+            "/.git/",
+            "/assets/.env",
+            "/.well-known/.env",
+        ] {
+            assert_eq!(resolve(&dir, hidden), None, "{hidden}");
+        }
+        assert_eq!(
+            name(resolve(&dir, "/.well-known/security.txt")),
+            Some(".well-known/security.txt".into())
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

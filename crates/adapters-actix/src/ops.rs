@@ -4,6 +4,7 @@
 //! optionally behind a bearer token).
 
 use std::cell::Cell;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use actix_web::http::header::{self, HeaderValue};
@@ -46,6 +47,9 @@ impl Op {
 pub struct OpsSettings {
     /// If set, `/metrics` requires `Authorization: Bearer <token>`.
     pub metrics_token: Option<String>,
+    /// If set, a listener of their own for `/metrics` and the probes; the
+    /// main listener then serves no `/metrics`.
+    pub listen: Option<SocketAddr>,
 }
 
 /// One worker's cached readiness.

@@ -4,7 +4,7 @@
 //! each request and returns its request id.
 
 use std::io;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,8 @@ pub struct ServerSettings {
     pub client_request_timeout: Duration,
     /// Idle keep-alive time; zero disables keep-alive.
     pub keep_alive: Duration,
+    /// Longest pause between two reads of a request body.
+    pub client_body_timeout: Duration,
 }
 
 impl Default for ServerSettings {
@@ -61,6 +63,7 @@ impl Default for ServerSettings {
             max_connections: 0,
             client_request_timeout: Duration::from_secs(5),
             keep_alive: Duration::from_secs(5),
+            client_body_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -84,7 +87,10 @@ type AwcGateway = Gateway<AwcUpstream, SystemClock>;
 struct Shared {
     metrics: Metrics,
     ops: OpsSettings,
+    /// The address the operator listener is bound to, if there is one.
+    ops_addr: Option<SocketAddr>,
     max_body_bytes: Option<u64>,
+    client_body_timeout: Duration,
     base_url: String,
     frontend: Frontend,
 }
@@ -100,6 +106,7 @@ struct Worker {
 pub struct Application {
     port: u16,
     host: String,
+    ops_addr: Option<SocketAddr>,
     server: Server,
 }
 
@@ -112,11 +119,15 @@ impl Application {
         let server = &settings.server;
         let listener = TcpListener::bind((server.host.as_str(), server.port))?;
         let port = listener.local_addr()?.port();
+        let ops_listener = settings.ops.listen.map(TcpListener::bind).transpose()?;
+        let ops_addr = ops_listener.as_ref().map(TcpListener::local_addr).transpose()?;
         let metrics = Metrics::new().map_err(io::Error::other)?;
         let shared = Arc::new(Shared {
             metrics,
             ops: settings.ops.clone(),
+            ops_addr,
             max_body_bytes: (server.max_body_bytes > 0).then_some(server.max_body_bytes),
+            client_body_timeout: server.client_body_timeout,
             base_url: rules.upstream.url("", None),
             frontend: settings.frontend.clone(),
         });
@@ -180,11 +191,15 @@ impl Application {
         if server.max_connections > 0 {
             http = http.max_connections(server.max_connections);
         }
-        let server_handle = http.listen(listener)?.run();
+        http = http.listen(listener)?;
+        if let Some(ops_listener) = ops_listener {
+            http = http.listen(ops_listener)?;
+        }
         Ok(Self {
             port,
             host: server.host.clone(),
-            server: server_handle,
+            ops_addr,
+            server: http.run(),
         })
     }
 
@@ -200,6 +215,11 @@ impl Application {
         } else {
             format!("http://{}:{}", self.host, self.port)
         }
+    }
+
+    /// `http://host:port` of the operator listener, when there is one.
+    pub fn ops_url(&self) -> Option<String> {
+        self.ops_addr.map(|addr| format!("http://{addr}"))
     }
 
     /// A handle to stop the server from elsewhere.
@@ -231,7 +251,20 @@ async fn handle(request: HttpRequest, payload: web::Payload, worker: web::Data<W
     let head = request.method() == Method::HEAD;
     let path = request.uri().path();
 
-    if let Some(op) = Op::at(path) {
+    // With an operator listener, it serves the operator endpoints only, and
+    // the main one no `/metrics`.
+    let op = Op::at(path);
+    let on_ops_listener =
+        shared.ops_addr.is_some() && shared.ops_addr == Some(request.app_config().local_addr());
+    let op = match op {
+        Some(Op::Metrics) if shared.ops_addr.is_some() && !on_ops_listener => None,
+        op => op,
+    };
+    if on_ops_listener && op.is_none() {
+        request.extensions_mut().insert(RouteClass::Ops);
+        return fail(&FlowError::NotFound, &shared.metrics, head, &request);
+    }
+    if let Some(op) = op {
         request.extensions_mut().insert(RouteClass::Ops);
         let upstream = worker.gateway.upstream();
         let answer = ops::answer(
@@ -267,7 +300,11 @@ async fn handle(request: HttpRequest, payload: web::Payload, worker: web::Data<W
         headers,
         peer: request.peer_addr().map(|a| a.ip()),
         scheme: "http",
-        body: RequestBody::new(payload.into_inner(), shared.max_body_bytes),
+        body: RequestBody::new(
+            payload.into_inner(),
+            shared.max_body_bytes,
+            shared.client_body_timeout,
+        ),
     };
     let handled = match (&route, &shared.frontend) {
         (Ok(Route::Outside), Frontend::Url(base)) => worker.gateway.forward(base, client).await,
@@ -281,15 +318,15 @@ async fn handle(request: HttpRequest, payload: web::Payload, worker: web::Data<W
     respond(handled.reply, head)
 }
 
-/// A page served from this process: the same CSRF rule as every tokenjar
-/// route, then the file or the demo page.
+/// A page served from this process: the same admission rules as every
+/// tokenjar route (method, host, CSRF), then the file or the demo page.
 async fn serve_frontend(
     request: &HttpRequest,
     client: &ClientRequest<RequestBody>,
     worker: &Worker,
 ) -> HttpResponse {
     let shared = &worker.shared;
-    let result = match worker.gateway.check_csrf(client) {
+    let result = match worker.gateway.admit(client) {
         Err(error) => Err(error),
         Ok(()) => frontend::serve(&shared.frontend, request).await,
     };

@@ -20,7 +20,7 @@ use tokenjar_domain::{
     BodyReadError, BodySize, Headers, Upstream, UpstreamError, UpstreamRequest, UpstreamResponse,
 };
 
-use crate::body::RequestBody;
+use crate::body::{BodyFlags, RequestBody};
 use crate::guard::GuardedConnector;
 use crate::headers;
 
@@ -46,8 +46,12 @@ pub struct UpstreamSettings {
     pub connect_timeout: Duration,
     /// Time from sending a request to having the API's response head.
     pub timeout: Duration,
-    /// Connections per worker to the API; 0 = awc's default (100).
+    /// Connections per worker to the API; 0 = awc's default (100). The
+    /// streamed uploads have a pool of the same size of their own.
     pub pool_size: usize,
+    /// Request bodies up to this size are read whole before a connection
+    /// is taken (`server.client_body_buffer_bytes`).
+    pub buffer_bytes: u64,
 }
 
 impl Default for UpstreamSettings {
@@ -56,36 +60,48 @@ impl Default for UpstreamSettings {
             connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(30),
             pool_size: 0,
+            buffer_bytes: 64 * 1024,
         }
     }
 }
 
 /// The API, reached with awc.
 pub struct AwcUpstream {
+    /// Every request whose body is in hand (none, or read whole).
     client: awc::Client,
+    /// Requests whose body streams as the client sends it: a pool of their
+    /// own, so that slow uploaders can only hold connections of other
+    /// large uploads, never those of everyone's ordinary requests.
+    uploads: awc::Client,
     timeout: Duration,
+    buffer_bytes: u64,
 }
 
 impl AwcUpstream {
     /// A client for this worker.
     pub fn new(settings: &UpstreamSettings) -> Self {
-        let mut connector = awc::Connector::new()
-            .connector(GuardedConnector::default())
-            .timeout(settings.connect_timeout);
-        if settings.pool_size > 0 {
-            connector = connector.limit(settings.pool_size);
-        }
-        let client = awc::Client::builder()
-            .connector(connector)
-            .disable_redirects()
-            .no_default_headers()
-            // awc's own timeout would also run over the body and cut long
-            // downloads; the response-head timeout is applied around send.
-            .disable_timeout()
-            .finish();
+        let guarded = GuardedConnector::default();
+        let client = |guarded: GuardedConnector| {
+            let mut connector = awc::Connector::new()
+                .connector(guarded)
+                .timeout(settings.connect_timeout);
+            if settings.pool_size > 0 {
+                connector = connector.limit(settings.pool_size);
+            }
+            awc::Client::builder()
+                .connector(connector)
+                .disable_redirects()
+                .no_default_headers()
+                // awc's own timeout would also run over the body and cut long
+                // downloads; the response-head timeout is applied around send.
+                .disable_timeout()
+                .finish()
+        };
         Self {
-            client,
+            client: client(guarded.clone()),
+            uploads: client(guarded),
             timeout: settings.timeout,
+            buffer_bytes: settings.buffer_bytes,
         }
     }
 
@@ -94,7 +110,8 @@ impl AwcUpstream {
     /// # Errors
     /// The [`UpstreamError`] that a real request would get.
     pub async fn probe(&self, url: &str) -> Result<u16, UpstreamError> {
-        let response = response_head(self.timeout, self.client.get(url).send(), || false).await?;
+        let response =
+            response_head(self.timeout, self.client.get(url).send(), &BodyFlags::default()).await?;
         Ok(response.status().as_u16())
     }
 }
@@ -103,24 +120,44 @@ impl Upstream for AwcUpstream {
     type RequestBody = RequestBody;
     type ResponseBody = ResponseBody;
 
-    fn send(
+    async fn send(
         &self,
         request: UpstreamRequest<RequestBody>,
-    ) -> impl Future<Output = Result<UpstreamResponse<ResponseBody>, UpstreamError>> {
-        let timeout = self.timeout;
-        let built = build(&self.client, &request.method, &request.url, request.headers);
-        async move {
-            let outgoing = built?;
-            let exceeded = request.body.exceeded_flag();
-            let send = match request.body_size {
-                // No body at all: no `Content-Length: 0` either.
-                BodySize::None => outgoing.send_body(actix_web::body::None::new()),
-                BodySize::Sized(n) => outgoing.send_body(SizedStream::new(n, request.body)),
-                BodySize::Stream => outgoing.send_stream(request.body),
-            };
-            let response = response_head(timeout, send, || exceeded.get()).await?;
-            Ok(convert(response, &request.method))
-        }
+    ) -> Result<UpstreamResponse<ResponseBody>, UpstreamError> {
+        let UpstreamRequest {
+            method,
+            url,
+            headers,
+            body_size,
+            mut body,
+        } = request;
+        let flags = body.flags();
+        // A body that fits the buffer is read before any connection is
+        // taken: however slowly it comes, it holds none.
+        let in_hand = match body_size {
+            BodySize::None => Some(None),
+            BodySize::Sized(n) if n > self.buffer_bytes => None,
+            BodySize::Sized(_) | BodySize::Stream => body
+                .read_up_to(self.buffer_bytes)
+                .await
+                .map_err(|e| body_error(&e, &flags))?
+                .map(Some),
+        };
+        let client = if in_hand.is_some() {
+            &self.client
+        } else {
+            &self.uploads
+        };
+        let outgoing = build(client, &method, &url, headers)?;
+        let send = match (in_hand, body_size) {
+            // No body at all: no `Content-Length: 0` either.
+            (Some(None), _) => outgoing.send_body(actix_web::body::None::new()),
+            (Some(Some(bytes)), _) => outgoing.send_body(bytes),
+            (None, BodySize::Sized(n)) => outgoing.send_body(SizedStream::new(n, body)),
+            (None, _) => outgoing.send_stream(body),
+        };
+        let response = response_head(self.timeout, send, &flags).await?;
+        Ok(convert(response, &method))
     }
 
     fn read_body(
@@ -166,17 +203,30 @@ async fn collect(mut body: ResponseBody, limit: usize) -> Result<Vec<u8>, Payloa
     Ok(collected)
 }
 
-/// Waits at most `timeout` for the API's response head. `body_exceeded`
-/// tells, after a failure, whether the request body went over its limit.
+/// Waits at most `timeout` for the API's response head. `body` tells,
+/// after a failure, whether the request body was at fault.
 async fn response_head(
     timeout: Duration,
     send: awc::SendClientRequest,
-    body_exceeded: impl Fn() -> bool,
+    body: &BodyFlags,
 ) -> Result<awc::ClientResponse, UpstreamError> {
     match actix_rt::time::timeout(timeout, send).await {
         Ok(Ok(response)) => Ok(response),
-        Ok(Err(e)) => Err(map_send_error(e, body_exceeded())),
+        Ok(Err(SendRequestError::Body(e))) => Err(body_error(&e, body)),
+        Ok(Err(e)) => Err(map_send_error(e)),
         Err(_) => Err(UpstreamError::Timeout),
+    }
+}
+
+/// Why the client's request body failed: over the limit, stalled, or
+/// broken (the client went away or sent a malformed body).
+fn body_error(error: &dyn std::fmt::Display, body: &BodyFlags) -> UpstreamError {
+    if body.exceeded() {
+        UpstreamError::RequestBodyTooLarge
+    } else if body.timed_out() {
+        UpstreamError::RequestBodyTimeout
+    } else {
+        UpstreamError::RequestBody(error.to_string())
     }
 }
 
@@ -208,10 +258,8 @@ fn convert(response: awc::ClientResponse, method: &str) -> UpstreamResponse<Resp
     }
 }
 
-fn map_send_error(error: SendRequestError, body_exceeded: bool) -> UpstreamError {
+fn map_send_error(error: SendRequestError) -> UpstreamError {
     match error {
-        SendRequestError::Body(_) if body_exceeded => UpstreamError::RequestBodyTooLarge,
-        SendRequestError::Body(e) => UpstreamError::RequestBody(e.to_string()),
         SendRequestError::Timeout | SendRequestError::Connect(ConnectError::Timeout) => {
             UpstreamError::Timeout
         }

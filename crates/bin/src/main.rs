@@ -127,6 +127,9 @@ fn serve(config_dir: Option<PathBuf>) -> ExitCode {
     let result = actix_web::rt::System::new().block_on(async move {
         let app = Application::build(&validated.adapter, validated.rules)?;
         tracing::info!("listening on {}", app.url());
+        if let Some(ops) = app.ops_url() {
+            tracing::info!("metrics and probes on {ops}");
+        }
         app.run_until_stopped().await
     });
     match result {

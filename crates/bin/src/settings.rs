@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,18 +16,29 @@ use tokenjar_adapters_actix::{
 };
 use tokenjar_domain::memory::DemoApi;
 use tokenjar_domain::{
-    CookieJar, CookieKeys, CookiePolicy, CsrfRules, LoginRules, Routes, Rules, SameSite, SettingError,
-    TokenRules, UpstreamBase,
+    CookieJar, CookieKeys, CookiePolicy, CsrfRules, Forwarding, LoginRules, Routes, Rules, SameSite,
+    SettingError, TokenRules, UpstreamBase,
 };
 
 /// The compiled-in defaults: the repository's `config/default.toml`.
 pub const DEFAULTS: &str = include_str!("../../../config/default.toml");
 
 /// Keys that have no default (they are unset unless configured).
-const OPTIONAL_KEYS: [&str; 3] = ["cookie.domain", "frontend.url", "frontend.dir"];
+const OPTIONAL_KEYS: [&str; 5] = [
+    "cookie.domain",
+    "frontend.url",
+    "frontend.dir",
+    "server.public_origin",
+    "ops.listen",
+];
 
 /// Keys whose environment value is a comma-separated list.
-const LIST_KEYS: [&str; 2] = ["cookie.keys", "csrf.allowed_origins"];
+const LIST_KEYS: [&str; 4] = [
+    "cookie.keys",
+    "csrf.allowed_origins",
+    "server.trusted_proxies",
+    "token.drop_client_headers",
+];
 
 /// Variables that choose files rather than settings.
 const SELECTORS: [&str; 2] = ["TOKENJAR_ENV", "TOKENJAR_CONFIG_DIR"];
@@ -76,6 +88,15 @@ pub struct ServerSection {
     pub client_request_timeout_ms: u64,
     /// Keep-alive idle time; 0 = off.
     pub keep_alive_s: u64,
+    /// Longest pause between two reads of a request body.
+    pub client_body_timeout_ms: u64,
+    /// Bodies up to this size are read whole before the API is called.
+    pub client_body_buffer_bytes: u64,
+    /// The one origin served, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_origin: Option<String>,
+    /// CIDR blocks of trusted load balancers.
+    pub trusted_proxies: Vec<String>,
 }
 
 /// `upstream.*`
@@ -116,6 +137,8 @@ pub struct TokenSection {
     pub upstream_header: String,
     /// Optional auth scheme.
     pub upstream_scheme: String,
+    /// Client headers never forwarded.
+    pub drop_client_headers: Vec<String>,
 }
 
 /// `cookie.*`
@@ -184,6 +207,9 @@ pub struct FrontendSection {
 pub struct OpsSection {
     /// Bearer token for `/metrics`; "" = open.
     pub metrics_token: String,
+    /// A separate listener for `/metrics` and the probes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
 }
 
 impl fmt::Debug for OpsSection {
@@ -197,6 +223,7 @@ impl fmt::Debug for OpsSection {
                     "<redacted>"
                 },
             )
+            .field("listen", &self.listen)
             .finish()
     }
 }
@@ -384,6 +411,10 @@ impl Settings {
                 "server.client_request_timeout_ms",
                 self.server.client_request_timeout_ms,
             ),
+            (
+                "server.client_body_timeout_ms",
+                self.server.client_body_timeout_ms,
+            ),
         ] {
             if ms == 0 {
                 problems.push(problem(key, "must be greater than 0"));
@@ -404,9 +435,33 @@ impl Settings {
         );
         let token = in_section(
             "token",
-            TokenRules::new(&self.token.upstream_header, &self.token.upstream_scheme),
+            TokenRules::new(&self.token.upstream_header, &self.token.upstream_scheme)
+                .and_then(|rules| rules.dropping(&self.token.drop_client_headers)),
             &mut problems,
         );
+        let forwarding = in_section(
+            "server",
+            Forwarding::new(
+                self.server.public_origin.as_deref().unwrap_or_default(),
+                &self.server.trusted_proxies,
+            ),
+            &mut problems,
+        );
+        let ops_listen = self.ops.listen.as_deref().filter(|l| !l.trim().is_empty());
+        let ops_listen = match ops_listen.map(|l| l.trim().parse::<SocketAddr>()) {
+            None => None,
+            Some(Ok(addr)) => Some(addr),
+            Some(Err(_)) => {
+                problems.push(problem(
+                    "ops.listen",
+                    format!(
+                        "{:?} is not an address and port, e.g. 127.0.0.1:9091",
+                        self.ops.listen
+                    ),
+                ));
+                None
+            }
+        };
 
         let c = &self.cookie;
         let same_site = in_section("cookie", SameSite::parse(&c.same_site), &mut problems);
@@ -472,7 +527,10 @@ impl Settings {
             Some(keys),
             Some(csrf),
             Some(frontend),
-        ) = (upstream, routes, login, token, policy, keys, csrf, frontend)
+            Some(forwarding),
+        ) = (
+            upstream, routes, login, token, policy, keys, csrf, frontend, forwarding,
+        )
         else {
             return Err(vec![problem("config", "invalid configuration")]);
         };
@@ -489,6 +547,7 @@ impl Settings {
             login,
             cookies: CookieJar::new(policy, keys),
             csrf,
+            forwarding,
         };
         let server = ServerSettings {
             host: self.server.host.clone(),
@@ -499,14 +558,17 @@ impl Settings {
             max_connections: self.server.max_connections,
             client_request_timeout: Duration::from_millis(self.server.client_request_timeout_ms),
             keep_alive: Duration::from_secs(self.server.keep_alive_s),
+            client_body_timeout: Duration::from_millis(self.server.client_body_timeout_ms),
         };
         let upstream = UpstreamSettings {
             connect_timeout: Duration::from_millis(self.upstream.connect_timeout_ms),
             timeout: Duration::from_millis(self.upstream.timeout_ms),
             pool_size: self.upstream.pool_size,
+            buffer_bytes: self.server.client_body_buffer_bytes,
         };
         let ops = OpsSettings {
             metrics_token: (!self.ops.metrics_token.is_empty()).then(|| self.ops.metrics_token.clone()),
+            listen: ops_listen,
         };
         Ok(Validated {
             rules: Arc::new(rules),
@@ -561,6 +623,7 @@ impl Settings {
             response_field: DemoApi::TOKEN_POINTER.to_owned(),
             upstream_header: DemoApi::TOKEN_HEADER.to_owned(),
             upstream_scheme: String::new(),
+            drop_client_headers: self.token.drop_client_headers.clone(),
         };
         demo.cookie.secure = false;
         if demo.cookie.name.starts_with("__") {
@@ -569,6 +632,8 @@ impl Settings {
         }
         demo.cookie.same_site = "lax".to_owned();
         demo.frontend = FrontendSection::default();
+        // The demo is reached on loopback, whatever site is configured.
+        demo.server.public_origin = None;
         demo
     }
 }
@@ -807,6 +872,47 @@ mod tests {
         let problems = settings.validate().err().unwrap();
         assert_eq!(problems[0].key, "upstream.url");
         assert!(problems[0].message.contains("https"));
+    }
+
+    #[test]
+    fn hop_and_header_settings_are_checked() {
+        let settings = load(&[
+            (
+                "TOKENJAR_SERVER__TRUSTED_PROXIES",
+                "10.0.0.0/8,fd00::/8,192.0.2.1",
+            ),
+            ("TOKENJAR_SERVER__PUBLIC_ORIGIN", "https://app.example.com"),
+            ("TOKENJAR_TOKEN__DROP_CLIENT_HEADERS", "authorization,x-api-key"),
+            ("TOKENJAR_OPS__LISTEN", "127.0.0.1:9091"),
+        ])
+        .unwrap();
+        assert_eq!(settings.server.trusted_proxies.len(), 3);
+        assert_eq!(settings.token.drop_client_headers, ["authorization", "x-api-key"]);
+        let validated = settings.validate().unwrap();
+        assert_eq!(
+            validated.rules.forwarding.public_origin(),
+            Some("https://app.example.com")
+        );
+        assert_eq!(validated.adapter.ops.listen, Some(([127, 0, 0, 1], 9091).into()));
+
+        let settings = load(&[
+            ("TOKENJAR_SERVER__TRUSTED_PROXIES", "10.0.0.0/33"),
+            ("TOKENJAR_SERVER__PUBLIC_ORIGIN", "app.example.com"),
+            ("TOKENJAR_SERVER__CLIENT_BODY_TIMEOUT_MS", "0"),
+            ("TOKENJAR_TOKEN__DROP_CLIENT_HEADERS", "bad name"),
+            ("TOKENJAR_OPS__LISTEN", "localhost"),
+        ])
+        .unwrap();
+        assert_eq!(
+            problem_keys(settings.validate()),
+            [
+                "server.client_body_timeout_ms",
+                "token.drop_client_headers",
+                "server.public_origin",
+                "server.trusted_proxies",
+                "ops.listen"
+            ]
+        );
     }
 
     #[test]

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion};
 use tokenjar_domain::memory::{json_response, InMemoryUpstream, ManualClock};
 use tokenjar_domain::{
-    plan, ClientRequest, CookieJar, CookieKeys, CookiePolicy, CsrfRules, Gateway, Headers, LoginRules,
-    Routes, Rules, Token, TokenRules, UpstreamBase,
+    plan, ClientRequest, CookieJar, CookieKeys, CookiePolicy, CsrfRules, Forwarding, Gateway, Headers,
+    LoginRules, Routes, Rules, Token, TokenRules, UpstreamBase,
 };
 
 /// The allocator the tokenjar binary uses, so the numbers are the deployed ones.
@@ -29,6 +29,7 @@ fn rules() -> Rules {
         login: LoginRules::default(),
         cookies: CookieJar::new(CookiePolicy::default(), CookieKeys::generate()),
         csrf: CsrfRules::default(),
+        forwarding: Forwarding::default(),
     }
 }
 
@@ -66,8 +67,9 @@ fn benches(c: &mut Criterion) {
     });
     c.bench_function("plan upstream headers and URL", |b| {
         b.iter(|| {
-            let mut planned =
-                plan::request_headers(black_box(headers.clone()), Some([127, 0, 0, 1].into()), "http");
+            let peer = Some([127, 0, 0, 1].into());
+            let hop = rules.forwarding.hop(&headers, peer, "http");
+            let mut planned = plan::request_headers(black_box(headers.clone()), peer, &hop);
             rules.token.apply(&mut planned, Some(&token));
             black_box((planned, rules.upstream.url("/users/7/orders", Some("page=2"))))
         })

@@ -74,23 +74,51 @@ impl CsrfRules {
         })
     }
 
-    /// Checks one request. `scheme` is the scheme of the connection
-    /// tokenjar accepted.
-    ///
-    /// The request's own origin is its scheme and host as the browser used
-    /// them: `X-Forwarded-Proto` / `X-Forwarded-Host` when a load balancer
-    /// in front set them (a browser cannot add those cross-site without a
-    /// preflight), else the connection's scheme and `Host`.
+    /// Checks one request. `own_origin` is the origin the browser reached
+    /// (see [`crate::Forwarding::hop`]: `server.public_origin`, or the
+    /// scheme and host as the connection — or a trusted load balancer —
+    /// tells them); `None` when unknown, so that only allowed origins pass.
     ///
     /// # Errors
     /// [`CsrfRefusal`] saying which rule the request breaks.
-    pub fn check(&self, method: &str, headers: &Headers, scheme: &str) -> Result<(), CsrfRefusal> {
+    pub fn check(
+        &self,
+        method: &str,
+        headers: &Headers,
+        own_origin: Option<&str>,
+    ) -> Result<(), CsrfRefusal> {
+        self.check_as(method, headers, own_origin, false)
+    }
+
+    /// The same rules applied whatever the method, GET and HEAD included:
+    /// for the login route, where an API that accepts `GET /login?user=…`
+    /// would otherwise let another site log a victim into the attacker's
+    /// account (login CSRF).
+    ///
+    /// # Errors
+    /// [`CsrfRefusal`] saying which rule the request breaks.
+    pub fn check_every_method(
+        &self,
+        method: &str,
+        headers: &Headers,
+        own_origin: Option<&str>,
+    ) -> Result<(), CsrfRefusal> {
+        self.check_as(method, headers, own_origin, true)
+    }
+
+    fn check_as(
+        &self,
+        method: &str,
+        headers: &Headers,
+        own_origin: Option<&str>,
+        every_method: bool,
+    ) -> Result<(), CsrfRefusal> {
         let preflight = method == "OPTIONS" && headers.contains("access-control-request-method");
-        if is_safe(method) && !preflight {
+        if is_safe(method) && !preflight && !every_method {
             return Ok(());
         }
         if let Some(origin) = headers.get("origin") {
-            if !self.origin_allowed(origin, headers, scheme) {
+            if !self.origin_allowed(origin, own_origin) {
                 return Err(if preflight {
                     CsrfRefusal::Preflight
                 } else {
@@ -98,7 +126,7 @@ impl CsrfRules {
                 });
             }
         }
-        if preflight {
+        if preflight && !every_method {
             return Ok(());
         }
         if headers
@@ -115,15 +143,12 @@ impl CsrfRules {
         Ok(())
     }
 
-    fn origin_allowed(&self, origin: &[u8], headers: &Headers, scheme: &str) -> bool {
+    fn origin_allowed(&self, origin: &[u8], own_origin: Option<&str>) -> bool {
         let Some(origin) = std::str::from_utf8(origin).ok().and_then(normalise_origin) else {
             // `null`, garbage, non-UTF-8: nobody's origin.
             return false;
         };
-        if self.allowed_origins.contains(&origin) {
-            return true;
-        }
-        own_origin(headers, scheme).is_some_and(|own| own == origin)
+        self.allowed_origins.contains(&origin) || own_origin.is_some_and(|own| own == origin)
     }
 }
 
@@ -132,24 +157,9 @@ pub fn is_safe(method: &str) -> bool {
     matches!(method, "GET" | "HEAD" | "OPTIONS")
 }
 
-fn first_value<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
-    let value = headers.get_str(name)?;
-    let first = value.split(',').next()?.trim();
-    (!first.is_empty()).then_some(first)
-}
-
-fn own_origin(headers: &Headers, scheme: &str) -> Option<String> {
-    let scheme = match first_value(headers, "x-forwarded-proto") {
-        Some(p) if p.eq_ignore_ascii_case("http") || p.eq_ignore_ascii_case("https") => p,
-        _ => scheme,
-    };
-    let host = first_value(headers, "x-forwarded-host").or_else(|| headers.get_str("host"))?;
-    normalise_origin(&format!("{scheme}://{host}"))
-}
-
 /// `scheme://host[:port]`, lowercase, default port dropped; `None` for
 /// anything with a path, query, credentials or an unknown scheme.
-fn normalise_origin(text: &str) -> Option<String> {
+pub(crate) fn normalise_origin(text: &str) -> Option<String> {
     let url = url::Url::parse(text).ok()?;
     let plain = matches!(url.scheme(), "http" | "https")
         && url.path() == "/"
@@ -176,9 +186,15 @@ mod tests {
         pairs.iter().map(|(n, v)| (*n, *v)).collect()
     }
 
+    /// The own origin of these tests: `http://` and the `Host` header.
+    fn own(headers: &Headers) -> Option<String> {
+        crate::Forwarding::default().hop(headers, None, "http").origin()
+    }
+
     fn check(rules: &CsrfRules, method: &str, headers: &[(&str, &str)], expected: Result<(), CsrfRefusal>) {
+        let headers = h(headers);
         assert_eq!(
-            rules.check(method, &h(headers), "http"),
+            rules.check(method, &headers, own(&headers).as_deref()),
             expected,
             "{method} {headers:?}"
         );
@@ -237,53 +253,76 @@ mod tests {
         let mut bytes = h(&[HOST, TOKEN]);
         bytes.append("origin", vec![0xff, 0xfe]);
         assert_eq!(
-            rules.check("POST", &bytes, "http"),
+            rules.check("POST", &bytes, own(&bytes).as_deref()),
             Err(CsrfRefusal::ForeignOrigin)
         );
     }
 
     #[test]
-    fn behind_a_tls_load_balancer_the_forwarded_scheme_and_host_count() {
+    fn the_own_origin_is_the_one_given() {
         let rules = CsrfRules::default();
-        check(
-            &rules,
-            "POST",
-            &[
-                ("host", "10.0.0.5:8080"),
-                ("x-forwarded-proto", "https"),
-                ("x-forwarded-host", "app.example"),
-                ("origin", "https://app.example"),
-                TOKEN,
-            ],
-            Ok(()),
+        let headers = h(&[
+            ("host", "10.0.0.5:8080"),
+            ("origin", "https://app.example"),
+            TOKEN,
+        ]);
+        let check = |own: Option<&str>| rules.check("POST", &headers, own);
+        assert_eq!(check(Some("https://app.example")), Ok(()));
+        assert_eq!(
+            check(Some("http://10.0.0.5:8080")),
+            Err(CsrfRefusal::ForeignOrigin)
         );
-        check(
-            &rules,
-            "POST",
-            &[
-                ("host", "app.example"),
-                ("x-forwarded-proto", "https, http"),
-                ("origin", "https://app.example"),
-                TOKEN,
-            ],
-            Ok(()),
+        assert_eq!(check(None), Err(CsrfRefusal::ForeignOrigin));
+        // Claims a client makes about the hop do not make its origin own.
+        let claimed = h(&[
+            ("host", "app.example"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+            ("origin", "https://evil.example"),
+            TOKEN,
+        ]);
+        assert_eq!(
+            rules.check("POST", &claimed, own(&claimed).as_deref()),
+            Err(CsrfRefusal::ForeignOrigin)
         );
-        check(
-            &rules,
-            "POST",
-            &[
-                ("host", "app.example"),
-                ("x-forwarded-proto", "gopher"),
-                ("origin", "https://app.example"),
-                TOKEN,
-            ],
-            Err(CsrfRefusal::ForeignOrigin),
-        );
-        check(
-            &rules,
-            "POST",
-            &[("origin", "http://app.example"), TOKEN],
-            Err(CsrfRefusal::ForeignOrigin),
+    }
+
+    #[test]
+    fn the_login_rules_hold_for_every_method() {
+        let rules = CsrfRules::default();
+        let every = |method: &str, pairs: &[(&str, &str)]| {
+            let headers = h(pairs);
+            rules.check_every_method(method, &headers, own(&headers).as_deref())
+        };
+        for method in ["GET", "HEAD", "OPTIONS", "POST"] {
+            assert_eq!(
+                every(method, &[HOST]),
+                Err(CsrfRefusal::MissingHeader),
+                "{method}"
+            );
+            assert_eq!(every(method, &[HOST, TOKEN]), Ok(()), "{method}");
+            assert_eq!(
+                every(method, &[HOST, TOKEN, ("origin", "http://evil.example")]),
+                Err(CsrfRefusal::ForeignOrigin),
+                "{method}"
+            );
+            assert_eq!(
+                every(method, &[HOST, TOKEN, ("sec-fetch-site", "cross-site")]),
+                Err(CsrfRefusal::CrossSite),
+                "{method}"
+            );
+        }
+        // A same-origin preflight to the login route is not a login.
+        assert_eq!(
+            every(
+                "OPTIONS",
+                &[
+                    HOST,
+                    ("origin", "http://app.example:8080"),
+                    ("access-control-request-method", "POST")
+                ]
+            ),
+            Err(CsrfRefusal::MissingHeader)
         );
     }
 

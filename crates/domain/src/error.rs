@@ -73,6 +73,7 @@ impl FlowError {
             Kind::Csrf => 403,
             Kind::NotFound => 404,
             Kind::MethodNotAllowed => 405,
+            Kind::RequestTimeout => 408,
             Kind::PayloadTooLarge => 413,
             Kind::UpstreamUnavailable | Kind::BadLoginResponse => 502,
             Kind::UpstreamTimeout => 504,
@@ -86,6 +87,7 @@ impl FlowError {
             Kind::Csrf => "csrf",
             Kind::NotFound => "not_found",
             Kind::MethodNotAllowed => "method_not_allowed",
+            Kind::RequestTimeout => "request_timeout",
             Kind::PayloadTooLarge => "payload_too_large",
             Kind::UpstreamUnavailable => "upstream_unavailable",
             Kind::BadLoginResponse => "bad_login_response",
@@ -105,6 +107,9 @@ impl FlowError {
                 "The request body is larger than this server accepts."
             }
             Self::Upstream(UpstreamError::RequestBody(_)) => "The request body could not be read.",
+            Self::Upstream(UpstreamError::RequestBodyTimeout) => {
+                "The request body stopped arriving before it was complete."
+            }
             Self::Upstream(UpstreamError::Unavailable(_)) | Self::LoginBody(BodyReadError::Failed(_)) => {
                 "The API could not be reached or closed the connection."
             }
@@ -125,6 +130,7 @@ impl FlowError {
             Self::Csrf(_) => Kind::Csrf,
             Self::NotFound => Kind::NotFound,
             Self::MethodNotAllowed { .. } => Kind::MethodNotAllowed,
+            Self::Upstream(UpstreamError::RequestBodyTimeout) => Kind::RequestTimeout,
             Self::PayloadTooLarge | Self::Upstream(UpstreamError::RequestBodyTooLarge) => {
                 Kind::PayloadTooLarge
             }
@@ -202,6 +208,7 @@ enum Kind {
     Csrf,
     NotFound,
     MethodNotAllowed,
+    RequestTimeout,
     PayloadTooLarge,
     UpstreamUnavailable,
     BadLoginResponse,
@@ -235,6 +242,7 @@ mod tests {
                 "method_not_allowed",
             ),
             (FlowError::PayloadTooLarge, 413, "payload_too_large"),
+            (UpstreamError::RequestBodyTimeout.into(), 408, "request_timeout"),
             (
                 UpstreamError::RequestBodyTooLarge.into(),
                 413,

@@ -9,8 +9,9 @@ use serde_json::json;
 use crate::cookies::{CookieJar, CookieState, Rejection};
 use crate::csrf::CsrfRules;
 use crate::error::FlowError;
+use crate::forwarding::{Forwarding, Hop};
 use crate::headers::Headers;
-use crate::login::{LoginRules, MAX_LOGIN_BODY};
+use crate::login::{LoginError, LoginRules, MAX_LOGIN_BODY};
 use crate::path::{PathError, Route, RouteClass, Routes};
 use crate::plan::{
     self, BodySize, ClientRequest, Reply, ReplyBody, UpstreamBase, UpstreamRequest, UpstreamResponse,
@@ -33,6 +34,8 @@ pub struct Rules {
     pub cookies: CookieJar,
     /// Cross-site request forgery defence.
     pub csrf: CsrfRules,
+    /// Which peers may speak for the browser, and the public origin.
+    pub forwarding: Forwarding,
 }
 
 /// How a login went, for logs and metrics.
@@ -126,8 +129,12 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
             Err(error) => return Self::failed(RouteClass::Api, error.into()),
         };
         let class = route.class();
+        let hop = self
+            .rules
+            .forwarding
+            .hop(&request.headers, request.peer, request.scheme);
         // Before anything else: a forged request must not even log out.
-        if let Err(error) = self.check_csrf(&request) {
+        if let Err(error) = self.admit_to(&route, &request, &hop) {
             return Self::failed(class, error);
         }
         let now = self.clock.now();
@@ -142,12 +149,12 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
             Route::Logout => (self.logout(&request.method), None),
             Route::Outside => (Err(FlowError::NotFound), None),
             Route::Proxy { rest, login: false } => (
-                self.proxy(&self.rules.upstream, request, &rest, cookie.token())
+                self.proxy(&self.rules.upstream, request, &rest, cookie.token(), &hop)
                     .await,
                 None,
             ),
             Route::Proxy { rest, login: true } => {
-                let result = self.login(request, &rest, cookie.token(), now).await;
+                let result = self.login(request, &rest, cookie.token(), &hop, now).await;
                 let outcome = match &result {
                     Ok(reply) if (200..300).contains(&reply.status) => LoginResult::Success,
                     Ok(_) => LoginResult::Refused,
@@ -172,17 +179,45 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
         }
     }
 
-    /// The CSRF rules applied to a request, as the error to answer with. The
-    /// gateway applies them to every route it handles; an adapter that
-    /// serves a route itself (the web app's files) calls this first.
+    /// The rules every request meets before it is served, as the error to
+    /// answer with: no `TRACE` or `CONNECT`, addressed to the public origin
+    /// when one is set, and the CSRF rules. The gateway applies them to
+    /// every route it handles; an adapter that serves a route itself (the
+    /// web app's files) calls this first.
     ///
     /// # Errors
-    /// [`FlowError::Csrf`] for a request that may be forged.
-    pub fn check_csrf<B>(&self, request: &ClientRequest<B>) -> Result<(), FlowError> {
-        self.rules
-            .csrf
-            .check(&request.method, &request.headers, request.scheme)
-            .map_err(FlowError::from)
+    /// The [`FlowError`] to answer with.
+    pub fn admit<B>(&self, request: &ClientRequest<B>) -> Result<(), FlowError> {
+        let hop = self
+            .rules
+            .forwarding
+            .hop(&request.headers, request.peer, request.scheme);
+        self.admit_to(&Route::Outside, request, &hop)
+    }
+
+    fn admit_to<B>(&self, route: &Route, request: &ClientRequest<B>, hop: &Hop) -> Result<(), FlowError> {
+        if matches!(request.method.as_str(), "TRACE" | "CONNECT") {
+            // TRACE echoes the request (cookies included) back to a page;
+            // CONNECT would make tokenjar a tunnel. Neither is an API call.
+            return Err(FlowError::MethodNotAllowed {
+                allow: "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
+            });
+        }
+        if !self
+            .rules
+            .forwarding
+            .addressed_here(&request.headers, request.peer)
+        {
+            return Err(FlowError::BadRequest("The request is addressed to another site."));
+        }
+        let own = hop.origin();
+        let csrf = &self.rules.csrf;
+        let checked = if matches!(route, Route::Proxy { login: true, .. }) {
+            csrf.check_every_method(&request.method, &request.headers, own.as_deref())
+        } else {
+            csrf.check(&request.method, &request.headers, own.as_deref())
+        };
+        checked.map_err(FlowError::from)
     }
 
     fn failed(route: RouteClass, error: FlowError) -> Handled<U::ResponseBody> {
@@ -230,9 +265,10 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
         request: ClientRequest<U::RequestBody>,
         rest: &str,
         token: Option<&Token>,
+        hop: &Hop,
     ) -> UpstreamRequest<U::RequestBody> {
         let body_size = BodySize::from_headers(&request.headers);
-        let mut headers = plan::request_headers(request.headers, request.peer, request.scheme);
+        let mut headers = plan::request_headers(request.headers, request.peer, hop);
         self.rules.token.apply(&mut headers, token);
         UpstreamRequest {
             url: base.url(rest, request.query.as_deref()),
@@ -249,8 +285,9 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
         request: ClientRequest<U::RequestBody>,
         rest: &str,
         token: Option<&Token>,
+        hop: &Hop,
     ) -> Result<Reply<U::ResponseBody>, FlowError> {
-        let planned = self.plan(base, request, rest, token);
+        let planned = self.plan(base, request, rest, token, hop);
         let response = self.send(planned).await?;
         Ok(self.pass_through(response))
     }
@@ -280,11 +317,15 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
         mut request: ClientRequest<U::RequestBody>,
     ) -> Handled<U::ResponseBody> {
         let class = RouteClass::Frontend;
-        if let Err(error) = self.check_csrf(&request) {
+        let hop = self
+            .rules
+            .forwarding
+            .hop(&request.headers, request.peer, request.scheme);
+        if let Err(error) = self.admit_to(&Route::Outside, &request, &hop) {
             return Self::failed(class, error);
         }
         let path = std::mem::take(&mut request.path);
-        let (reply, error) = settle(self.proxy(base, request, &path, None).await);
+        let (reply, error) = settle(self.proxy(base, request, &path, None, &hop).await);
         Handled {
             reply,
             route: class,
@@ -305,31 +346,43 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
         }
     }
 
-    /// A login: proxied like any call, but a 2xx answer is read, its token
-    /// moved into the cookie, and the rest of its JSON passed on.
+    /// A login: proxied like any call, but the answer is read whole. A 2xx
+    /// one has its token moved into the cookie and the rest of its JSON
+    /// passed on; any other passes through as it is, unless it too carries
+    /// a token.
     async fn login(
         &self,
         request: ClientRequest<U::RequestBody>,
         rest: &str,
         token: Option<&Token>,
+        hop: &Hop,
         now: i64,
     ) -> Result<Reply<U::ResponseBody>, FlowError> {
-        let mut planned = self.plan(&self.rules.upstream, request, rest, token);
+        let mut planned = self.plan(&self.rules.upstream, request, rest, token, hop);
         // The body must be parsed, so it must come uncompressed.
         planned.headers.remove("accept-encoding");
         let response = self.send(planned).await?;
-        if !(200..300).contains(&response.status) {
-            return Ok(self.pass_through(response));
-        }
         let encoded = response
             .headers
             .get_str("content-encoding")
             .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"));
         if encoded {
-            return Err(crate::login::LoginError::Encoded.into());
+            // Compressed against tokenjar's asking: it cannot be inspected.
+            return Err(LoginError::Encoded.into());
         }
+        let status = response.status;
         let headers = response.headers;
         let body = self.upstream.read_body(response.body, MAX_LOGIN_BODY).await?;
+        if !(200..300).contains(&status) {
+            if self.rules.login.holds_token(&body) {
+                return Err(LoginError::TokenInRefusal.into());
+            }
+            return Ok(Reply {
+                status,
+                headers: plan::response_headers(headers, self.rules.cookies.name()),
+                body: ReplyBody::Full(body),
+            });
+        }
         let login = self.rules.login.extract(&body)?;
         let issued = self.rules.cookies.issue(&login.token, now)?;
 

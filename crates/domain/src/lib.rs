@@ -27,6 +27,7 @@ pub mod cookies;
 pub mod csrf;
 pub mod error;
 pub mod flow;
+pub mod forwarding;
 pub mod headers;
 pub mod login;
 pub mod memory;
@@ -43,6 +44,7 @@ pub use cookies::{
 pub use csrf::{CsrfRefusal, CsrfRules};
 pub use error::{ErrorBody, FlowError, SettingError};
 pub use flow::{Gateway, Handled, Rules};
+pub use forwarding::{Cidr, Forwarding, Hop};
 pub use headers::Headers;
 pub use login::{LoginError, LoginRules};
 pub use path::{PathError, Route, RouteClass, Routes};

@@ -32,6 +32,10 @@ pub enum LoginError {
     /// The token appears again elsewhere in the body.
     #[error("the login response repeats the token outside the configured field")]
     TokenRepeated,
+    /// A refusal (non-2xx) that carries a token at the configured field:
+    /// passing it on would hand the page a token.
+    #[error("the API refused the login but its answer carries a token")]
+    TokenInRefusal,
 }
 
 /// Where the token sits in the login response (a JSON Pointer, RFC 6901).
@@ -114,6 +118,22 @@ impl LoginRules {
             return Err(LoginError::TokenRepeated);
         }
         Ok(Login { token, body })
+    }
+
+    /// Whether a body holds a non-empty string at the pointer (any
+    /// answer's, not only a 2xx one's). A body that is not JSON holds none.
+    pub fn holds_token(&self, body: &[u8]) -> bool {
+        let Ok(doc) = serde_json::from_slice::<Value>(body) else {
+            return false;
+        };
+        let (parent, last) = self.pointer.rsplit_once('/').unwrap_or(("", ""));
+        let key = last.replace("~1", "/").replace("~0", "~");
+        let slot = match doc.pointer(parent) {
+            Some(Value::Object(map)) => map.get(&key),
+            Some(Value::Array(items)) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
+            _ => None,
+        };
+        matches!(slot, Some(Value::String(s)) if !s.is_empty())
     }
 
     /// Removes and returns the string at the pointer.
@@ -273,6 +293,20 @@ mod tests {
             rules("/t/x").extract(br#"{"t":["a"]}"#).map(|_| ()),
             Err(LoginError::NoToken)
         );
+    }
+
+    #[test]
+    fn a_token_is_found_in_any_answer() {
+        let found = |pointer: &str, body: &str| rules(pointer).holds_token(body.as_bytes());
+        assert!(found("/authToken", r#"{"authToken":"x","error":"locked"}"#));
+        assert!(found("/data/token", r#"{"data":{"token":"t"}}"#));
+        assert!(found("/tokens/1", r#"{"tokens":["a","b"]}"#));
+        assert!(!found("/authToken", r#"{"authToken":""}"#));
+        assert!(!found("/authToken", r#"{"authToken":42}"#));
+        assert!(!found("/authToken", r#"{"error":"bad credentials"}"#));
+        assert!(!found("/authToken", "<html>authToken</html>"));
+        assert!(!found("/authToken", ""));
+        assert!(!found("/tokens/9", r#"{"tokens":["a"]}"#));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 
+use crate::forwarding::Hop;
 use crate::headers::{strip_hop_by_hop, Headers};
 
 /// How a message body is delimited.
@@ -207,32 +208,41 @@ impl UpstreamBase {
 
 /// Request headers that never go upstream besides the hop-by-hop ones:
 /// `cookie` holds the sealed token and every other site cookie; `host` is
-/// the API's own (the client's goes in `x-forwarded-host`); the body
+/// the API's own (the browser's goes in `x-forwarded-host`); the body
 /// framing is re-derived from [`BodySize`]; `expect` is answered by the
 /// server in front.
 const REQUEST_DROPPED: [&str; 4] = ["cookie", "host", "content-length", "expect"];
 
+/// Headers that speak for the hop (the client's address, the path a front
+/// server matched): believed only from a trusted proxy, else dropped. An
+/// API or framework behind tokenjar may act on them — IIS and Symfony take
+/// `X-Original-URL`/`X-Rewrite-URL` as the request path, many apps take
+/// `X-Real-IP`/`Forwarded` as the client's address.
+const HOP_CLAIMS: [&str; 4] = ["forwarded", "x-real-ip", "x-original-url", "x-rewrite-url"];
+
 /// The headers the API receives for a client request, minus the token
 /// (which [`crate::TokenRules::apply`] adds). Takes the client's headers by
 /// value: they are edited in place, not copied.
-pub fn request_headers(mut headers: Headers, peer: Option<IpAddr>, scheme: &str) -> Headers {
+///
+/// `X-Forwarded-For` gets the peer's address, appended to what a trusted
+/// proxy sent or alone; `X-Forwarded-Proto` and `-Host` come from `hop`
+/// (the public origin, or what the connection or a trusted proxy says).
+pub fn request_headers(mut headers: Headers, peer: Option<IpAddr>, hop: &Hop) -> Headers {
     strip_hop_by_hop(&mut headers);
-    let mut host = None;
     let mut xff: Vec<u8> = Vec::new();
-    headers.retain_owned(|name, value| match name {
-        "host" => {
-            host = Some(std::mem::take(value));
-            false
-        }
+    headers.retain(|name, value| match name {
         "x-forwarded-for" => {
-            if !xff.is_empty() {
-                xff.extend_from_slice(b", ");
+            if hop.trusted {
+                if !xff.is_empty() {
+                    xff.extend_from_slice(b", ");
+                }
+                xff.extend_from_slice(value);
             }
-            xff.extend_from_slice(value);
             false
         }
-        // A client's own claims about the hop are replaced below.
+        // Replaced below from the hop.
         "x-forwarded-proto" | "x-forwarded-host" => false,
+        _ if HOP_CLAIMS.contains(&name) => hop.trusted,
         _ => !REQUEST_DROPPED.contains(&name),
     });
     if let Some(ip) = peer {
@@ -244,9 +254,9 @@ pub fn request_headers(mut headers: Headers, peer: Option<IpAddr>, scheme: &str)
     if !xff.is_empty() {
         headers.append("x-forwarded-for", xff);
     }
-    headers.append("x-forwarded-proto", scheme);
-    if let Some(host) = host {
-        headers.append("x-forwarded-host", host);
+    headers.append("x-forwarded-proto", hop.proto.as_bytes());
+    if let Some(host) = &hop.host {
+        headers.append("x-forwarded-host", host.as_bytes());
     }
     headers
 }
@@ -280,6 +290,7 @@ fn sets_cookie(value: &[u8], name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::forwarding::Forwarding;
 
     fn h(pairs: &[(&str, &str)]) -> Headers {
         pairs.iter().map(|(n, v)| (*n, *v)).collect()
@@ -353,7 +364,8 @@ mod tests {
             ("Accept", "application/json"),
             ("X-Custom", "kept"),
         ]);
-        let out = request_headers(client, Some("10.0.0.1".parse().unwrap()), "http");
+        let hop = Forwarding::default().hop(&client, None, "http");
+        let out = request_headers(client, Some("10.0.0.1".parse().unwrap()), &hop);
         let names: Vec<&str> = out.iter().map(|(n, _)| n).collect();
         assert_eq!(
             names,
@@ -367,34 +379,72 @@ mod tests {
         );
     }
 
+    /// The headers the API gets for `pairs` from `peer`, behind a balancer
+    /// at 10.0.0.0/8.
+    fn forwarded(pairs: &[(&str, &str)], peer: &str, public_origin: &str) -> Headers {
+        let rules = Forwarding::new(public_origin, &["10.0.0.0/8"]).unwrap();
+        let headers = h(pairs);
+        let peer = Some(peer.parse().unwrap());
+        let hop = rules.hop(&headers, peer, "http");
+        request_headers(headers, peer, &hop)
+    }
+
     #[test]
-    fn forwarded_headers() {
-        let peer = Some("127.0.0.1".parse().unwrap());
-        let out = request_headers(h(&[("Host", "app:8080")]), peer, "http");
+    fn forwarded_headers_from_a_direct_client() {
+        let out = forwarded(&[("Host", "app:8080")], "127.0.0.1", "");
         assert_eq!(out.get("x-forwarded-for"), Some(&b"127.0.0.1"[..]));
         assert_eq!(out.get("x-forwarded-proto"), Some(&b"http"[..]));
         assert_eq!(out.get("x-forwarded-host"), Some(&b"app:8080"[..]));
 
-        let out = request_headers(
-            h(&[
-                ("X-Forwarded-For", "203.0.113.9"),
-                ("x-forwarded-for", "198.51.100.1"),
-                ("X-Forwarded-Proto", "gopher"),
-                ("X-Forwarded-Host", "evil"),
-            ]),
-            peer,
-            "https",
-        );
+        // A client's own claims about the hop are replaced or dropped.
+        let claims = [
+            ("Host", "app:8080"),
+            ("X-Forwarded-For", "203.0.113.9"),
+            ("x-forwarded-for", "198.51.100.1"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "evil"),
+            ("Forwarded", "for=1.2.3.4;host=evil"),
+            ("X-Real-IP", "1.2.3.4"),
+            ("X-Original-URL", "/admin"),
+            ("X-Rewrite-URL", "/admin"),
+        ];
+        let out = forwarded(&claims, "192.0.2.7", "");
         assert_eq!(
             out.get_all("x-forwarded-for").collect::<Vec<_>>(),
-            [&b"203.0.113.9, 198.51.100.1, 127.0.0.1"[..]]
+            [&b"192.0.2.7"[..]]
+        );
+        assert_eq!(out.get("x-forwarded-proto"), Some(&b"http"[..]));
+        assert_eq!(
+            out.get_all("x-forwarded-host").collect::<Vec<_>>(),
+            [&b"app:8080"[..]]
+        );
+        for dropped in ["forwarded", "x-real-ip", "x-original-url", "x-rewrite-url"] {
+            assert!(!out.contains(dropped), "{dropped} from an untrusted peer");
+        }
+
+        // From a trusted balancer they are believed, and the address appended.
+        let out = forwarded(&claims, "10.0.0.2", "");
+        assert_eq!(
+            out.get_all("x-forwarded-for").collect::<Vec<_>>(),
+            [&b"203.0.113.9, 198.51.100.1, 10.0.0.2"[..]]
         );
         assert_eq!(out.get("x-forwarded-proto"), Some(&b"https"[..]));
-        assert!(!out.contains("x-forwarded-host"), "no Host: nothing to forward");
+        assert_eq!(out.get("x-forwarded-host"), Some(&b"evil"[..]));
+        assert_eq!(out.get("x-original-url"), Some(&b"/admin"[..]));
 
-        let ipv6 = request_headers(Headers::new(), Some("::1".parse().unwrap()), "http");
+        // A public origin decides proto and host for everyone.
+        let out = forwarded(&claims, "10.0.0.2", "https://app.example.com");
+        assert_eq!(out.get("x-forwarded-proto"), Some(&b"https"[..]));
+        assert_eq!(out.get("x-forwarded-host"), Some(&b"app.example.com"[..]));
+
+        let ipv6 = forwarded(&[], "::1", "");
         assert_eq!(ipv6.get("x-forwarded-for"), Some(&b"::1"[..]));
-        let unknown = request_headers(Headers::new(), None, "http");
+        assert!(!ipv6.contains("x-forwarded-host"), "no Host: nothing to forward");
+        let unknown = request_headers(
+            Headers::new(),
+            None,
+            &Forwarding::default().hop(&Headers::new(), None, "http"),
+        );
         assert!(!unknown.contains("x-forwarded-for"));
     }
 

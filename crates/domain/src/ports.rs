@@ -56,6 +56,10 @@ pub enum UpstreamError {
     /// The client's request body went over `server.max_body_bytes`.
     #[error("the request body is over the configured limit")]
     RequestBodyTooLarge,
+    /// The client paused its request body longer than allowed
+    /// (`server.client_body_timeout_ms`).
+    #[error("the client paused its request body too long")]
+    RequestBodyTimeout,
     /// The client's request body failed (the client went away mid-upload,
     /// or sent a malformed body).
     #[error("the request body could not be read: {0}")]

@@ -123,6 +123,35 @@ fn jwt_exp(token: &str) -> Option<i64> {
 pub struct TokenRules {
     header: String,
     scheme: Option<String>,
+    /// Client headers never forwarded: the token's own header and
+    /// `token.drop_client_headers`, each as [`fold_name`] spells it.
+    dropped: Vec<String>,
+}
+
+/// A header name as servers that map headers to variables see it (CGI,
+/// WSGI, Rack, PHP: `auth_token` and `auth-token` are one name): lowercase,
+/// `_` read as `-`.
+fn fold_name(name: &str) -> String {
+    name.bytes()
+        .map(|b| {
+            if b == b'_' {
+                '-'
+            } else {
+                char::from(b.to_ascii_lowercase())
+            }
+        })
+        .collect()
+}
+
+/// Whether header `name` (lowercase, as [`Headers`] keeps names) folds to
+/// `folded`, without allocating: this runs for every header of every
+/// request.
+fn folds_to(name: &str, folded: &str) -> bool {
+    name.len() == folded.len()
+        && name
+            .bytes()
+            .zip(folded.bytes())
+            .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
 }
 
 impl TokenRules {
@@ -158,9 +187,40 @@ impl TokenRules {
             return Err(problems);
         }
         Ok(Self {
+            dropped: vec![fold_name(&lower), "authorization".to_owned()],
             header: lower,
             scheme: (!scheme.is_empty()).then(|| scheme.to_owned()),
         })
+    }
+
+    /// The same rules, with `names` (`token.drop_client_headers`) as the
+    /// client headers removed besides the token's own: without a
+    /// `Authorization` among them, a client's own `Authorization` reaches
+    /// the API.
+    ///
+    /// # Errors
+    /// The `drop_client_headers` problem for a name that is not a header
+    /// name.
+    pub fn dropping<S: AsRef<str>>(mut self, names: &[S]) -> Result<Self, Vec<SettingError>> {
+        let mut problems = Vec::new();
+        let mut dropped = vec![fold_name(&self.header)];
+        for name in names {
+            let name = name.as_ref().trim();
+            if is_valid_name(name) {
+                dropped.push(fold_name(name));
+            } else {
+                problems.push(SettingError::new(
+                    "drop_client_headers",
+                    format!("{name:?} is not a valid header name"),
+                ));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        dropped.dedup();
+        self.dropped = dropped;
+        Ok(self)
     }
 
     /// The upstream header name, lowercase.
@@ -176,10 +236,11 @@ impl TokenRules {
         }
     }
 
-    /// Removes any client-sent header of the token's name, then adds the
-    /// token's, so that the only token the API sees came from the cookie.
+    /// Removes every client-sent header of the token's name (`_` and `-`
+    /// alike) and the dropped ones, then adds the token's, so that the only
+    /// token the API sees came from the cookie.
     pub fn apply(&self, headers: &mut Headers, token: Option<&Token>) {
-        headers.remove(&self.header);
+        headers.retain(|name, _| !self.dropped.iter().any(|folded| folds_to(name, folded)));
         if let Some(token) = token {
             headers.append(self.header.clone(), self.header_value(token));
         }
@@ -191,6 +252,7 @@ impl Default for TokenRules {
         Self {
             header: "auth-token".to_owned(),
             scheme: None,
+            dropped: vec!["auth-token".to_owned(), "authorization".to_owned()],
         }
     }
 }
@@ -286,6 +348,51 @@ mod tests {
         bearer.apply(&mut headers, Some(&token));
         assert_eq!(headers.get("authorization"), Some(&b"Bearer t0k"[..]));
         assert_eq!(headers.get_all("authorization").count(), 1);
+    }
+
+    #[test]
+    fn client_headers_that_could_carry_a_token_are_removed() {
+        let token: Token = "t0k".parse().unwrap();
+        let forged = || -> Headers {
+            [
+                ("auth-token", "forged-1"),
+                ("Auth_Token", "forged-2"),
+                ("AUTH_TOKEN", "forged-3"),
+                ("authorization", "Bearer forged-4"),
+                ("x-api-key", "forged-5"),
+                ("x_api_key", "forged-6"),
+                ("auth-tokens", "kept"),
+                ("accept", "x"),
+            ]
+            .into_iter()
+            .collect()
+        };
+        let rules = TokenRules::default();
+        let mut headers = forged();
+        rules.apply(&mut headers, Some(&token));
+        let names: Vec<&str> = headers.iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            ["x-api-key", "x_api_key", "auth-tokens", "accept", "auth-token"]
+        );
+        assert_eq!(headers.get("auth-token"), Some(&b"t0k"[..]));
+
+        let more = TokenRules::default()
+            .dropping(&["Authorization", "X-API-Key"])
+            .unwrap();
+        let mut headers = forged();
+        more.apply(&mut headers, None);
+        let names: Vec<&str> = headers.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["auth-tokens", "accept"]);
+
+        // An empty list forwards the client's Authorization (deliberately).
+        let none = TokenRules::default().dropping::<&str>(&[]).unwrap();
+        let mut headers = forged();
+        none.apply(&mut headers, None);
+        assert!(headers.contains("authorization"));
+        assert!(!headers.contains("auth_token"));
+
+        assert!(TokenRules::default().dropping(&["bad name"]).is_err());
     }
 
     #[test]

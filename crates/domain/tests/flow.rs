@@ -7,8 +7,8 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use tokenjar_domain::memory::{bytes_response, json_response, DemoApi, InMemoryUpstream, ManualClock};
 use tokenjar_domain::{
-    ClientRequest, Clock, CookieJar, CookieKeys, CookiePolicy, CsrfRules, Gateway, Handled, Headers,
-    LoginRules, ReplyBody, RouteClass, Routes, Rules, TokenRules, UpstreamBase, UpstreamError,
+    ClientRequest, Clock, CookieJar, CookieKeys, CookiePolicy, CsrfRules, Forwarding, Gateway, Handled,
+    Headers, LoginRules, ReplyBody, RouteClass, Routes, Rules, TokenRules, UpstreamBase, UpstreamError,
 };
 
 const NOW: i64 = 1_700_000_000;
@@ -21,6 +21,7 @@ fn rules(token: TokenRules, upstream: &str) -> Arc<Rules> {
         login: LoginRules::default(),
         cookies: CookieJar::new(CookiePolicy::default(), CookieKeys::generate()),
         csrf: CsrfRules::default(),
+        forwarding: Forwarding::default(),
     })
 }
 
@@ -295,10 +296,8 @@ fn proxied_requests_reach_the_planned_url_with_the_planned_headers() {
             "x-forwarded-host"
         ]
     );
-    assert_eq!(
-        sent.headers.get_str("x-forwarded-for"),
-        Some("203.0.113.9, 192.0.2.7")
-    );
+    // The client's own X-Forwarded-For is replaced: its peer is no proxy.
+    assert_eq!(sent.headers.get_str("x-forwarded-for"), Some("192.0.2.7"));
     assert_eq!(sent.headers.get_str("x-forwarded-host"), Some("app.example"));
 }
 

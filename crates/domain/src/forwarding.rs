@@ -1,0 +1,313 @@
+//! Who is asking and which site they reached: the client's `Host` and
+//! `X-Forwarded-*` claims are believed only from the load balancers named
+//! in `server.trusted_proxies`, and `server.public_origin`, when set, is the
+//! one origin tokenjar serves (SPEC §2, §3).
+
+use std::net::IpAddr;
+
+use crate::error::SettingError;
+use crate::headers::Headers;
+
+/// A block of addresses, `10.0.0.0/8` or `fd00::/8`; a bare address is a
+/// block of one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `address[/prefix]`.
+    ///
+    /// # Errors
+    /// A sentence saying what is wrong.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let (address, prefix) = match text.split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text, None),
+        };
+        let network: IpAddr = address
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IP address or CIDR block"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?} has a prefix length outside 0..={max}"))?,
+        };
+        Ok(Self { network, prefix })
+    }
+
+    /// Whether `ip` is in the block. An IPv4 address written as IPv6
+    /// (`::ffff:10.0.0.1`, as dual-stack listeners report peers) counts as
+    /// the IPv4 address.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.network, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The site tokenjar serves, when fixed: `https://app.example.com`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct PublicOrigin {
+    /// `scheme://host[:port]`, lowercase, default port dropped.
+    origin: String,
+    scheme: String,
+    /// `host[:port]` as a `Host` header names it, default port dropped.
+    authority: String,
+}
+
+/// How far the client's own claims about the hop are believed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Forwarding {
+    public_origin: Option<PublicOrigin>,
+    trusted: Vec<Cidr>,
+}
+
+/// What one request amounts to, as far as its origin and hop go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hop {
+    /// The peer is a trusted proxy: its `X-Forwarded-*` and `Forwarded`
+    /// headers are kept.
+    pub trusted: bool,
+    /// The scheme the browser used (`X-Forwarded-Proto`).
+    pub proto: String,
+    /// The host the browser used (`X-Forwarded-Host`), when known.
+    pub host: Option<String>,
+}
+
+impl Hop {
+    /// The browser's origin for this request, `scheme://host[:port]`.
+    pub fn origin(&self) -> Option<String> {
+        let host = self.host.as_deref()?;
+        crate::csrf::normalise_origin(&format!("{}://{host}", self.proto))
+    }
+}
+
+impl Forwarding {
+    /// Rules from `server.public_origin` (`""`: none) and
+    /// `server.trusted_proxies`.
+    ///
+    /// # Errors
+    /// Every problem, each naming its key (`public_origin`,
+    /// `trusted_proxies`).
+    pub fn new<S: AsRef<str>>(public_origin: &str, trusted_proxies: &[S]) -> Result<Self, Vec<SettingError>> {
+        let mut problems = Vec::new();
+        let public_origin = if public_origin.trim().is_empty() {
+            None
+        } else {
+            match crate::csrf::normalise_origin(public_origin.trim()) {
+                Some(origin) => {
+                    let (scheme, authority) = origin.split_once("://").unwrap_or(("", ""));
+                    Some(PublicOrigin {
+                        scheme: scheme.to_owned(),
+                        authority: authority.to_owned(),
+                        origin: origin.clone(),
+                    })
+                }
+                None => {
+                    problems.push(SettingError::new(
+                        "public_origin",
+                        format!("{public_origin:?} is not an origin (http(s)://host[:port], no path)"),
+                    ));
+                    None
+                }
+            }
+        };
+        let mut trusted = Vec::with_capacity(trusted_proxies.len());
+        for block in trusted_proxies {
+            match Cidr::parse(block.as_ref()) {
+                Ok(cidr) => trusted.push(cidr),
+                Err(message) => problems.push(SettingError::new("trusted_proxies", message)),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Self {
+            public_origin,
+            trusted,
+        })
+    }
+
+    /// The configured public origin, `scheme://host[:port]`.
+    pub fn public_origin(&self) -> Option<&str> {
+        self.public_origin.as_ref().map(|p| p.origin.as_str())
+    }
+
+    /// Whether requests from `peer` may speak for the browser.
+    pub fn trusts(&self, peer: Option<IpAddr>) -> bool {
+        peer.is_some_and(|ip| self.trusted.iter().any(|cidr| cidr.contains(ip)))
+    }
+
+    /// The hop of one request that arrived from `peer` over `scheme`.
+    pub fn hop(&self, headers: &Headers, peer: Option<IpAddr>, scheme: &str) -> Hop {
+        let trusted = self.trusts(peer);
+        if let Some(public) = &self.public_origin {
+            return Hop {
+                trusted,
+                proto: public.scheme.clone(),
+                host: Some(public.authority.clone()),
+            };
+        }
+        let claimed = |name| trusted.then(|| first_value(headers, name)).flatten();
+        let proto = match claimed("x-forwarded-proto") {
+            Some(p) if p.eq_ignore_ascii_case("http") || p.eq_ignore_ascii_case("https") => {
+                p.to_ascii_lowercase()
+            }
+            _ => scheme.to_owned(),
+        };
+        let host = claimed("x-forwarded-host")
+            .or_else(|| headers.get_str("host"))
+            .map(str::to_owned);
+        Hop { trusted, proto, host }
+    }
+
+    /// With a public origin, whether the request was addressed to it: its
+    /// `Host` (or, from a trusted proxy, `X-Forwarded-Host`) names the
+    /// public origin's host and port. Without one, every host is accepted.
+    pub fn addressed_here(&self, headers: &Headers, peer: Option<IpAddr>) -> bool {
+        let Some(public) = &self.public_origin else {
+            return true;
+        };
+        let forwarded = self
+            .trusts(peer)
+            .then(|| first_value(headers, "x-forwarded-host"))
+            .flatten();
+        let Some(host) = forwarded.or_else(|| headers.get_str("host")) else {
+            return false;
+        };
+        let host = host.trim().to_ascii_lowercase();
+        let default_port = if public.scheme == "https" { ":443" } else { ":80" };
+        let host = host.strip_suffix(default_port).unwrap_or(&host);
+        host == public.authority
+    }
+}
+
+/// The first comma-separated element of a header, trimmed; `None` when
+/// absent, empty or not UTF-8.
+fn first_value<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
+    let value = headers.get_str(name)?;
+    let first = value.split(',').next()?.trim();
+    (!first.is_empty()).then_some(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&str, &str)]) -> Headers {
+        pairs.iter().map(|(n, v)| (*n, *v)).collect()
+    }
+
+    fn ip(text: &str) -> Option<IpAddr> {
+        Some(text.parse().unwrap())
+    }
+
+    #[test]
+    fn cidr_blocks_contain_their_addresses() {
+        let cases = [
+            ("10.0.0.0/8", "10.1.2.3", true),
+            ("10.0.0.0/8", "11.0.0.1", false),
+            ("10.0.0.7", "10.0.0.7", true),
+            ("10.0.0.7", "10.0.0.8", false),
+            ("0.0.0.0/0", "203.0.113.9", true),
+            ("192.168.1.0/24", "::ffff:192.168.1.40", true),
+            ("fd00::/8", "fd12::1", true),
+            ("fd00::/8", "fe80::1", false),
+            ("::1", "::1", true),
+            ("::/0", "10.0.0.1", false),
+            ("10.0.0.0/8", "fd00::1", false),
+        ];
+        for (block, address, expected) in cases {
+            let cidr = Cidr::parse(block).unwrap();
+            assert_eq!(
+                cidr.contains(address.parse().unwrap()),
+                expected,
+                "{block} {address}"
+            );
+        }
+        for bad in [
+            "",
+            "10.0.0.0/33",
+            "fd00::/129",
+            "10.0.0.0/x",
+            "host.example",
+            "10.0.0/8",
+        ] {
+            assert!(Cidr::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn claims_are_believed_only_from_trusted_peers() {
+        let rules = Forwarding::new("", &["10.0.0.0/8"]).unwrap();
+        let claims = h(&[
+            ("host", "internal:8080"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "app.example"),
+        ]);
+        let from_lb = rules.hop(&claims, ip("10.0.0.2"), "http");
+        assert!(from_lb.trusted);
+        assert_eq!(from_lb.origin().as_deref(), Some("https://app.example"));
+        let from_anyone = rules.hop(&claims, ip("203.0.113.9"), "http");
+        assert!(!from_anyone.trusted);
+        assert_eq!(from_anyone.origin().as_deref(), Some("http://internal:8080"));
+        assert!(!rules.hop(&claims, None, "http").trusted);
+    }
+
+    #[test]
+    fn a_public_origin_decides_and_other_hosts_are_not_addressed_here() {
+        let rules = Forwarding::new("https://App.Example.com", &["10.0.0.0/8"]).unwrap();
+        assert_eq!(rules.public_origin(), Some("https://app.example.com"));
+        let hop = rules.hop(&h(&[("host", "evil.example")]), ip("203.0.113.9"), "http");
+        assert_eq!(hop.origin().as_deref(), Some("https://app.example.com"));
+        let here = |pairs: &[(&str, &str)], peer| rules.addressed_here(&h(pairs), ip(peer));
+        assert!(here(&[("host", "app.example.com")], "203.0.113.9"));
+        assert!(here(&[("host", "APP.example.com:443")], "203.0.113.9"));
+        assert!(!here(&[("host", "app.example.com:8443")], "203.0.113.9"));
+        assert!(!here(&[("host", "evil.example")], "203.0.113.9"));
+        assert!(!here(&[], "203.0.113.9"));
+        // A trusted balancer's X-Forwarded-Host speaks for the browser.
+        assert!(here(
+            &[("host", "10.0.0.5:8080"), ("x-forwarded-host", "app.example.com")],
+            "10.0.0.2"
+        ));
+        assert!(!here(
+            &[("host", "10.0.0.5:8080"), ("x-forwarded-host", "app.example.com")],
+            "203.0.113.9"
+        ));
+        let plain = Forwarding::new("http://127.0.0.1:8080", &[] as &[&str]).unwrap();
+        assert!(plain.addressed_here(&h(&[("host", "127.0.0.1:8080")]), None));
+        assert!(!plain.addressed_here(&h(&[("host", "localhost:8080")]), None));
+    }
+
+    #[test]
+    fn bad_settings_name_their_key() {
+        let keys = |r: Result<Forwarding, Vec<SettingError>>| -> Vec<&'static str> {
+            r.err().unwrap_or_default().into_iter().map(|e| e.key).collect()
+        };
+        assert_eq!(
+            keys(Forwarding::new("app.example.com", &[] as &[&str])),
+            ["public_origin"]
+        );
+        assert_eq!(
+            keys(Forwarding::new("https://a.example/path", &["x"])),
+            ["public_origin", "trusted_proxies"]
+        );
+        assert!(Forwarding::new("", &["10.0.0.0/8", "::1"]).is_ok());
+    }
+}
