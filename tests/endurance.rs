@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokenjar_e2e::external::in_ci;
+use tokenjar_e2e::hostile_api::{HostileApi, Interim};
 use tokenjar_e2e::load::{chunked_progress, open_files_soft_limit, Conn, ScriptedUpstream};
 use tokenjar_e2e::pattern::{chunks, make_jwt, PatternCheck};
 use tokenjar_e2e::raw::{raw_request, RawUpstream};
@@ -1589,4 +1590,132 @@ fn a_client_that_never_reads_does_not_block_others() {
     assert!(check.intact(), "the resumed download is the API's bytes");
     drop(stalled);
     baseline.assert_returned(&app, "stalled reader");
+}
+
+/// API connections per worker in the slow-upload test: small, so that a
+/// handful of slow uploaders would hold them all.
+const UPLOAD_POOL: usize = 4;
+/// Slow uploaders of each size.
+const SLOW_UPLOADERS: usize = 2 * UPLOAD_POOL;
+/// The pause allowed between two reads of a request body in that test.
+const BODY_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// A client that announces a body of `length` bytes, sends one byte and
+/// stalls; its connection, to read the answer from later.
+fn stalled_upload(addr: SocketAddr, n: usize, length: usize) -> TcpStream {
+    let mut conn = TcpStream::connect(addr).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let head = format!(
+        "POST /api/upload/slow{n} HTTP/1.1\r\nHost: {HOST}\r\nX-Csrf: 1\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {length}\r\n\r\nx"
+    );
+    conn.write_all(head.as_bytes()).expect("send the stalled upload");
+    conn
+}
+
+/// The status line of the answer on a stalled upload's connection.
+fn answer_of(mut conn: TcpStream) -> String {
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while find_crlf(&answer).is_none() {
+        match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let line = String::from_utf8_lossy(&answer).into_owned();
+    line.lines()
+        .next()
+        .unwrap_or("(closed without an answer)")
+        .to_owned()
+}
+
+fn find_crlf(bytes: &[u8]) -> Option<usize> {
+    bytes.windows(2).position(|w| w == b"\r\n")
+}
+
+/// Slow uploads cannot starve the API connection pool: with 4 API
+/// connections per worker, 8 clients announcing a small body (100 bytes)
+/// and 8 announcing a large one (100,000 bytes) each send one byte and
+/// stall. Meanwhile a normal client's requests all get 200 (before the fix
+/// they waited for a pooled connection until `upstream.timeout_ms` and got
+/// 504). Small bodies are read whole before a connection is taken, large
+/// ones stream over a pool of their own; each stalled uploader is then
+/// answered 408 `request_timeout` once `server.client_body_timeout_ms`
+/// passes (a large one still waiting for an upload connection may get 504
+/// instead), and none ever gets 200.
+#[test]
+fn slow_uploads_never_hold_the_api_connections_of_others() {
+    let api = HostileApi::start(Interim::default());
+    let pool = UPLOAD_POOL.to_string();
+    let body_timeout = BODY_TIMEOUT.as_millis().to_string();
+    let app = spawn_app(
+        &api.url("/v1"),
+        &[
+            ("TOKENJAR_SERVER__WORKERS", "1"),
+            ("TOKENJAR_UPSTREAM__POOL_SIZE", &pool),
+            ("TOKENJAR_UPSTREAM__TIMEOUT_MS", "3000"),
+            ("TOKENJAR_SERVER__CLIENT_BODY_TIMEOUT_MS", &body_timeout),
+        ],
+    );
+    let small: Vec<TcpStream> = (0..SLOW_UPLOADERS)
+        .map(|n| stalled_upload(app.address, n, 100))
+        .collect();
+    let large: Vec<TcpStream> = (0..SLOW_UPLOADERS)
+        .map(|n| stalled_upload(app.address, SLOW_UPLOADERS + n, 100_000))
+        .collect();
+    // The large uploads stream: wait until they hold as many connections
+    // to the API as the pool has (a condition, bounded, not a fixed pause).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while api.connections() < UPLOAD_POOL as u64 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        api.connections() >= UPLOAD_POOL as u64,
+        "the large uploads never reached the API"
+    );
+
+    let mut conn = Conn::connect(app.address, IO_TIMEOUT).expect("connect");
+    let mut latencies = Vec::new();
+    let mut failures = Vec::new();
+    for n in 0..20 {
+        let started = Instant::now();
+        match conn.request(&get(&format!("/api/normal/{n}"), None)) {
+            Ok(reply) if reply.status == 200 => {}
+            Ok(reply) => failures.push(format!("{} {}", reply.status, reply.text())),
+            Err(err) => {
+                failures.push(format!("no answer: {err}"));
+                conn = Conn::connect(app.address, IO_TIMEOUT).expect("reconnect");
+            }
+        }
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    let small_answers: Vec<String> = small.into_iter().map(answer_of).collect();
+    let large_answers: Vec<String> = large.into_iter().map(answer_of).collect();
+    eprintln!(
+        "slow uploads: a normal client got {} of 20 answers right (p50 {:?}, max {:?}) beside \
+         {SLOW_UPLOADERS} small and {SLOW_UPLOADERS} large stalled uploads; they got {small_answers:?} \
+         and {large_answers:?}",
+        20 - failures.len(),
+        percentile(&latencies, 0.5),
+        latencies.last().copied().unwrap_or_default(),
+    );
+    assert!(
+        failures.is_empty(),
+        "normal requests failed meanwhile: {failures:?}"
+    );
+    for answer in &small_answers {
+        assert!(
+            answer.starts_with("HTTP/1.1 408"),
+            "a stalled small upload got {answer:?}"
+        );
+    }
+    for answer in &large_answers {
+        assert!(
+            answer.starts_with("HTTP/1.1 408") || answer.starts_with("HTTP/1.1 504"),
+            "a stalled large upload got {answer:?}"
+        );
+    }
 }

@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 use serde_json::json;
+use tokenjar_e2e::hostile_api::{HostileApi, Interim};
 use tokenjar_e2e::{refused_url, setup_with, spawn_app};
 
 fn is_valid_request_id(id: &str) -> bool {
@@ -11,6 +12,44 @@ fn is_valid_request_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Login CSRF: against an API that also takes `GET /login?username=…`, a
+/// cross-site page (a link, an image, a form with GET) must not log a
+/// victim into the attacker's account. The login route gets the CSRF rules
+/// on every method: without the header, from a foreign `Origin` or marked
+/// `Sec-Fetch-Site: cross-site`, a GET login is 403 and reaches nothing; the
+/// app's own GET login (with the header) still works.
+#[actix_web::test]
+async fn a_login_by_get_gets_the_csrf_rules_too() {
+    let api = HostileApi::start(Interim::default());
+    let app = spawn_app(&api.url("/v1"), &[]);
+    let path = "/api/login?username=attacker&password=pw";
+    let forged: [&[(&str, &str)]; 4] = [
+        &[],
+        &[
+            ("origin", "http://evil.example"),
+            ("sec-fetch-site", "cross-site"),
+        ],
+        &[("x-csrf", "1"), ("origin", "http://evil.example")],
+        &[("x-csrf", "1"), ("sec-fetch-site", "cross-site")],
+    ];
+    for headers in forged {
+        for method in ["GET", "HEAD"] {
+            let reply = app.send(method, path, headers, Bytes::new()).await;
+            assert_eq!(reply.status, 403, "{method} {headers:?}: {}", reply.text());
+            assert!(
+                reply.set_cookie_for("auth-token").is_none(),
+                "{method} {headers:?}"
+            );
+        }
+    }
+    assert_eq!(api.requests(), 0, "a forged login reached the API");
+
+    let reply = app.send("GET", path, &[("x-csrf", "1")], Bytes::new()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(reply.set_cookie_for("auth-token").is_some());
+    assert!(!reply.leaks("tok-attacker"));
 }
 
 #[actix_web::test]

@@ -10,7 +10,8 @@
 //! segments (under any base path):
 //! - `…/login`: the interim answers, then 200
 //!   `{"authToken": "tok-<username>", "user": "<username>"}` for a JSON body
-//!   `{"username": …}`;
+//!   `{"username": …}`, or for `GET …/login?username=…` (an API that takes
+//!   a login by GET, as some do);
 //! - `…/status/NNN/login`: status NNN with `{"authToken": "tok-x", "error": "…"}`
 //!   (a refusal that still carries a token);
 //! - `…/short/N`: `Content-Length: N` but only `{"cut":true}`, then the
@@ -215,6 +216,13 @@ fn answer(conn: &mut TcpStream, request: &Request, interim: &Interim) -> bool {
     } else if last == "login" && request.method == "POST" {
         let creds: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
         let user = creds["username"].as_str().unwrap_or("nobody");
+        whole(200, &json!({ "authToken": format!("tok-{user}"), "user": user }))
+    } else if last == "login" && request.method == "GET" {
+        let query = request.target.split_once('?').map_or("", |(_, q)| q);
+        let user = query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("username="))
+            .unwrap_or("nobody");
         whole(200, &json!({ "authToken": format!("tok-{user}"), "user": user }))
     } else {
         whole(200, &echo)
