@@ -469,44 +469,62 @@ impl CookieJar {
     /// the auth cookie is ASCII, and a stray byte in another cookie must not
     /// hide it.
     pub fn open<'a>(&self, headers: impl IntoIterator<Item = &'a [u8]>, now: i64) -> CookieState {
-        // Every header is read first, so that a value can be recognised as
-        // already tried when it comes again in a later header.
-        let texts: Vec<Cow<'a, str>> = headers.into_iter().map(crate::text::lossy_utf8).collect();
-        let mut tried: HashSet<Cow<'_, str>> = HashSet::new();
-        let mut opened: Option<Session> = None;
-        let mut rejection = None;
-        for text in &texts {
-            for cookie in Cookie::split_parse(text.as_ref()).flatten() {
-                if cookie.name() != self.policy.name {
-                    continue;
-                }
-                // Parsed from a borrowed string, the raw value is always
-                // there; the owned copy is only a fallback.
-                let value = match cookie.value_raw() {
-                    Some(raw) => Cow::Borrowed(unquote(raw)),
-                    None => Cow::Owned(cookie.value_trimmed().to_owned()),
-                };
-                if !tried.insert(value.clone()) {
-                    continue;
-                }
-                match self.open_value(&value, now) {
-                    Ok(session) => match &mut opened {
-                        None => opened = Some(session),
-                        Some(first) if same_token(&first.token, &session.token) => {
-                            first.expires_at = earliest(first.expires_at, session.expires_at);
-                        }
-                        // Whatever else was sent, the answer is the same.
-                        Some(_) => return CookieState::Conflicting,
-                    },
-                    Err(why) => rejection = Some(worse(rejection, why)),
-                }
+        let mut search = Search::default();
+        for header in headers {
+            // A UTF-8 header (nearly every one) lends its values to the
+            // search for the whole request; a value of any other is copied.
+            let text = crate::text::lossy_utf8(header);
+            let conflict = match text {
+                Cow::Borrowed(text) => self.try_header(text, Cow::Borrowed, &mut search, now),
+                Cow::Owned(text) => self.try_header(&text, |v| Cow::Owned(v.to_owned()), &mut search, now),
+            };
+            if conflict {
+                return CookieState::Conflicting;
             }
         }
-        match (opened, rejection) {
+        match (search.opened, search.rejection) {
             (Some(session), _) => CookieState::Valid(session),
             (None, Some(why)) => CookieState::Rejected(why),
             (None, None) => CookieState::Absent,
         }
+    }
+
+    /// Tries each auth cookie in one header's `text` whose value was not
+    /// tried before; `keep` makes a value last as long as the search. True
+    /// once two sessions have opened: the rest cannot change the answer.
+    fn try_header<'t, 'a>(
+        &self,
+        text: &'t str,
+        keep: impl Fn(&'t str) -> Cow<'a, str>,
+        search: &mut Search<'a>,
+        now: i64,
+    ) -> bool {
+        for cookie in Cookie::split_parse(text).flatten() {
+            if cookie.name() != self.policy.name {
+                continue;
+            }
+            // Parsed from a borrowed string, the raw value is always there;
+            // the copy is only a fallback.
+            let value = match cookie.value_raw() {
+                Some(raw) => keep(unquote(raw)),
+                None => Cow::Owned(cookie.value_trimmed().to_owned()),
+            };
+            // A clone of a borrowed value is a pointer copy.
+            if !search.first_time(value.clone()) {
+                continue;
+            }
+            match self.open_value(&value, now) {
+                Ok(session) => match &mut search.opened {
+                    None => search.opened = Some(session),
+                    Some(first) if same_token(&first.token, &session.token) => {
+                        first.expires_at = earliest(first.expires_at, session.expires_at);
+                    }
+                    Some(_) => return true,
+                },
+                Err(why) => search.rejection = Some(worse(search.rejection, why)),
+            }
+        }
+        false
     }
 
     fn open_value(&self, value: &str, now: i64) -> Result<Session, Rejection> {
@@ -565,6 +583,33 @@ impl CookieJar {
             builder = builder.max_age(cookie::time::Duration::seconds(age));
         }
         builder.build().to_string()
+    }
+}
+
+/// Where the auth cookies of one request have got to.
+#[derive(Default)]
+struct Search<'a> {
+    /// The first value tried. Most requests carry one auth cookie, which
+    /// then costs no set.
+    first: Option<Cow<'a, str>>,
+    /// Every later value tried.
+    others: HashSet<Cow<'a, str>>,
+    /// The session opened so far.
+    opened: Option<Session>,
+    /// Why the cookies that did not open failed.
+    rejection: Option<Rejection>,
+}
+
+impl<'a> Search<'a> {
+    /// Whether `value` is tried for the first time (it is now remembered).
+    fn first_time(&mut self, value: Cow<'a, str>) -> bool {
+        match &self.first {
+            None => {
+                self.first = Some(value);
+                true
+            }
+            Some(first) => *first != value && self.others.insert(value),
+        }
     }
 }
 
@@ -1106,6 +1151,18 @@ mod tests {
             count(std::slice::from_ref(&stuffed)),
             ("rejected Unopenable".to_owned(), 1)
         );
+        // The same behind a first, different value.
+        assert_eq!(
+            count(&[format!("{good}; {stuffed}")]),
+            ("valid tok".to_owned(), 2)
+        );
+        // And in a header that is not UTF-8, whose values are copies.
+        let mut bytes = b"x=\xff; ".to_vec();
+        bytes.extend_from_slice(stuffed.as_bytes());
+        let before = decryptions();
+        let state = jar.open([bytes.as_slice(), bytes.as_slice(), good.as_bytes()], NOW);
+        assert_eq!(state.token().map(Token::expose), Some("tok"));
+        assert_eq!(decryptions() - before, 2);
         // Values that are not base64 of a nonce and a tag never reach AES.
         assert_eq!(
             count(&[format!("{}; {good}", junk(1_000))]),
