@@ -140,8 +140,14 @@ fn check_config_accepts_an_empty_dir_and_redacts_keys() {
     let run = check_config(&dir, &[("TOKENJAR_COOKIE__KEYS", KEY_1)]);
     run.assert_code(0);
     let output = run.output();
-    // The effective settings, i.e. the compiled defaults, are printed...
-    for default in ["8080", "http://127.0.0.1:9090", "/api/login", "auth-token"] {
+    // The effective settings, i.e. the compiled defaults, are printed: with
+    // no local.toml, a __Host- cookie that only https can set...
+    for default in [
+        "8080",
+        "http://127.0.0.1:9090",
+        "/api/login",
+        "name = \"__Host-auth-token\"\nsecure = true",
+    ] {
         assert!(
             run.stdout.contains(default),
             "check-config should print the default {default}:\n{}",
@@ -154,6 +160,31 @@ fn check_config_accepts_an_empty_dir_and_redacts_keys() {
         !output.contains(&KEY_1[..24]),
         "part of the key was printed:\n{output}"
     );
+}
+
+#[test]
+fn the_repos_local_config_names_a_plain_http_cookie_and_production_the_host_one() {
+    let repo = tokenjar_e2e::workspace_root().join("config");
+    let repo = repo.to_str().expect("utf-8 path");
+    let cwd = TempDir::new("cwd");
+    for (env, cookie) in [
+        // TOKENJAR_ENV defaults to local: plain-http development.
+        (None, "name = \"auth-token\"\nsecure = false"),
+        (Some("local"), "name = \"auth-token\"\nsecure = false"),
+        (Some("production"), "name = \"__Host-auth-token\"\nsecure = true"),
+    ] {
+        let vars: Vec<(&str, &str)> = env.map(|e| ("TOKENJAR_ENV", e)).into_iter().collect();
+        let run = run(&cwd, &["--config-dir", repo, "check-config"], &vars);
+        run.assert_code(0);
+        assert!(
+            run.stdout.contains(cookie),
+            "{env:?}: expected {cookie:?} in:\n{}",
+            run.stdout
+        );
+    }
+    // The __Host- name over plain http is refused, naming the key.
+    let dir = TempDir::new("config");
+    check_config(&dir, &[("TOKENJAR_COOKIE__SECURE", "false")]).assert_config_error(&["secure"]);
 }
 
 #[test]

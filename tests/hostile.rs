@@ -15,6 +15,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::{json, Value};
 use tokenjar_e2e::api::CannedReply;
+use tokenjar_e2e::metrics::metric_sum;
 use tokenjar_e2e::{
     parse_responses, raw_conversation, spawn_app, Recorded, RecordingApi, Reply, TestApp, KEY_1, KEY_2,
 };
@@ -414,23 +415,36 @@ async fn malformed_and_stuffed_cookie_headers_never_yield_a_foreign_token() {
             vec![cookie_line(format!("pad={big}; {good}").as_bytes())],
             Expect::LoggedIn,
         ),
-        // At most 4 candidates are opened (docs/behaviour.md): a good cookie
-        // behind 100 junk ones is never reached, and the refusal deletes.
+        // Every auth cookie is tried: junk placed first (stuffed by a
+        // neighbour, to log the user out) neither hides the good cookie nor
+        // gets it deleted.
+        (
+            "Cookie: 4 junk auth-token pairs then the good one",
+            vec![cookie_line(
+                format!("auth-token=a; auth-token=b; auth-token=c; auth-token=d; {good}").as_bytes(),
+            )],
+            Expect::LoggedIn,
+        ),
         (
             "Cookie: 100 junk auth-token pairs then the good one",
             vec![cookie_line(format!("{junk}; {good}").as_bytes())],
-            no(true),
+            Expect::LoggedIn,
+        ),
+        (
+            "100 junk auth-token pairs in one Cookie line, the good one in the next",
+            vec![cookie_line(junk.as_bytes()), cookie_line(good.as_bytes())],
+            Expect::LoggedIn,
+        ),
+        (
+            "Cookie: 1000 copies of one junk pair then the good one",
+            vec![cookie_line(
+                format!("{}{good}", "auth-token=junk; ".repeat(1000)).as_bytes(),
+            )],
+            Expect::LoggedIn,
         ),
         (
             "Cookie: the good auth-token then 100 junk pairs",
             vec![cookie_line(format!("{good}; {junk}").as_bytes())],
-            Expect::LoggedIn,
-        ),
-        (
-            "Cookie: 3 junk auth-token pairs then the good one (4th candidate)",
-            vec![cookie_line(
-                format!("auth-token=a; auth-token=b; auth-token=c; {good}").as_bytes(),
-            )],
             Expect::LoggedIn,
         ),
     ];
@@ -440,6 +454,89 @@ async fn malformed_and_stuffed_cookie_headers_never_yield_a_foreign_token() {
         scene.assert_alive(case);
     }
     scene.assert_still_serving().await;
+}
+
+#[actix_web::test]
+async fn a_tossed_cookie_beside_the_victims_yields_no_session_and_deletes_nothing() {
+    // The victim's session is the scene's; the attacker logs in through the
+    // same tokenjar and plants that cookie in the victim's browser (from a
+    // sibling subdomain, with a longer path, so that it is sent first).
+    let scene = Scene::start(&[]).await;
+    let mut tally = Tally::new();
+    let victim = scene.cookie.clone();
+    let attacker = scene.app.login_cookie().await;
+    let attacker_token = scene.api.last_issued().token;
+    assert_ne!(attacker_token, scene.token, "two logins, two tokens");
+    let metrics_before = scene.app.get_api("/metrics", None).await.text();
+
+    let no_deletion = Expect::NoCookie { deleted: false };
+    let cases: Vec<(&str, Vec<Vec<u8>>)> = vec![
+        (
+            "Cookie: <attacker's>; <victim's>",
+            vec![cookie_line(format!("{attacker}; {victim}").as_bytes())],
+        ),
+        (
+            "Cookie: <victim's>; <attacker's>",
+            vec![cookie_line(format!("{victim}; {attacker}").as_bytes())],
+        ),
+        (
+            "two Cookie lines, the attacker's first",
+            vec![cookie_line(attacker.as_bytes()), cookie_line(victim.as_bytes())],
+        ),
+        (
+            "Cookie: junk, <attacker's>, junk, <victim's>",
+            vec![cookie_line(
+                format!("auth-token=a; {attacker}; auth-token=b; {victim}").as_bytes(),
+            )],
+        ),
+    ];
+    for (case, lines) in &cases {
+        // No token at all upstream (neither the attacker's nor the victim's),
+        // `loggedIn: false`, and no Set-Cookie deleting anything.
+        let outcome = check_cookies(&scene, case, lines, no_deletion);
+        tally.note(case, outcome);
+    }
+    // Each request above (an echo and a session per case) was counted as a
+    // conflict, and none as a deletion.
+    let metrics = scene.app.get_api("/metrics", None).await.text();
+    let grew = |name: &str| metric_sum(&metrics, name, &[]) - metric_sum(&metrics_before, name, &[]);
+    let requests = (2 * cases.len()) as f64;
+    assert_eq!(grew("tokenjar_cookie_conflicts_total"), requests, "{metrics}");
+    assert_eq!(grew("tokenjar_cookies_rejected_total"), 0.0, "{metrics}");
+    // Logged once per request, naming neither value nor token.
+    let logs = scene.app.logs();
+    let conflicts: Vec<&String> = logs
+        .iter()
+        .filter(|l| l.contains("auth cookies open to different sessions"))
+        .collect();
+    assert_eq!(conflicts.len(), 2 * cases.len(), "{}", logs.join("\n"));
+    for secret in [&attacker_token, &scene.token, &attacker, &victim] {
+        let (_, tail) = secret.split_at(secret.len() - 16);
+        assert!(
+            !logs.iter().any(|l| l.contains(tail)),
+            "a cookie or token reached the log:\n{}",
+            logs.join("\n")
+        );
+    }
+    // Each cookie alone is still its owner's session: nothing was deleted
+    // or spoiled, and the victim is back once the tossed cookie is gone.
+    for (who, cookie, token) in [
+        ("victim", &victim, &scene.token),
+        ("attacker", &attacker, &attacker_token),
+    ] {
+        let before = scene.seen();
+        let echo = scene.app.get_api("/api/echo", Some(cookie)).await;
+        assert_eq!(echo.status, 200, "{who}: {}", echo.text());
+        assert_eq!(
+            scene.seen_since(before)[0].header_all("auth-token"),
+            vec![token.as_str()],
+            "{who}"
+        );
+    }
+    tally.note(
+        "each cookie alone afterwards",
+        "200 - (its own token upstream: nothing was deleted)",
+    );
 }
 
 /// Logs in (up to 64 times) until the sealed value satisfies `wanted`; the

@@ -214,8 +214,10 @@ impl OutputWatch {
 }
 
 /// Starts tokenjar (`serve`) in front of `upstream_url`, with a fresh empty
-/// config dir, port 0, insecure cookies (plain http), the fixed key
-/// [`crate::KEY_1`] and `RUST_LOG=info`; `extra_env` comes last and wins.
+/// config dir, port 0, the plain-http cookie of the repo's
+/// `config/local.toml` (`auth-token`, not Secure: the default `__Host-` name
+/// requires Secure), the fixed key [`crate::KEY_1`] and `RUST_LOG=info`;
+/// `extra_env` comes last and wins.
 /// Waits (at most 20 s) for the `listening on http://…` line.
 pub fn spawn_app(upstream_url: &str, extra_env: &[(&str, &str)]) -> TestApp {
     spawn_custom(
@@ -261,7 +263,10 @@ pub fn spawn_custom(
             cmd.env_remove(name);
         }
     }
+    // The cookie settings mirror config/local.toml, which the empty config
+    // dir does not hold.
     cmd.env("TOKENJAR_SERVER__PORT", "0")
+        .env("TOKENJAR_COOKIE__NAME", "auth-token")
         .env("TOKENJAR_COOKIE__SECURE", "false")
         .env("TOKENJAR_COOKIE__KEYS", crate::KEY_1)
         .env("RUST_LOG", "info")

@@ -1,6 +1,7 @@
 //! Prometheus metrics (SPEC §9): requests by route class and status, their
-//! latency, upstream errors, logins, logouts, CSRF refusals and refused
-//! cookies, rendered in the text exposition format at `/metrics`.
+//! latency, upstream errors, logins, logouts, CSRF refusals, refused
+//! cookies and conflicting ones, rendered in the text exposition format at
+//! `/metrics`.
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
@@ -17,6 +18,7 @@ pub struct Metrics {
     logouts: IntCounter,
     csrf_refused: IntCounter,
     cookies_rejected: IntCounter,
+    cookie_conflicts: IntCounter,
 }
 
 impl Metrics {
@@ -66,6 +68,13 @@ impl Metrics {
             "tokenjar_cookies_rejected_total",
             "Auth cookies that failed to open (tampered, foreign, expired) and were deleted.",
         )?;
+        // Kept apart from cookies_rejected, which counts deletions: a
+        // conflict deletes nothing. A rise is cookie tossing, or old cookies
+        // left by a change of cookie.path or cookie.domain.
+        let cookie_conflicts = IntCounter::new(
+            "tokenjar_cookie_conflicts_total",
+            "Requests whose auth cookies opened to different sessions: none used, none deleted.",
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
@@ -73,6 +82,7 @@ impl Metrics {
         registry.register(Box::new(logouts.clone()))?;
         registry.register(Box::new(csrf_refused.clone()))?;
         registry.register(Box::new(cookies_rejected.clone()))?;
+        registry.register(Box::new(cookie_conflicts.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -82,6 +92,7 @@ impl Metrics {
             logouts,
             csrf_refused,
             cookies_rejected,
+            cookie_conflicts,
         })
     }
 
@@ -104,6 +115,9 @@ impl Metrics {
         }
         if handled.rejected_cookie.is_some() {
             self.cookies_rejected.inc();
+        }
+        if handled.conflicting_cookies {
+            self.cookie_conflicts.inc();
         }
     }
 
@@ -176,5 +190,6 @@ mod tests {
         assert_eq!(value(&text, "tokenjar_csrf_refused_total"), Some(1.0));
         assert_eq!(value(&text, "tokenjar_logouts_total"), Some(0.0));
         assert_eq!(value(&text, "tokenjar_cookies_rejected_total"), Some(0.0));
+        assert_eq!(value(&text, "tokenjar_cookie_conflicts_total"), Some(0.0));
     }
 }

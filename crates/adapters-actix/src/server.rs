@@ -353,7 +353,11 @@ fn request_id_of(request: &HttpRequest) -> String {
 /// Logs what the flow did that an operator should know, once per request.
 /// Only codes and transport details: never a token, a cookie or a body.
 fn report(handled: &Handled<ResponseBody>, request: &HttpRequest) {
-    if handled.error.is_none() && handled.rejected_cookie.is_none() && handled.login.is_none() {
+    if handled.error.is_none()
+        && handled.rejected_cookie.is_none()
+        && !handled.conflicting_cookies
+        && handled.login.is_none()
+    {
         return;
     }
     let request_id = request_id_of(request);
@@ -363,6 +367,13 @@ fn report(handled: &Handled<ResponseBody>, request: &HttpRequest) {
     }
     if let Some(why) = handled.rejected_cookie {
         tracing::info!(request_id, route = handled.route.as_str(), reason = ?why, "auth cookie refused and deleted");
+    }
+    if handled.conflicting_cookies {
+        tracing::info!(
+            request_id,
+            route = handled.route.as_str(),
+            "auth cookies open to different sessions: none used, none deleted"
+        );
     }
     if let Some(login) = handled.login {
         tracing::info!(request_id, result = login.as_str(), "login");

@@ -759,10 +759,57 @@ mod tests {
         assert_eq!(settings.server.port, 8080);
         assert_eq!(settings.upstream.url, "http://127.0.0.1:9090");
         assert_eq!(settings.token.response_field, "/authToken");
+        assert_eq!(settings.cookie.name, "__Host-auth-token");
         assert!(settings.cookie.secure);
         let validated = settings.validate().unwrap();
         assert!(validated.ephemeral_key);
         assert!(!validated.json_logs);
+        // The compiled-in defaults are the domain's own (a library user gets
+        // the same cookie as the proxy), and they issue a __Host- cookie.
+        assert_eq!(validated.rules.cookies.policy(), &CookiePolicy::default());
+        let token = "tok".parse().unwrap();
+        let issued = validated.rules.cookies.issue(&token, 1_000).unwrap();
+        assert!(issued.set_cookie.starts_with("__Host-auth-token="), "{issued:?}");
+        for attribute in ["; Secure", "; Path=/"] {
+            assert!(issued.set_cookie.contains(attribute), "{attribute}");
+        }
+        assert!(!issued.set_cookie.contains("Domain"));
+    }
+
+    #[test]
+    fn the_default_name_needs_https_and_plain_http_names_the_cookie_otherwise() {
+        assert_eq!(
+            problem_keys(load(&[("TOKENJAR_COOKIE__SECURE", "false")]).unwrap().validate()),
+            ["cookie.secure"]
+        );
+        let plain = load(&[
+            ("TOKENJAR_COOKIE__SECURE", "false"),
+            ("TOKENJAR_COOKIE__NAME", "auth-token"),
+        ])
+        .unwrap();
+        let validated = plain.validate().unwrap();
+        assert_eq!(validated.rules.cookies.name(), "auth-token");
+    }
+
+    #[test]
+    fn the_demo_runs_on_plain_http_whatever_the_configured_name() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        let repo_local = Settings::load(&Sources::from_vars(Some(dir), HashMap::new())).unwrap();
+        // Compiled-in defaults (a __Host- name, Secure), the repo's local
+        // file, and a __Secure- name a user may have configured.
+        let secure_prefixed = load(&[("TOKENJAR_COOKIE__NAME", "__Secure-sid")]).unwrap();
+        for settings in [load(&[]).unwrap(), repo_local, secure_prefixed] {
+            let demo = settings.for_demo("http://127.0.0.1:1");
+            let validated = demo.validate().unwrap();
+            let policy = validated.rules.cookies.policy();
+            assert!(!policy.secure, "{policy:?}");
+            assert!(!policy.name.starts_with("__"), "{policy:?}");
+        }
+        // A plain name the user chose is kept.
+        let named = load(&[("TOKENJAR_COOKIE__NAME", "sid")])
+            .unwrap()
+            .for_demo("http://127.0.0.1:1");
+        assert_eq!(named.cookie.name, "sid");
     }
 
     #[test]
@@ -813,7 +860,8 @@ mod tests {
                 ("TOKENJAR_COOKIE__SAME_SITE", "none"),
                 ("TOKENJAR_COOKIE__SECURE", "false"),
             ])),
-            ["server.prot", "server.port", "cookie.same_site"]
+            // The default __Host- name needs Secure too.
+            ["server.prot", "server.port", "cookie.same_site", "cookie.secure"]
         );
     }
 
@@ -858,6 +906,7 @@ mod tests {
                 "token.response_field",
                 "token.upstream_header",
                 "cookie.same_site",
+                "cookie.secure",
                 "cookie.keys",
                 "csrf.header",
                 "csrf.allowed_origins",
@@ -965,9 +1014,16 @@ mod tests {
     #[test]
     fn repo_config_files_are_valid() {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config");
-        for env in ["local", "production"] {
+        // local.toml is plain-http development: a name without the __Host-
+        // prefix, not Secure. production.toml keeps the secure default.
+        for (env, name, secure) in [
+            ("local", "auth-token", false),
+            ("production", "__Host-auth-token", true),
+        ] {
             let vars: HashMap<String, String> = [("TOKENJAR_ENV".to_owned(), env.to_owned())].into();
             let settings = Settings::load(&Sources::from_vars(Some(dir.clone()), vars)).unwrap();
+            assert_eq!(settings.cookie.name, name, "{env}");
+            assert_eq!(settings.cookie.secure, secure, "{env}");
             settings.validate().unwrap();
         }
         assert_eq!(

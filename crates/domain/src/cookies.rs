@@ -1,7 +1,10 @@
 //! The auth cookie: its attributes, sealing the token into it (AEAD, keyed,
 //! bound to the cookie's name), opening it from a `Cookie` header with key
-//! rotation, and deleting it.
+//! rotation (every auth cookie sent is tried, and two sessions at once count
+//! as none), and deleting it.
 
+use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt;
 
 use aes_gcm::aead::AeadInPlace;
@@ -15,10 +18,10 @@ use crate::token::{Token, TokenError};
 /// Browsers keep at most this many bytes of one cookie's name and value.
 pub const MAX_COOKIE_BYTES: usize = 4096;
 
-/// How many cookies of the auth name one request may make tokenjar try to
-/// open. Browsers send at most a few (one per matching path/domain); a header
-/// stuffed with hundreds must not cost hundreds of decryptions.
-const MAX_CANDIDATES: usize = 4;
+/// The default cookie name. The `__Host-` prefix makes browsers refuse the
+/// cookie unless it is `Secure`, host-only and `Path=/`, set over https: no
+/// sibling subdomain and no one on plain http can plant (toss) one beside it.
+pub const DEFAULT_NAME: &str = "__Host-auth-token";
 
 /// The decoded length of one cookie key: 32 bytes for encryption, 32 more
 /// that the `cookie` crate reserves for signing.
@@ -83,7 +86,7 @@ pub struct CookiePolicy {
 impl Default for CookiePolicy {
     fn default() -> Self {
         Self {
-            name: "auth-token".to_owned(),
+            name: DEFAULT_NAME.to_owned(),
             secure: true,
             same_site: SameSite::Lax,
             path: "/".to_owned(),
@@ -204,6 +207,13 @@ pub struct CookieKeys {
     openers: Vec<Aes256Gcm>,
 }
 
+#[cfg(test)]
+thread_local! {
+    /// AES-GCM openings tried on this thread: lets a test count what a header
+    /// costs without timing it.
+    static DECRYPTIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// Bytes of the AES-GCM nonce at the front of a sealed value.
 const NONCE_LEN: usize = 12;
 /// Bytes of the AES-GCM tag at the end.
@@ -260,6 +270,8 @@ impl CookieKeys {
         let (nonce, sealed) = data.split_at(NONCE_LEN);
         let nonce = Nonce::from_slice(nonce);
         self.openers.iter().find_map(|cipher| {
+            #[cfg(test)]
+            DECRYPTIONS.with(|count| count.set(count.get() + 1));
             let mut buffer = sealed.to_vec();
             cipher
                 .decrypt_in_place(nonce, name.as_bytes(), &mut buffer)
@@ -308,16 +320,25 @@ pub enum Rejection {
     Expired,
 }
 
-/// What the request's auth cookie amounts to.
+/// What the request's auth cookies amount to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CookieState {
     /// No auth cookie was sent.
     Absent,
-    /// An auth cookie opened and is current.
+    /// One session opened and is current (from one cookie, or from several
+    /// that hold the same token), whatever else was sent beside it.
     Valid(Session),
-    /// An auth cookie was sent but cannot be used; it counts as absent and
-    /// the response deletes it.
+    /// Auth cookies were sent but none opens to a current session; they
+    /// count as absent and the response deletes the cookie.
     Rejected(Rejection),
+    /// Cookies opened to two different sessions. Usually one was tossed by
+    /// someone else (a sibling subdomain, or anyone on plain http, can set a
+    /// cookie of this name with a longer path, which the browser sends
+    /// first); or an old one lives on under a former `Path` or `Domain`.
+    /// Neither is used, and nothing is deleted: a deletion would remove
+    /// whichever cookie matches tokenjar's own path and domain, quite
+    /// possibly the victim's. Holds no token, so its `Debug` shows none.
+    Conflicting,
 }
 
 impl CookieState {
@@ -432,33 +453,78 @@ impl CookieJar {
     /// Opens the auth cookie from the request's `Cookie` header values at
     /// time `now` (Unix seconds).
     ///
-    /// Every cookie of the auth name is tried (browsers may send several,
-    /// one per matching path); the first that opens wins. Values that are
-    /// not UTF-8 are read lossily: the auth cookie is ASCII, and a stray
-    /// byte in another cookie must not hide it.
+    /// Every cookie of the auth name is tried, since a browser sends one per
+    /// matching path and domain, in an order an attacker can choose (a
+    /// tossed cookie with a longer path goes first). So no position wins:
+    /// the sessions that open must all hold one token, else the request has
+    /// [`CookieState::Conflicting`] and no session; cookies that do not open
+    /// (junk, expired) beside a session are ignored, and only when nothing
+    /// opens is the cookie [`CookieState::Rejected`] (and deleted).
+    ///
+    /// Cost: a value already tried is skipped, so a header repeating one
+    /// value costs one opening. Each distinct value costs a base64 decoding
+    /// and, when that succeeds with at least a nonce and a tag, one AES-GCM
+    /// tag check per key; the HTTP server's limit on the request head bounds
+    /// how many there can be. Values that are not UTF-8 are read lossily:
+    /// the auth cookie is ASCII, and a stray byte in another cookie must not
+    /// hide it.
     pub fn open<'a>(&self, headers: impl IntoIterator<Item = &'a [u8]>, now: i64) -> CookieState {
-        let mut rejection = None;
-        let mut tried = 0;
+        let mut search = Search::default();
         for header in headers {
+            // A UTF-8 header (nearly every one) lends its values to the
+            // search for the whole request; a value of any other is copied.
             let text = crate::text::lossy_utf8(header);
-            for cookie in Cookie::split_parse(text.as_ref()).flatten() {
-                if cookie.name() != self.policy.name {
-                    continue;
-                }
-                if tried == MAX_CANDIDATES {
-                    return CookieState::Rejected(rejection.unwrap_or(Rejection::Unopenable));
-                }
-                tried += 1;
-                match self.open_value(cookie.value_trimmed(), now) {
-                    Ok(session) => return CookieState::Valid(session),
-                    Err(why) => rejection = Some(why),
-                }
+            let conflict = match text {
+                Cow::Borrowed(text) => self.try_header(text, Cow::Borrowed, &mut search, now),
+                Cow::Owned(text) => self.try_header(&text, |v| Cow::Owned(v.to_owned()), &mut search, now),
+            };
+            if conflict {
+                return CookieState::Conflicting;
             }
         }
-        match rejection {
-            Some(why) => CookieState::Rejected(why),
-            None => CookieState::Absent,
+        match (search.opened, search.rejection) {
+            (Some(session), _) => CookieState::Valid(session),
+            (None, Some(why)) => CookieState::Rejected(why),
+            (None, None) => CookieState::Absent,
         }
+    }
+
+    /// Tries each auth cookie in one header's `text` whose value was not
+    /// tried before; `keep` makes a value last as long as the search. True
+    /// once two sessions have opened: the rest cannot change the answer.
+    fn try_header<'t, 'a>(
+        &self,
+        text: &'t str,
+        keep: impl Fn(&'t str) -> Cow<'a, str>,
+        search: &mut Search<'a>,
+        now: i64,
+    ) -> bool {
+        for cookie in Cookie::split_parse(text).flatten() {
+            if cookie.name() != self.policy.name {
+                continue;
+            }
+            // Parsed from a borrowed string, the raw value is always there;
+            // the copy is only a fallback.
+            let value = match cookie.value_raw() {
+                Some(raw) => keep(unquote(raw)),
+                None => Cow::Owned(cookie.value_trimmed().to_owned()),
+            };
+            // A clone of a borrowed value is a pointer copy.
+            if !search.first_time(value.clone()) {
+                continue;
+            }
+            match self.open_value(&value, now) {
+                Ok(session) => match &mut search.opened {
+                    None => search.opened = Some(session),
+                    Some(first) if same_token(&first.token, &session.token) => {
+                        first.expires_at = earliest(first.expires_at, session.expires_at);
+                    }
+                    Some(_) => return true,
+                },
+                Err(why) => search.rejection = Some(worse(search.rejection, why)),
+            }
+        }
+        false
     }
 
     fn open_value(&self, value: &str, now: i64) -> Result<Session, Rejection> {
@@ -520,6 +586,68 @@ impl CookieJar {
     }
 }
 
+/// Where the auth cookies of one request have got to.
+#[derive(Default)]
+struct Search<'a> {
+    /// The first value tried. Most requests carry one auth cookie, which
+    /// then costs no set.
+    first: Option<Cow<'a, str>>,
+    /// Every later value tried.
+    others: HashSet<Cow<'a, str>>,
+    /// The session opened so far.
+    opened: Option<Session>,
+    /// Why the cookies that did not open failed.
+    rejection: Option<Rejection>,
+}
+
+impl<'a> Search<'a> {
+    /// Whether `value` is tried for the first time (it is now remembered).
+    fn first_time(&mut self, value: Cow<'a, str>) -> bool {
+        match &self.first {
+            None => {
+                self.first = Some(value);
+                true
+            }
+            Some(first) => *first != value && self.others.insert(value),
+        }
+    }
+}
+
+/// A cookie value without one pair of surrounding double quotes, as the
+/// `cookie` crate's `value_trimmed` reads it.
+fn unquote(value: &str) -> &str {
+    value
+        .strip_prefix('"')
+        .and_then(|inner| inner.strip_suffix('"'))
+        .unwrap_or(value)
+}
+
+/// Whether two tokens are the same, in time independent of where they first
+/// differ: one of them may be a victim's, the other an attacker's, and the
+/// attacker can time requests that carry both.
+fn same_token(a: &Token, b: &Token) -> bool {
+    let (a, b) = (a.expose().as_bytes(), b.expose().as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+/// The sooner of two expiries; an unknown one yields to a known one.
+fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The reason to report when several cookies fail: `Expired` if any opened
+/// (the user had a real session that ended), else `Unopenable`.
+fn worse(so_far: Option<Rejection>, why: Rejection) -> Rejection {
+    if so_far == Some(Rejection::Expired) {
+        Rejection::Expired
+    } else {
+        why
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -545,6 +673,11 @@ mod tests {
 
     fn value(set_cookie: &str) -> String {
         pair(set_cookie).split_once('=').unwrap().1.to_owned()
+    }
+
+    /// `name=value` under the default cookie name, as a browser sends it.
+    fn sent(value: &str) -> String {
+        format!("{DEFAULT_NAME}={value}")
     }
 
     fn jwt_with_exp(exp: i64) -> Token {
@@ -579,9 +712,9 @@ mod tests {
         let mut sealed = cookie::CookieJar::new();
         sealed
             .private_mut(key)
-            .add(Cookie::new("auth-token", format!("{}:tok-1", NOW + 60)));
-        let by_crate = sealed.get("auth-token").unwrap().value().to_owned();
-        let header = format!("auth-token={by_crate}");
+            .add(Cookie::new(DEFAULT_NAME, format!("{}:tok-1", NOW + 60)));
+        let by_crate = sealed.get(DEFAULT_NAME).unwrap().value().to_owned();
+        let header = sent(&by_crate);
         let state = jar.open([header.as_bytes()], NOW);
         assert_eq!(
             state,
@@ -594,13 +727,13 @@ mod tests {
         let issued = jar.issue(&tok("tok-2"), NOW).unwrap();
         let opened = cookie::CookieJar::new()
             .private(key)
-            .decrypt(Cookie::new("auth-token", value(&issued.set_cookie)))
+            .decrypt(Cookie::new(DEFAULT_NAME, value(&issued.set_cookie)))
             .unwrap();
         assert_eq!(opened.value(), ":tok-2");
         // Too short to hold a nonce and a tag.
         let short = base64::engine::general_purpose::STANDARD.encode([0u8; NONCE_LEN + TAG_LEN - 1]);
         assert_eq!(
-            jar.open([format!("auth-token={short}").as_bytes()], NOW),
+            jar.open([sent(&short).as_bytes()], NOW),
             CookieState::Rejected(Rejection::Unopenable)
         );
     }
@@ -619,6 +752,9 @@ mod tests {
     #[test]
     fn attributes_follow_the_policy() {
         let issued = jar().issue(&tok("t"), NOW).unwrap().set_cookie;
+        // By default a __Host- cookie, which browsers take only when Secure,
+        // host-only and Path=/.
+        assert!(issued.starts_with("__Host-auth-token="), "{issued}");
         for attr in ["HttpOnly", "SameSite=Lax", "Secure", "Path=/"] {
             assert!(issued.contains(attr), "{attr} missing in {issued}");
         }
@@ -692,10 +828,13 @@ mod tests {
     #[test]
     fn absent_when_no_auth_cookie_is_sent() {
         let jar = jar();
+        let near_misses = format!("{DEFAULT_NAME}x=1; x{DEFAULT_NAME}=2");
         let cases: &[&[u8]] = &[
             b"",
             b"other=1",
-            b"auth-tokenx=1; xauth-token=2",
+            near_misses.as_bytes(),
+            // The development name is another cookie, not this one.
+            b"auth-token=1",
             b";;;",
             b"=",
             b"\xff\xfe",
@@ -718,12 +857,12 @@ mod tests {
             .issue(&tok("tok"), NOW)
             .unwrap();
         let cases = vec![
-            format!("auth-token={flipped}"),
-            format!("auth-token={}", &good[..good.len() - 4]),
-            "auth-token=garbage".to_owned(),
-            "auth-token=".to_owned(),
-            "auth-token=tok".to_owned(),
-            format!("auth-token={}", "A".repeat(64 * 1024)),
+            sent(&flipped),
+            sent(&good[..good.len() - 4]),
+            sent("garbage"),
+            sent(""),
+            sent("tok"),
+            sent(&"A".repeat(64 * 1024)),
             pair(&other_key.set_cookie),
         ];
         for case in cases {
@@ -747,7 +886,7 @@ mod tests {
         );
         let issued = other.issue(&tok("tok"), NOW).unwrap();
         let jar = jar_with(CookiePolicy::default(), keys);
-        let header = format!("auth-token={}", value(&issued.set_cookie));
+        let header = sent(&value(&issued.set_cookie));
         assert_eq!(
             jar.open([header.as_bytes()], NOW),
             CookieState::Rejected(Rejection::Unopenable)
@@ -758,10 +897,11 @@ mod tests {
     fn duplicated_and_quoted_cookies() {
         let jar = jar();
         let good = pair(&jar.issue(&tok("tok"), NOW).unwrap().set_cookie);
-        let quoted = format!("auth-token=\"{}\"", value(&good));
+        let quoted = sent(&format!("\"{}\"", value(&good)));
+        let junk = sent("junk");
         let cases = vec![
-            format!("auth-token=junk; {good}"),
-            format!("{good}; auth-token=junk"),
+            format!("{junk}; {good}"),
+            format!("{good}; {junk}"),
             format!("a=1; {good}; b=2"),
             quoted,
             format!("bad=%zz; {good}"),
@@ -774,7 +914,7 @@ mod tests {
             );
         }
         // Spread over several Cookie headers (HTTP/2 style).
-        let state = jar.open([&b"a=1"[..], b"auth-token=junk", good.as_bytes()], NOW);
+        let state = jar.open([&b"a=1"[..], junk.as_bytes(), good.as_bytes()], NOW);
         assert_eq!(state.token().map(Token::expose), Some("tok"));
         // A stray non-UTF-8 byte elsewhere in the header does not hide it.
         let mut bytes = b"x=\xff\xfe; ".to_vec();
@@ -785,14 +925,268 @@ mod tests {
         );
     }
 
+    /// What a set of `Cookie` headers amounts to, in a word: `valid <token>`,
+    /// `conflicting`, `rejected <why>` or `absent`.
+    fn outcome(jar: &CookieJar, headers: &[String]) -> String {
+        match jar.open(headers.iter().map(String::as_bytes), NOW) {
+            CookieState::Valid(session) => format!("valid {}", session.token.expose()),
+            CookieState::Conflicting => "conflicting".to_owned(),
+            CookieState::Rejected(why) => format!("rejected {why:?}"),
+            CookieState::Absent => "absent".to_owned(),
+        }
+    }
+
+    /// `n` distinct junk values of the auth cookie's name, `; `-separated.
+    fn junk(n: usize) -> String {
+        (0..n)
+            .map(|i| sent(&format!("junk{i}")))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// The `name=value` a browser sends back for `token` sealed by `jar`.
+    fn cookie_for(jar: &CookieJar, token: &Token) -> String {
+        pair(&jar.issue(token, NOW).unwrap().set_cookie)
+    }
+
     #[test]
-    fn stuffed_headers_stop_after_a_few_candidates() {
+    fn every_auth_cookie_is_tried_and_two_sessions_count_as_none() {
         let jar = jar();
-        let good = pair(&jar.issue(&tok("tok"), NOW).unwrap().set_cookie);
-        let stuffed = format!("{}{good}", "auth-token=junk; ".repeat(100));
+        let victim = cookie_for(&jar, &tok("victim"));
+        let attacker = cookie_for(&jar, &tok("attacker"));
+        // The victim's token sealed a second time: another value, same session.
+        let victim_again = cookie_for(&jar, &tok("victim"));
+        assert_ne!(victim, victim_again);
+        let expired = cookie_for(&jar, &jwt_with_exp(NOW - 1));
+        let expired_attacker = cookie_for(&jar, &jwt_with_exp(NOW));
+        // Well-formed, right length, other key: fails only at the AES-GCM tag.
+        let foreign = cookie_for(
+            &jar_with(CookiePolicy::default(), CookieKeys::generate()),
+            &tok("x"),
+        );
+
+        let one = |header: String| vec![header];
+        let cases: Vec<(&str, Vec<String>, &str)> = vec![
+            // Cookie tossing: whichever goes first, neither session is used,
+            // and (not Rejected) nothing is deleted.
+            (
+                "attacker, victim",
+                one(format!("{attacker}; {victim}")),
+                "conflicting",
+            ),
+            (
+                "victim, attacker",
+                one(format!("{victim}; {attacker}")),
+                "conflicting",
+            ),
+            (
+                "attacker and victim in two Cookie headers",
+                vec![attacker.clone(), victim.clone()],
+                "conflicting",
+            ),
+            (
+                "attacker, victim, among junk",
+                one(format!(
+                    "{}; {attacker}; {}; {victim}; {}",
+                    junk(3),
+                    junk(2),
+                    junk(5)
+                )),
+                "conflicting",
+            ),
+            (
+                "the victim twice and the attacker",
+                one(format!("{victim}; {victim_again}; {attacker}")),
+                "conflicting",
+            ),
+            // One session, however often it comes.
+            (
+                "the same cookie twice",
+                one(format!("{victim}; {victim}")),
+                "valid victim",
+            ),
+            (
+                "one session sealed twice",
+                one(format!("{victim_again}; {victim}")),
+                "valid victim",
+            ),
+            (
+                "the same cookie, quoted and not",
+                one(format!("{}; {victim}", sent(&format!("\"{}\"", value(&victim))))),
+                "valid victim",
+            ),
+            // Junk and expired cookies beside a session do not hide it, and
+            // are not deleted (the deletion could hit the good one).
+            (
+                "4 junk values first",
+                one(format!("{}; {victim}", junk(4))),
+                "valid victim",
+            ),
+            (
+                "10 junk values first",
+                one(format!("{}; {victim}", junk(10))),
+                "valid victim",
+            ),
+            (
+                "100 junk values first",
+                one(format!("{}; {victim}", junk(100))),
+                "valid victim",
+            ),
+            (
+                "100 junk values after",
+                one(format!("{victim}; {}", junk(100))),
+                "valid victim",
+            ),
+            (
+                "a foreign sealed value first",
+                one(format!("{foreign}; {victim}")),
+                "valid victim",
+            ),
+            (
+                "expired, then valid",
+                one(format!("{expired}; {victim}")),
+                "valid victim",
+            ),
+            (
+                "valid, then expired",
+                one(format!("{victim}; {expired}")),
+                "valid victim",
+            ),
+            // An expired session of another token is no session: no conflict.
+            (
+                "another token's expired cookie",
+                one(format!("{expired_attacker}; {victim}")),
+                "valid victim",
+            ),
+            // Nothing opens: deleted.
+            ("only junk", one(junk(10)), "rejected Unopenable"),
+            ("only expired", one(expired.clone()), "rejected Expired"),
+            (
+                "expired among junk",
+                one(format!("{}; {expired}; {}", junk(2), junk(2))),
+                "rejected Expired",
+            ),
+            ("no auth cookie", one("theme=dark".to_owned()), "absent"),
+        ];
+        // Every case is run and every wrong one listed, not just the first.
+        let wrong: Vec<String> = cases
+            .into_iter()
+            .filter_map(|(case, headers, expected)| {
+                let got = outcome(&jar, &headers);
+                (got != expected).then(|| format!("{case}: {got}, expected {expected}"))
+            })
+            .collect();
+        assert!(wrong.is_empty(), "{wrong:#?}");
+        // A conflict holds no token, and prints none.
+        let state = jar.open([format!("{attacker}; {victim}").as_bytes()], NOW);
+        assert_eq!(state.token(), None);
+        assert_eq!(format!("{state:?}"), "Conflicting");
+    }
+
+    #[test]
+    fn one_session_sealed_with_two_expiries_reports_the_earlier() {
+        let short = jar_with(
+            CookiePolicy {
+                max_age_s: 60,
+                ..CookiePolicy::default()
+            },
+            CookieKeys::generate(),
+        );
+        let long = CookieJar::new(
+            CookiePolicy {
+                max_age_s: 600,
+                ..CookiePolicy::default()
+            },
+            short.keys.clone(),
+        );
+        let never = CookieJar::new(CookiePolicy::default(), short.keys.clone());
+        let token = tok("one-session");
+        let (a, b, c) = (
+            cookie_for(&long, &token),
+            cookie_for(&short, &token),
+            cookie_for(&never, &token),
+        );
+        for header in [format!("{a}; {b}; {c}"), format!("{c}; {b}; {a}")] {
+            assert_eq!(
+                short.open([header.as_bytes()], NOW),
+                CookieState::Valid(Session {
+                    token: token.clone(),
+                    expires_at: Some(NOW + 60)
+                }),
+                "{header}"
+            );
+        }
+    }
+
+    /// AES-GCM openings made on this thread so far.
+    fn decryptions() -> usize {
+        DECRYPTIONS.with(std::cell::Cell::get)
+    }
+
+    #[test]
+    fn a_stuffed_header_costs_one_opening_per_distinct_value() {
+        let jar = jar();
+        let good = cookie_for(&jar, &tok("tok"));
+        let foreign = cookie_for(
+            &jar_with(CookiePolicy::default(), CookieKeys::generate()),
+            &tok("x"),
+        );
+        let count = |headers: &[String]| {
+            let before = decryptions();
+            let state = outcome(&jar, headers);
+            (state, decryptions() - before)
+        };
+
+        // Thousands of copies of one value that reaches AES-GCM cost one
+        // opening, also when they are spread over several headers and
+        // spelled with and without quotes.
+        let quoted = sent(&format!("\"{}\"", value(&foreign)));
+        let stuffed = format!("{foreign}; {quoted}; ").repeat(2_500);
+        assert_eq!(count(&[format!("{stuffed}{good}")]), ("valid tok".to_owned(), 2));
         assert_eq!(
-            jar.open([stuffed.as_bytes()], NOW),
-            CookieState::Rejected(Rejection::Unopenable)
+            count(&[stuffed.clone(), stuffed.clone(), good.clone()]),
+            ("valid tok".to_owned(), 2)
+        );
+        assert_eq!(
+            count(std::slice::from_ref(&stuffed)),
+            ("rejected Unopenable".to_owned(), 1)
+        );
+        // The same behind a first, different value.
+        assert_eq!(
+            count(&[format!("{good}; {stuffed}")]),
+            ("valid tok".to_owned(), 2)
+        );
+        // And in a header that is not UTF-8, whose values are copies.
+        let mut bytes = b"x=\xff; ".to_vec();
+        bytes.extend_from_slice(stuffed.as_bytes());
+        let before = decryptions();
+        let state = jar.open([bytes.as_slice(), bytes.as_slice(), good.as_bytes()], NOW);
+        assert_eq!(state.token().map(Token::expose), Some("tok"));
+        assert_eq!(decryptions() - before, 2);
+        // Values that are not base64 of a nonce and a tag never reach AES.
+        assert_eq!(
+            count(&[format!("{}; {good}", junk(1_000))]),
+            ("valid tok".to_owned(), 1)
+        );
+        // Distinct well-formed values cost one opening each: the HTTP
+        // server's head size limit is what bounds them.
+        let distinct: Vec<String> = (0..50)
+            .map(|i| {
+                cookie_for(
+                    &jar_with(CookiePolicy::default(), CookieKeys::generate()),
+                    &tok(&format!("x{i}")),
+                )
+            })
+            .collect();
+        assert_eq!(
+            count(&[format!("{}; {good}", distinct.join("; "))]),
+            ("valid tok".to_owned(), 51)
+        );
+        // A conflict ends the search: what follows is not opened.
+        let other = cookie_for(&jar, &tok("other"));
+        assert_eq!(
+            count(&[format!("{good}; {other}; {}", distinct.join("; "))]),
+            ("conflicting".to_owned(), 2)
         );
     }
 
@@ -826,13 +1220,13 @@ mod tests {
             CookieKeys::from_base64::<&str>(&[]).unwrap(),
         );
         let issued = jar.issue(&tok("plain-tok"), NOW).unwrap();
-        assert_eq!(pair(&issued.set_cookie), "auth-token=plain-tok");
+        assert_eq!(pair(&issued.set_cookie), sent("plain-tok"));
         let odd = jar.issue(&tok("a; b=c"), NOW).unwrap();
         assert!(!pair(&odd.set_cookie).contains(';'));
         let state = jar.open([pair(&odd.set_cookie).as_bytes()], NOW);
         assert_eq!(state.token().map(Token::expose), Some("a; b=c"));
         assert_eq!(
-            jar.open([&b"auth-token=%0d%0a"[..]], NOW),
+            jar.open([sent("%0d%0a").as_bytes()], NOW),
             CookieState::Rejected(Rejection::Unopenable)
         );
     }
@@ -845,7 +1239,7 @@ mod tests {
         );
         assert_eq!(jar.issue(&tok("t"), NOW), Err(CookieError::NoKey));
         assert_eq!(
-            jar.open([&b"auth-token=abc"[..]], NOW),
+            jar.open([sent("abc").as_bytes()], NOW),
             CookieState::Rejected(Rejection::Unopenable)
         );
     }
@@ -853,12 +1247,13 @@ mod tests {
     #[test]
     fn removal_deletes_with_the_same_scope() {
         let policy = CookiePolicy {
+            name: "sid".into(),
             path: "/app".into(),
             domain: Some("example.com".into()),
             ..CookiePolicy::default()
         };
         let removal = jar_with(policy, CookieKeys::generate()).removal();
-        assert!(removal.starts_with("auth-token=;"), "{removal}");
+        assert!(removal.starts_with("sid=;"), "{removal}");
         for attr in ["Max-Age=0", "Path=/app", "Domain=example.com", "HttpOnly"] {
             assert!(removal.contains(attr), "{attr} missing in {removal}");
         }
@@ -893,11 +1288,21 @@ mod tests {
         check(CookiePolicy::default(), &[]);
         check(
             CookiePolicy {
+                name: "sid".into(),
                 same_site: SameSite::None,
                 secure: false,
                 ..CookiePolicy::default()
             },
             &["same_site"],
+        );
+        // The default name cannot go without Secure: plain-http development
+        // names its cookie otherwise (config/local.toml).
+        check(
+            CookiePolicy {
+                secure: false,
+                ..CookiePolicy::default()
+            },
+            &["secure"],
         );
         check(
             CookiePolicy {

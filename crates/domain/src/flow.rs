@@ -72,6 +72,9 @@ pub struct Handled<B> {
     pub error: Option<FlowError>,
     /// A cookie that was sent but refused (and is being deleted).
     pub rejected_cookie: Option<Rejection>,
+    /// Auth cookies that opened to different sessions: none was used and
+    /// none is deleted (see [`CookieState::Conflicting`]).
+    pub conflicting_cookies: bool,
     /// How a login went, on the login route.
     pub login: Option<LoginResult>,
 }
@@ -143,6 +146,7 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
             CookieState::Rejected(why) => Some(why),
             _ => None,
         };
+        let conflicting_cookies = matches!(cookie, CookieState::Conflicting);
 
         let (result, login) = match route {
             Route::Session => (self.session(&request.method, &cookie), None),
@@ -175,6 +179,7 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
             route: class,
             error,
             rejected_cookie,
+            conflicting_cookies,
             login,
         }
     }
@@ -226,6 +231,7 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
             route,
             error: Some(error),
             rejected_cookie: None,
+            conflicting_cookies: false,
             login: None,
         }
     }
@@ -331,6 +337,7 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
             route: class,
             error,
             rejected_cookie: None,
+            conflicting_cookies: false,
             login: None,
         }
     }

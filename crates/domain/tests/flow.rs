@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use serde_json::{json, Value};
+use tokenjar_domain::cookies::DEFAULT_NAME;
 use tokenjar_domain::memory::{bytes_response, json_response, DemoApi, InMemoryUpstream, ManualClock};
 use tokenjar_domain::{
     ClientRequest, Clock, CookieJar, CookieKeys, CookiePolicy, CsrfRules, Forwarding, Gateway, Handled,
@@ -199,7 +200,7 @@ fn login_call_session_logout() {
     assert_eq!(json_of(&logout), json!({"loggedIn": false}));
     let removal = set_cookies(&logout);
     assert_eq!(removal.len(), 1);
-    assert!(removal[0].starts_with("auth-token=;") && removal[0].contains("Max-Age=0"));
+    assert!(removal[0].starts_with(&format!("{DEFAULT_NAME}=;")) && removal[0].contains("Max-Age=0"));
     let me = app.send("GET", "/api/me", &[], b"");
     assert_eq!(me.reply.status, 401);
 }
@@ -226,7 +227,8 @@ fn a_session_ends_when_its_expiry_passes() {
 #[test]
 fn a_cookie_that_fails_to_open_counts_as_none_and_is_deleted() {
     let app = App::demo();
-    for bad in ["auth-token=garbage", "auth-token=%ff", "auth-token=\"\""] {
+    for bad in ["garbage", "%ff", "\"\""] {
+        let bad = &format!("{DEFAULT_NAME}={bad}");
         let me = app.send(
             "GET",
             "/api/me",
@@ -250,12 +252,79 @@ fn a_cookie_that_fails_to_open_counts_as_none_and_is_deleted() {
 }
 
 #[test]
+fn two_sessions_in_one_request_send_no_token_and_delete_nothing() {
+    let app = App::demo();
+    // Two people log in: the attacker tosses their cookie into the victim's browser.
+    let login = |app: &App| cookie_header(&set_cookies(&app.send("POST", "/api/login", &[], DEMO_LOGIN))[0]);
+    let attacker = login(&app);
+    let victim = login(&app);
+    for (case, cookies) in [
+        ("attacker first", vec![format!("{attacker}; {victim}")]),
+        ("victim first", vec![format!("{victim}; {attacker}")]),
+        ("one Cookie header each", vec![attacker.clone(), victim.clone()]),
+    ] {
+        let headers: Vec<(&str, &str)> = cookies.iter().map(|c| ("cookie", c.as_str())).collect();
+        let me = app.send("GET", "/api/me", &headers, b"");
+        let sent = app.recorded().pop().unwrap();
+        assert!(
+            !sent.headers.contains("auth-token"),
+            "{case}: a token went upstream"
+        );
+        assert_eq!(me.reply.status, 401, "{case}: the demo API saw no session");
+        assert!(set_cookies(&me).is_empty(), "{case}: {:?}", set_cookies(&me));
+        assert!(me.conflicting_cookies, "{case}");
+        assert_eq!(me.rejected_cookie, None, "{case}");
+
+        let session = app.send("GET", "/api/session", &headers, b"");
+        assert_eq!(json_of(&session), json!({"loggedIn": false}), "{case}");
+        assert!(
+            set_cookies(&session).is_empty(),
+            "{case}: {:?}",
+            set_cookies(&session)
+        );
+        assert!(session.conflicting_cookies, "{case}");
+    }
+    // Each alone is a session, so the test is not passing for a duller reason.
+    for cookie in [&attacker, &victim] {
+        let session = app.send("GET", "/api/session", &[("cookie", cookie)], b"");
+        assert_eq!(json_of(&session)["loggedIn"], true);
+        assert!(!session.conflicting_cookies);
+    }
+}
+
+#[test]
+fn junk_before_a_session_neither_hides_nor_deletes_it() {
+    let app = App::demo();
+    let victim = cookie_header(&set_cookies(&app.send("POST", "/api/login", &[], DEMO_LOGIN))[0]);
+    let token = {
+        app.send("GET", "/api/me", &[("cookie", &victim)], b"");
+        app.recorded()
+            .pop()
+            .unwrap()
+            .headers
+            .get_str("auth-token")
+            .unwrap()
+            .to_owned()
+    };
+    for junk in [4, 100] {
+        let stuffed: Vec<String> = (0..junk).map(|i| format!("{DEFAULT_NAME}=junk{i}")).collect();
+        let cookie = format!("{}; {victim}", stuffed.join("; "));
+        let me = app.send("GET", "/api/me", &[("cookie", &cookie)], b"");
+        assert_eq!(me.reply.status, 200, "{junk} junk values");
+        let sent = app.recorded().pop().unwrap();
+        assert_eq!(sent.headers.get_str("auth-token"), Some(token.as_str()), "{junk}");
+        assert!(set_cookies(&me).is_empty(), "{junk}: {:?}", set_cookies(&me));
+        assert_eq!(me.rejected_cookie, None);
+    }
+}
+
+#[test]
 fn a_login_over_a_bad_cookie_sets_only_the_new_cookie() {
     let app = App::demo();
     let login = app.send(
         "POST",
         "/api/login",
-        &[("cookie", "auth-token=garbage")],
+        &[("cookie", &format!("{DEFAULT_NAME}=garbage"))],
         DEMO_LOGIN,
     );
     let cookies = set_cookies(&login);
@@ -335,7 +404,7 @@ fn api_responses_pass_through_minus_hops_and_the_auth_cookie() {
         let mut response = bytes_response(201, "text/plain", b"made".to_vec());
         response
             .headers
-            .append("set-cookie", "auth-token=from-api; Path=/");
+            .append("set-cookie", format!("{DEFAULT_NAME}=from-api; Path=/"));
         response.headers.append("set-cookie", "theme=dark");
         response.headers.append("connection", "x-hop");
         response.headers.append("x-hop", "1");

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::{json, Value};
-use tokenjar_domain::cookies::{CookieError, Rejection, MAX_COOKIE_BYTES};
+use tokenjar_domain::cookies::{CookieError, Rejection, DEFAULT_NAME, MAX_COOKIE_BYTES};
 use tokenjar_domain::token::MAX_TOKEN_LEN;
 use tokenjar_domain::{
     CookieJar, CookieKeys, CookiePolicy, CookieState, LoginRules, Route, Routes, Session, Token, UpstreamBase,
@@ -515,7 +515,7 @@ proptest! {
         key_list in proptest::collection::vec(key(), 0..=2),
     ) {
         let jar = CookieJar::new(CookiePolicy::default(), keys(&key_list));
-        let opened = open_pair(&jar, "auth-token", &value, NOW);
+        let opened = open_pair(&jar, DEFAULT_NAME, &value, NOW);
         prop_assert!(!matches!(opened, CookieState::Valid(_)), "{value:?} opened");
         // A value without a `;` cannot hide the cookie's name, so it must count as sent.
         if !value.contains(';') {
@@ -531,7 +531,7 @@ proptest! {
                 // Headers that look like cookie lists, to get past the parser into the jar.
                 proptest::collection::vec(
                     prop_oneof![
-                        Just(b"auth-token=".to_vec()),
+                        Just(format!("{DEFAULT_NAME}=").into_bytes()),
                         Just(b"; ".to_vec()),
                         Just(b"\"".to_vec()),
                         Just(b"=".to_vec()),
@@ -554,6 +554,158 @@ proptest! {
             CookieKeys::from_base64::<&str>(&[]).unwrap(),
         );
         let _ = clear.open(headers.iter().map(Vec::as_slice), now);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cookie: every auth cookie is tried; a session is used only when it is the only one
+// ---------------------------------------------------------------------------------------------
+
+/// A cookie in the header that is not a current session: what a stuffing or tossing attacker
+/// can send beside the victim's.
+#[derive(Clone, Debug)]
+enum Noise {
+    /// Any text at all as the value.
+    Text(String),
+    /// Base64 long enough to hold a nonce and a tag, so that it reaches AES-GCM.
+    Sealed(Vec<u8>),
+    /// A token sealed under a key the jar does not hold.
+    ForeignKey(String),
+    /// A token sealed with the jar's key for another cookie name.
+    OtherName(String),
+    /// An expired session of another token, sealed with the jar's key.
+    Expired(i64),
+    /// A cookie of another name, as pages set them.
+    Neighbour(String),
+}
+
+fn noise() -> impl Strategy<Value = Noise> {
+    prop_oneof![
+        "[^;]{0,40}".prop_map(Noise::Text),
+        proptest::collection::vec(any::<u8>(), 28..120).prop_map(Noise::Sealed),
+        token_text(1..=40).prop_map(Noise::ForeignKey),
+        token_text(1..=40).prop_map(Noise::OtherName),
+        (0i64..100_000).prop_map(Noise::Expired),
+        "[a-z]{1,8}=[A-Za-z0-9]{0,20}".prop_map(Noise::Neighbour),
+    ]
+}
+
+/// `name=value` pairs of one jar's cookies.
+struct Cookies {
+    jar: CookieJar,
+    foreign: CookieJar,
+    renamed: CookieJar,
+}
+
+impl Cookies {
+    fn new(own: &str, other: &str) -> Self {
+        let own = keys(&[own.to_owned()]);
+        Self {
+            jar: CookieJar::new(CookiePolicy::default(), own.clone()),
+            foreign: CookieJar::new(CookiePolicy::default(), keys(&[other.to_owned()])),
+            renamed: CookieJar::new(policy("other", 0), own),
+        }
+    }
+
+    /// The pair a browser sends for `token` sealed by `jar`, under the default name.
+    fn sealed(jar: &CookieJar, token: &str) -> String {
+        let value = pair(
+            &jar.issue(&Token::new(token.to_owned()).unwrap(), NOW)
+                .unwrap()
+                .set_cookie,
+        )
+        .1;
+        format!("{DEFAULT_NAME}={value}")
+    }
+
+    fn session(&self, token: &str) -> String {
+        Self::sealed(&self.jar, token)
+    }
+
+    fn noise(&self, noise: &Noise) -> String {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        match noise {
+            Noise::Text(value) => format!("{DEFAULT_NAME}={value}"),
+            Noise::Sealed(bytes) => format!("{DEFAULT_NAME}={}", b64.encode(bytes)),
+            Noise::ForeignKey(token) => Self::sealed(&self.foreign, token),
+            Noise::OtherName(token) => Self::sealed(&self.renamed, token),
+            Noise::Expired(ago) => Self::sealed(&self.jar, &jwt(&format!(r#"{{"exp":{}}}"#, NOW - ago))),
+            Noise::Neighbour(pair) => pair.clone(),
+        }
+    }
+}
+
+/// `pairs` with each of `inserts` (an index into the list as it grows, and a pair) put in
+/// place, then cut into `Cookie` header values at `cuts`: browsers send one header, HTTP/2
+/// clients may send one per cookie.
+fn arrange(mut pairs: Vec<String>, inserts: Vec<(Index, String)>, cuts: &[Index]) -> Vec<String> {
+    for (at, pair) in inserts {
+        let at = at.index(pairs.len() + 1);
+        pairs.insert(at, pair);
+    }
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(pairs.len() + 1)).collect();
+    cuts.sort_unstable();
+    let mut headers = Vec::new();
+    let mut from = 0;
+    for cut in cuts.into_iter().chain([pairs.len()]) {
+        headers.push(pairs[from..cut].join("; "));
+        from = cut;
+    }
+    headers
+}
+
+fn open_headers(jar: &CookieJar, headers: &[String]) -> CookieState {
+    jar.open(headers.iter().map(String::as_bytes), NOW)
+}
+
+proptest! {
+    #![proptest_config(config(128))]
+
+    #[test]
+    fn junk_around_one_session_never_hides_it_and_nothing_is_deleted(
+        token in token_text(1..=200),
+        own in key(),
+        other in key(),
+        junk in proptest::collection::vec(noise(), 0..24),
+        places in proptest::collection::vec(any::<Index>(), 1..=3),
+        cuts in proptest::collection::vec(any::<Index>(), 0..3),
+    ) {
+        prop_assume!(own != other);
+        let cookies = Cookies::new(&own, &other);
+        let junk: Vec<String> = junk.iter().map(|n| cookies.noise(n)).collect();
+        // The session once or more, each copy sealed afresh (as after a second login that
+        // got the same token back): still one session.
+        let copies = places.into_iter().map(|at| (at, cookies.session(&token))).collect();
+        let headers = arrange(junk, copies, &cuts);
+        let opened = open_headers(&cookies.jar, &headers);
+        let expected = CookieState::Valid(Session { token: Token::new(token).unwrap(), expires_at: None });
+        // `Valid`, so not `Rejected`: the response deletes nothing.
+        prop_assert!(opened == expected, "{:?} from {:?}", opened, headers);
+    }
+
+    #[test]
+    fn two_sessions_anywhere_never_yield_a_token(
+        first in token_text(1..=200),
+        second in token_text(1..=200),
+        own in key(),
+        other in key(),
+        junk in proptest::collection::vec(noise(), 0..24),
+        at in (any::<Index>(), any::<Index>()),
+        repeat_first in any::<bool>(),
+        cuts in proptest::collection::vec(any::<Index>(), 0..3),
+    ) {
+        prop_assume!(own != other && first != second);
+        let cookies = Cookies::new(&own, &other);
+        let junk: Vec<String> = junk.iter().map(|n| cookies.noise(n)).collect();
+        let mut sessions = vec![(at.0, cookies.session(&first)), (at.1, cookies.session(&second))];
+        if repeat_first {
+            sessions.push((at.1, cookies.session(&first)));
+        }
+        let headers = arrange(junk, sessions, &cuts);
+        let opened = open_headers(&cookies.jar, &headers);
+        // Neither token, and (not `Rejected`) no deletion.
+        prop_assert_eq!(opened.token(), None, "{:?}", headers);
+        prop_assert_eq!(opened, CookieState::Conflicting, "{:?}", headers);
     }
 }
 
