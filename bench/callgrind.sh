@@ -22,7 +22,7 @@ sed -e "s|@WORK@|$work|g" -e "s|@UPSTREAM_PORT@|$UP|g" -e "s|@JWT@|$JWT|g" bench
 nginx -p "$work" -c "$work/up.conf" & pids+=($!)
 wait_http "http://127.0.0.1:$UP/"
 TOKENJAR_SERVER__PORT=$TJ TOKENJAR_SERVER__WORKERS=1 TOKENJAR_UPSTREAM__URL="http://127.0.0.1:$UP" \
-TOKENJAR_COOKIE__SECURE=false TOKENJAR_COOKIE__KEYS="$("$BIN" keygen)" RUST_LOG=warn \
+TOKENJAR_COOKIE__SECURE=false TOKENJAR_COOKIE__NAME=auth-token TOKENJAR_COOKIE__KEYS="$("$BIN" keygen)" RUST_LOG=warn \
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=/tmp/tokenjar-callgrind.out \
     "$BIN" serve --config-dir "$work" 2> "$work/vg.log" & pids+=($!)
 wait_http "http://127.0.0.1:$TJ/healthz"

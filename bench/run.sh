@@ -100,7 +100,7 @@ start_tokenjar() {
     stop "$TOKENJAR_PID"
     TOKENJAR_SERVER__PORT=$TOKENJAR_PORT TOKENJAR_SERVER__WORKERS=1 \
     TOKENJAR_UPSTREAM__URL="http://127.0.0.1:$UPSTREAM_PORT" \
-    TOKENJAR_COOKIE__SECURE=false TOKENJAR_COOKIE__KEYS="$KEY" RUST_LOG=warn \
+    TOKENJAR_COOKIE__SECURE=false TOKENJAR_COOKIE__NAME=auth-token TOKENJAR_COOKIE__KEYS="$KEY" RUST_LOG=warn \
         "${PROXY_CPU[@]}" "$BIN" serve --config-dir "$work/none" 2>> "$work/tokenjar.log" &
     TOKENJAR_PID=$!
     wait_http "http://127.0.0.1:$TOKENJAR_PORT/healthz"

@@ -94,5 +94,6 @@ fn foreign_plaintext(rest: &[u8]) {
         }
         CookieState::Rejected(_) => {}
         CookieState::Absent => panic!("a cookie of the jar's name was sent"),
+        CookieState::Conflicting => panic!("one cookie cannot conflict with itself"),
     }
 }
