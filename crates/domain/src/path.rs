@@ -253,28 +253,38 @@ fn normalise(raw: &str) -> Result<String, PathError> {
 /// ligatures, `ſ` and the Kelvin sign become the letters a normalising
 /// router sees; each character upper-cased then lower-cased, so that both a
 /// router comparing upper-case (Python's `.upper()`: `ı` → `I`, `ß` → `SS`)
-/// and one comparing lower-case (`K` → `k`) are covered. ASCII is NFKC-stable
-/// and folds to its lower case, so the common path skips the Unicode work.
-/// A zero-width or other invisible character is kept: NFKC keeps it and no
+/// and one comparing lower-case (`K` → `k`) are covered. A zero-width or other invisible character is kept: NFKC keeps it and no
 /// router's case comparison drops it, so that spelling is not the route.
 fn push_segment(out: &mut String, bare: &str) {
     let start = out.len();
     out.push('/');
-    if bare.is_ascii() {
-        out.push_str(bare.split_once('.').map_or(bare, |(name, _)| name));
-        out[start..].make_ascii_lowercase();
-    } else {
-        // The `.` and `;` cuts again after NFKC: it turns `．` (fullwidth)
-        // and `․` (one dot leader) into `.`, `；` into `;`.
-        let name = ComposingNormalizerBorrowed::new_nfkc()
-            .normalize_iter(bare.chars())
-            .take_while(|&c| c != '.' && c != ';');
-        for c in name {
-            fold_case(out, c);
+    // One pass for ASCII (nearly every path): it is NFKC-stable and folds to
+    // its lower case. What follows the `.` does not matter, whatever it is.
+    for &byte in bare.as_bytes() {
+        match byte {
+            b'.' => break,
+            0x80.. => {
+                out.truncate(start + 1);
+                push_unicode(out, bare);
+                break;
+            }
+            _ => out.push(char::from(byte.to_ascii_lowercase())),
         }
     }
     if out.len() == start + 1 {
         out.truncate(start);
+    }
+}
+
+/// The comparison form of a segment that holds non-ASCII characters.
+fn push_unicode(out: &mut String, bare: &str) {
+    // The `.` and `;` cuts again after NFKC: it turns `．` (fullwidth) and
+    // `․` (one dot leader) into `.`, `；` into `;`.
+    let name = ComposingNormalizerBorrowed::new_nfkc()
+        .normalize_iter(bare.chars())
+        .take_while(|&c| c != '.' && c != ';');
+    for c in name {
+        fold_case(out, c);
     }
 }
 
