@@ -165,6 +165,68 @@ fn login_is_intercepted_however_its_path_is_spelled() {
     }
 }
 
+/// SPEC §4: spellings that a lenient API router takes for its login route (a
+/// `.format` suffix, `;params`, Unicode case such as the dotless `ı`, which
+/// upper-cases to `I`) are intercepted like the route itself. The recording
+/// API answers them as its login, so without interception the token would
+/// reach the browser.
+#[test]
+fn login_spellings_a_lenient_router_accepts_are_intercepted() {
+    let (api, app) = setup();
+
+    for path in [
+        "/api/login.json",
+        "/api/LOGIN.json",
+        "/api/login;jsessionid=1",
+        "/api/log%C4%B1n",
+        "/api/LOG%C4%B1N.xml",
+    ] {
+        let before = api.issued().len();
+        let reply = raw_login(&app, path);
+        let issued = api.issued();
+        assert_eq!(
+            issued.len(),
+            before + 1,
+            "{path}: the API should have been asked to log in (status {} {})",
+            reply.status,
+            reply.text()
+        );
+        // The API got the request under the spelling the browser used.
+        let seen = api.last_request();
+        let upstream = format!("/v1{}", path.trim_start_matches("/api"));
+        assert_eq!(
+            (seen.method.as_str(), seen.target.as_str()),
+            ("POST", upstream.as_str()),
+            "{path}"
+        );
+
+        let token = issued.last().unwrap().token.clone();
+        assert_no_token(&reply, &token, path);
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+        assert_eq!(reply.json()["loggedIn"], true, "{path}");
+        let cookie = reply
+            .set_cookie_for("auth-token")
+            .unwrap_or_else(|| panic!("{path}: the login should set the auth cookie"));
+        assert!(
+            !cookie.value.contains(&token) && !cookie.value.contains(signature_of(&token)),
+            "{path}: the cookie must be sealed: {}",
+            cookie.raw
+        );
+
+        // The sealed cookie opens to the API's token on the next call.
+        let call = app.raw(&format!(
+            "GET /api/echo HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nCookie: {}\r\n\r\n",
+            cookie.pair()
+        ));
+        assert_eq!(call.status, 200, "{path}: {}", call.text());
+        assert_eq!(
+            api.last_request().header_all("auth-token"),
+            vec![token.as_str()],
+            "{path}"
+        );
+    }
+}
+
 #[actix_web::test]
 async fn malformed_login_responses_are_502_without_cookie() {
     let (api, app) = setup();

@@ -4,10 +4,13 @@
 //!
 //! It answers by the last segments of the path, so it works under any base
 //! path a test chooses (e.g. `/v1`):
-//! - `POST …/login` (letter case, trailing or repeated slashes and
-//!   percent-encoding ignored, as a lenient real API would): the next canned
-//!   reply if a test queued one, else `{"authToken": <JWT>, "user": {...}}`
-//!   for demo/demo and 401 `{"error":"bad credentials"}` otherwise;
+//! - `POST …/login` (as a lenient real API router would take it: letter case
+//!   compared after Unicode upper-casing like Python's `.upper()`, so
+//!   `log%C4%B1n` (`ı`) is `LOGIN`; a `.format` suffix and `;params` on the
+//!   last segment, trailing or repeated slashes and percent-encoding
+//!   ignored): the next canned reply if a test queued one, else
+//!   `{"authToken": <JWT>, "user": {...}}` for demo/demo and 401
+//!   `{"error":"bad credentials"}` otherwise;
 //! - `…/download/N`: N pattern bytes, streamed chunk by chunk with a
 //!   `Content-Length`;
 //! - `…/upload`: `{"received": N, "intact": bool}` after consuming the body;
@@ -363,9 +366,10 @@ fn serve(addr: SocketAddr, shared: Arc<State>) -> (SocketAddr, ServerHandle, Joi
     (addr, handle, thread)
 }
 
-/// Lower-cases, percent-decodes unreserved characters, collapses repeated
-/// slashes and drops a trailing slash and the query: how a lenient API router
-/// would see the path.
+/// Lower-cases ASCII, percent-decodes unreserved characters and non-ASCII
+/// bytes (so `%C4%B1` is `ı`; `%2F` and the like stay encoded), collapses
+/// repeated slashes and drops a trailing slash and the query: how a lenient
+/// API router would see the path.
 fn route_path(target: &str) -> String {
     let path = target.split('?').next().unwrap_or("");
     let bytes = path.as_bytes();
@@ -375,7 +379,7 @@ fn route_path(target: &str) -> String {
         if bytes[i] == b'%' && i + 2 < bytes.len() {
             let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
             if let Ok(value) = u8::from_str_radix(hex, 16) {
-                if value.is_ascii_alphanumeric() || b"-._~".contains(&value) {
+                if value.is_ascii_alphanumeric() || b"-._~".contains(&value) || !value.is_ascii() {
                     decoded.push(value);
                     i += 3;
                     continue;
@@ -395,6 +399,15 @@ fn route_path(target: &str) -> String {
         out.push('/');
     }
     out
+}
+
+/// Whether a last segment of a [`route_path`] names the login: its name
+/// before any `;params` and `.format` suffix, upper-cased in full Unicode
+/// (`ı` and `i` are both `I`, as for Python's `.upper()` or Java's
+/// `toUpperCase()`), is `LOGIN`.
+fn is_login(last: &str) -> bool {
+    let name = last.split([';', '.']).next().unwrap_or("");
+    name.to_uppercase() == "LOGIN"
 }
 
 async fn handle(req: HttpRequest, mut payload: web::Payload, state: web::Data<State>) -> HttpResponse {
@@ -460,7 +473,7 @@ async fn handle(req: HttpRequest, mut payload: web::Payload, state: web::Data<St
         ""
     };
 
-    if last == "login" && req.method() == actix_web::http::Method::POST {
+    if is_login(last) && req.method() == actix_web::http::Method::POST {
         return login(&state, &kept);
     }
     if last == "hang" {
@@ -571,7 +584,7 @@ fn login(state: &State, body: &[u8]) -> HttpResponse {
 
 #[cfg(test)]
 mod tests {
-    use super::{route_path, CannedReply, RecordingApi};
+    use super::{is_login, route_path, CannedReply, RecordingApi};
     use crate::pattern::{chunks, PatternCheck, CHUNK_LEN};
     use futures_util::StreamExt as _;
     use std::time::Duration;
@@ -583,6 +596,30 @@ mod tests {
         assert_eq!(route_path("/v1/%6Cogin"), "/v1/login");
         assert_eq!(route_path("/v1/a%2Fb"), "/v1/a%2fb");
         assert_eq!(route_path(""), "/");
+        assert_eq!(route_path("/v1/LOG%C4%B1N.json"), "/v1/logın.json");
+        assert_eq!(route_path("/v1/login;jsessionid=1/"), "/v1/login;jsessionid=1");
+        let login = |path: &str| is_login(route_path(path).rsplit('/').next().unwrap_or(""));
+        for path in [
+            "/v1/login",
+            "/v1/LOGIN.json",
+            "/v1/login.",
+            "/v1/login;jsessionid=1",
+            "/v1/login.json;x",
+            "/v1/log%C4%B1n",
+            "/v1/LOG%C4%B1N.xml",
+        ] {
+            assert!(login(path), "{path}");
+        }
+        // `.upper()` leaves `İ` as it is, so `LOGİN` is another name.
+        for path in [
+            "/v1/LOG%C4%B0N",
+            "/v1/login2",
+            "/v1/xlogin",
+            "/v1/logins",
+            "/v1/login/x",
+        ] {
+            assert!(!login(path), "{path}");
+        }
     }
 
     /// The harness itself: the API records, logs in, streams and hangs as the

@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 
+use icu_normalizer::ComposingNormalizerBorrowed;
 use percent_encoding::percent_decode;
 
 use crate::error::SettingError;
@@ -199,10 +200,20 @@ fn prefix_or_root(prefix: &str) -> &str {
     }
 }
 
-/// A path as the API would most likely understand it, for comparing routes:
-/// segments percent-decoded, `;parameters` cut (servlet containers ignore
-/// them), lowercase, empty segments dropped, joined as `/a/b` (`""` for the
-/// root). Refuses what could escape. One allocation, whatever the length.
+/// A path as the API's router may understand it, for comparing routes: each
+/// segment percent-decoded, cut at its first `;` (servlet containers drop
+/// `;parameters`) and its first `.` (format suffixes: Rails' `login.json`,
+/// Spring's `login.*`), brought to NFKC and case-folded (see
+/// [`push_segment`]); segments left empty dropped, joined as `/a/b` (`""`
+/// for the root). Over-matching is the safe side: a spelling compared equal
+/// to the login route is intercepted, one that a lenient router reads as its
+/// login but compared unequal would hand the token to the page.
+///
+/// The configured routes go through the same function, so a login route
+/// configured as `/api/login.php` compares as `/api/login`.
+///
+/// Refuses what could escape, judged on the segment before any cut. For an
+/// ASCII path (nearly all), one allocation whatever the length.
 fn normalise(raw: &str) -> Result<String, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::NotAbsolute);
@@ -228,10 +239,73 @@ fn normalise(raw: &str) -> Result<String, PathError> {
         if bare == "." || bare == ".." || text == "." || text == ".." {
             return Err(PathError::DotSegment);
         }
-        out.push('/');
-        out.extend(bare.chars().flat_map(char::to_lowercase));
+        push_segment(&mut out, bare);
     }
     Ok(out)
+}
+
+/// Appends `/` and the comparison form of one decoded segment (already cut
+/// at `;`), or nothing if that form is empty (`/api/;x/login` is
+/// `/api//login` to a servlet container, which many then read as
+/// `/api/login`).
+///
+/// The form: cut at the first `.`; NFKC, so that fullwidth letters,
+/// ligatures, `ſ` and the Kelvin sign become the letters a normalising
+/// router sees; each character upper-cased then lower-cased, so that both a
+/// router comparing upper-case (Python's `.upper()`: `ı` → `I`, `ß` → `SS`)
+/// and one comparing lower-case (`K` → `k`) are covered. A zero-width or other invisible character is kept: NFKC keeps it and no
+/// router's case comparison drops it, so that spelling is not the route.
+fn push_segment(out: &mut String, bare: &str) {
+    let start = out.len();
+    out.push('/');
+    // One pass for ASCII (nearly every path): it is NFKC-stable and folds to
+    // its lower case. What follows the `.` does not matter, whatever it is.
+    for &byte in bare.as_bytes() {
+        match byte {
+            b'.' => break,
+            0x80.. => {
+                out.truncate(start + 1);
+                push_unicode(out, bare);
+                break;
+            }
+            _ => out.push(char::from(byte.to_ascii_lowercase())),
+        }
+    }
+    if out.len() == start + 1 {
+        out.truncate(start);
+    }
+}
+
+/// The comparison form of a segment that holds non-ASCII characters.
+fn push_unicode(out: &mut String, bare: &str) {
+    // The `.` and `;` cuts again after NFKC: it turns `．` (fullwidth) and
+    // `․` (one dot leader) into `.`, `；` into `;`.
+    let name = ComposingNormalizerBorrowed::new_nfkc()
+        .normalize_iter(bare.chars())
+        .take_while(|&c| c != '.' && c != ';');
+    for c in name {
+        fold_case(out, c);
+    }
+}
+
+/// Appends `c` case-folded: upper-cased then lower-cased, twice round.
+fn fold_case(out: &mut String, c: char) {
+    // `İ` lower-cases to `i` plus a combining dot in full, but to `i` in the
+    // per-character (simple) mapping that Java's `equalsIgnoreCase` and
+    // .NET's ordinal ignore-case comparisons use. It is the only character
+    // whose full lower case is longer than one character.
+    if c == '\u{130}' {
+        out.push('i');
+        return;
+    }
+    // The second round takes `ẞ` → `ß` on to `SS` → `ss`, as Python's
+    // `.casefold()` does; for every other character it changes nothing.
+    let folded = c
+        .to_uppercase()
+        .flat_map(char::to_lowercase)
+        .flat_map(char::to_uppercase)
+        .flat_map(char::to_lowercase);
+    out.extend(folded);
 }
 
 /// `//a///b/` → `/a/b/`: empty segments carry no meaning for an API and
@@ -309,6 +383,116 @@ mod tests {
         check("/api/login2", proxy("/login2", false));
         check("/api/login/x", proxy("/login/x", false));
         check("/api/xlogin", proxy("/xlogin", false));
+    }
+
+    fn is_login(routes: &Routes, path: &str) -> bool {
+        matches!(routes.classify(path), Ok(Route::Proxy { login: true, .. }))
+    }
+
+    #[test]
+    fn login_spellings_a_lenient_router_accepts_are_recognised() {
+        let routes = routes();
+        let cases = [
+            // Format suffixes (Rails' `login(.:format)`, Spring's `login.*`).
+            ("/api/login.json", true),
+            ("/api/LOGIN.XML", true),
+            ("/api/login.", true),
+            ("/api/login.tar.gz", true),
+            ("/api/login%2Ejson", true),
+            // `;parameters`, before or after a suffix.
+            ("/api/login;x", true),
+            ("/api/login.json;jsessionid=1", true),
+            ("/api/login;x.json", true),
+            // A segment that is nothing but parameters is an empty segment.
+            ("/api/;x/login", true),
+            // Unicode case: `ı` upper-cases to `I` (Python's `.upper()`),
+            // `İ` lower-cases to `i` per character (Java's equalsIgnoreCase).
+            ("/api/log%C4%B1n", true),
+            ("/api/LOG%C4%B1N", true),
+            ("/api/LOG%C4%B0N", true),
+            ("/api/log%C4%B0n.json", true),
+            // Fullwidth letters and full stop (NFKC).
+            ("/api/%EF%BD%8C%EF%BD%8F%EF%BD%87%EF%BD%89%EF%BD%8E", true),
+            ("/api/%EF%BC%AC%EF%BC%AF%EF%BC%A7%EF%BC%A9%EF%BC%AE", true),
+            ("/api/login%EF%BC%8Ejson", true),
+            // Other names.
+            ("/api/login2", false),
+            ("/api/xlogin", false),
+            ("/api/login/x", false),
+            ("/api/logins", false),
+            ("/api/log_in", false),
+            ("/api/lo.gin", false),
+            ("/api/log%C3%AFn", false),
+            // NFKC keeps a zero-width space and no router's case comparison
+            // drops it: not a spelling of the route.
+            ("/api/login%E2%80%8B", false),
+            ("/api/log%E2%80%8Bin", false),
+            // `i` and a combining dot are two characters to any router.
+            ("/api/logi%CC%87n", false),
+        ];
+        for (path, login) in cases {
+            assert_eq!(
+                is_login(&routes, path),
+                login,
+                "{path}: {:?}",
+                routes.classify(path)
+            );
+        }
+        // What goes upstream is the path as sent.
+        check("/api/login.json", proxy("/login.json", true));
+        check("/api/log%C4%B1n", proxy("/log%C4%B1n", true));
+    }
+
+    #[test]
+    fn long_s_kelvin_and_sharp_s_fold_to_ascii() {
+        let routes = Routes::new("/api", "/api/sso/kerberos", "/api/logout", "/api/session").unwrap();
+        for path in [
+            "/api/SSO/KERBEROS.json",
+            "/api/%C5%BF%C5%BFo/kerbero%C5%BF", // ſ, long s
+            "/api/sso/%E2%84%AAerberos",        // K, Kelvin sign
+            "/api/%C3%9Fo/kerberos",            // ß, upper-cased SS
+            "/api/%E1%BA%9Eo/kerberos",         // ẞ, case-folded ss
+        ] {
+            assert!(is_login(&routes, path), "{path}: {:?}", routes.classify(path));
+        }
+        // The ﬀ ligature is `ff` under NFKC.
+        let routes = Routes::new("/api", "/api/staff", "/api/logout", "/api/session").unwrap();
+        assert!(is_login(&routes, "/api/sta%EF%AC%80"));
+    }
+
+    #[test]
+    fn configured_routes_compare_in_the_same_form() {
+        let routes = Routes::new("/api", "/api/login.php", "/api/logout", "/api/session").unwrap();
+        assert!(is_login(&routes, "/api/login"));
+        assert!(is_login(&routes, "/api/LOGIN.PHP"));
+        assert_eq!(routes.classify("/api/Logout.json"), Ok(Route::Logout));
+        assert_eq!(routes.classify("/api/%EF%BD%93ession/"), Ok(Route::Session));
+        // Two routes that compare equal are one route.
+        assert_eq!(
+            Routes::new("/api", "/api/login", "/api/login.json", "/api/session")
+                .err()
+                .map(|errors| errors.into_iter().map(|e| e.key).collect::<Vec<_>>()),
+            Some(vec!["login"])
+        );
+    }
+
+    #[test]
+    fn hostile_unicode_segments_do_not_panic() {
+        // U+FDFA grows eighteen-fold under NFKC; invalid UTF-8, lone
+        // combining marks and `İ` runs must not trip the folding.
+        let long = format!("/api/{}", "%EF%B7%BA".repeat(2000));
+        assert!(matches!(
+            routes().classify(&long),
+            Ok(Route::Proxy { login: false, .. })
+        ));
+        for path in [
+            "/api/%CC%87%CC%87login",
+            "/api/%C4%B0%C4%B0%C4%B0",
+            "/api/%ff%C4login",
+            "/api/%E2%80%A4%E2%80%A4",
+        ] {
+            assert!(routes().classify(path).is_ok(), "{path}");
+        }
     }
 
     #[test]
