@@ -123,9 +123,15 @@ impl Routes {
         let session_n = norm("session", session);
         let prefix = prefix.trim_end_matches('/').to_owned();
         if errors.is_empty() {
+            // Below the prefix both as compared and as matched: requests are
+            // proxied by the prefix as spelled, so `/api.v2/login` under
+            // `/api` (the same as `/api/login` once compared) is never proxied.
             let below = login_n.len() > prefix_n.len()
                 && login_n.starts_with(&prefix_n)
-                && login_n.as_bytes()[prefix_n.len()] == b'/';
+                && login_n.as_bytes()[prefix_n.len()] == b'/'
+                && login
+                    .strip_prefix(prefix.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'));
             if !below {
                 errors.push(SettingError {
                     key: "login",
@@ -239,9 +245,32 @@ fn normalise(raw: &str) -> Result<String, PathError> {
         if bare == "." || bare == ".." || text == "." || text == ".." {
             return Err(PathError::DotSegment);
         }
+        if !text.is_ascii() {
+            refuse_compatibility_escapes(&text)?;
+        }
         push_segment(&mut out, bare);
     }
     Ok(out)
+}
+
+/// Refuses a segment that NFKC turns into an escape: `．．` into `..`,
+/// `／` into `/`, `＼` into `\`. An API that normalises paths that way
+/// before resolving them would otherwise step out of the base path.
+fn refuse_compatibility_escapes(text: &str) -> Result<(), PathError> {
+    let compat: String = ComposingNormalizerBorrowed::new_nfkc()
+        .normalize_iter(text.chars())
+        .collect();
+    if compat.contains('/') {
+        return Err(PathError::EncodedSlash);
+    }
+    if compat.chars().any(|c| c == '\\' || c.is_control()) {
+        return Err(PathError::ForbiddenCharacter);
+    }
+    let bare = compat.split(';').next().unwrap_or_default();
+    if bare == "." || bare == ".." {
+        return Err(PathError::DotSegment);
+    }
+    Ok(())
 }
 
 /// Appends `/` and the comparison form of one decoded segment (already cut
@@ -489,7 +518,6 @@ mod tests {
             "/api/%CC%87%CC%87login",
             "/api/%C4%B0%C4%B0%C4%B0",
             "/api/%ff%C4login",
-            "/api/%E2%80%A4%E2%80%A4",
         ] {
             assert!(routes().classify(path).is_ok(), "{path}");
         }
@@ -529,6 +557,14 @@ mod tests {
             ("/api/..?x", PathError::ForbiddenCharacter),
             ("/api/%2e%2e#", PathError::ForbiddenCharacter),
             ("/api/.. ", PathError::ForbiddenCharacter),
+            // What NFKC turns into an escape: fullwidth dots, solidus and
+            // reverse solidus, the one-dot and two-dot leaders.
+            ("/api/%EF%BC%8E%EF%BC%8E/admin", PathError::DotSegment),
+            ("/api/%E2%80%A5/admin", PathError::DotSegment),
+            ("/api/%E2%80%A4%E2%80%A4", PathError::DotSegment),
+            ("/api/%E2%80%A4;x/admin", PathError::DotSegment),
+            ("/api/a%EF%BC%8Fb", PathError::EncodedSlash),
+            ("/api/a%EF%BC%BCb", PathError::ForbiddenCharacter),
         ];
         for (path, error) in cases {
             check(path, Err(error));
@@ -570,6 +606,15 @@ mod tests {
         );
         assert_eq!(
             keys(Routes::new("/api", "/api", "/api/logout", "/api/session")),
+            ["login"]
+        );
+        assert_eq!(
+            keys(Routes::new(
+                "/api",
+                "/api.v2/login",
+                "/api/logout",
+                "/api/session"
+            )),
             ["login"]
         );
         assert_eq!(
