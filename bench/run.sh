@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
-SCENARIOS=${SCENARIOS:-"get-cookie get-nocookie post-64k download-100m login"}
+SCENARIOS=${SCENARIOS:-"get-cookie get-nocookie post-64k post-1m download-100m login"}
 
 need() { command -v "$1" >/dev/null || { echo "bench: '$1' is missing (apt-get install $2)" >&2; exit 1; }; }
 need wrk wrk
@@ -156,6 +156,7 @@ run() {
         get-cookie) args=(-H "Cookie: $cookie") ;;
         get-nocookie) ;;
         post-64k) args=(-H "Cookie: $cookie" -s bench/post.lua) ;;
+        post-1m) args=(-H "Cookie: $cookie" -s bench/post-1m.lua) ;;
         download-100m) args=(-H "Cookie: $cookie"); url="http://127.0.0.1:$port/api/big"; conns=4 ;;
         login)
             [ "$target" = nginx ] && return 0 # nginx cannot take a token out of JSON

@@ -20,20 +20,24 @@ use futures_core::Stream;
 /// What went wrong with a request body, as flags read after an upstream
 /// exchange failed (awc only reports that the body stream failed).
 #[derive(Clone, Debug, Default)]
-pub struct BodyFlags {
-    exceeded: Rc<Cell<bool>>,
-    timed_out: Rc<Cell<bool>>,
+pub struct BodyFlags(Rc<Flags>);
+
+/// The flags themselves, in one allocation per request.
+#[derive(Debug, Default)]
+struct Flags {
+    exceeded: Cell<bool>,
+    timed_out: Cell<bool>,
 }
 
 impl BodyFlags {
     /// The body went over `server.max_body_bytes`.
     pub fn exceeded(&self) -> bool {
-        self.exceeded.get()
+        self.0.exceeded.get()
     }
 
     /// The client paused longer than `server.client_body_timeout_ms`.
     pub fn timed_out(&self) -> bool {
-        self.timed_out.get()
+        self.0.timed_out.get()
     }
 }
 
@@ -107,7 +111,7 @@ impl RequestBody {
         let idle = self.idle;
         let timer = self.timer.get_or_insert_with(|| Box::pin(sleep(idle)));
         if timer.as_mut().poll(cx).is_ready() {
-            self.flags.timed_out.set(true);
+            self.flags.0.timed_out.set(true);
             return Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "the client paused its request body too long",
@@ -133,7 +137,7 @@ impl Stream for RequestBody {
                 if let Some(remaining) = this.remaining.as_mut() {
                     let len = chunk.len() as u64;
                     if len > *remaining {
-                        this.flags.exceeded.set(true);
+                        this.flags.0.exceeded.set(true);
                         return Poll::Ready(Some(Err(PayloadError::Overflow)));
                     }
                     *remaining -= len;

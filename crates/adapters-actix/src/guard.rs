@@ -11,31 +11,33 @@
 //! it is complete or the API closed the connection in the middle of it.
 //!
 //! [`GuardedStream`] sits between awc and the socket and follows each
-//! exchange with actix-http's own HTTP/1 decoder (the one awc itself uses,
-//! run on a copy of the bytes), so both always agree on where an answer
-//! ends:
-//! - between a request and its final answer, interim heads (1xx other than
-//!   101) are removed from the byte stream before awc sees them;
-//! - a close-delimited HTTP/1.1 answer (no length, not chunked), which awc
+//! exchange as awc's own decoder (actix-http's) reads it, so that both agree
+//! on where every answer ends: heads are parsed in place with `httparse`,
+//! with actix-http's limits and its rules for a body's framing ([`framing`],
+//! checked against that decoder in the tests), and a chunked body is
+//! followed by actix-http's own chunked decoder on a copy of its bytes.
+//! - Between a request and its final answer, interim heads (1xx other than
+//!   101) are removed from the byte stream before awc sees them.
+//! - A close-delimited HTTP/1.1 answer (no length, not chunked), which awc
 //!   would take as bodiless, is presented to awc as HTTP/1.0, whose framing
-//!   is the same (read until the close) and which awc never reuses;
-//! - the end of the connection inside a head or a body is an
-//!   `UnexpectedEof` error, which awc passes on as a failed body;
-//! - bytes past the end of the answer, bytes arriving while no request is
+//!   is the same (read until the close) and which awc never reuses.
+//! - The end of the connection inside a head or a body is an
+//!   `UnexpectedEof` error, which awc passes on as a failed body.
+//! - Bytes past the end of the answer, bytes arriving while no request is
 //!   in flight, and a new request before the last answer ended poison the
 //!   connection: every later read or write fails, so awc's pool drops it.
 
 use std::cell::OnceCell;
 use std::fmt;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{ready, Context, Poll};
 
 use actix_codec::{AsyncRead, AsyncWrite, Decoder as _, ReadBuf};
 use actix_http::h1::{ClientCodec, ClientPayloadCodec, MessageType};
-use actix_http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
-use actix_http::{ResponseHead, ServiceConfig, StatusCode, Version};
+use actix_http::ServiceConfig;
 use actix_rt::net::{ActixStream, Ready, TcpStream};
 use actix_service::Service;
 use actix_tls::connect::{ConnectError, ConnectInfo, Connection, ConnectorService};
@@ -67,12 +69,35 @@ enum Exchange {
     Closed,
 }
 
+/// What [`GuardedStream::take_head`] found at the front of the bytes.
+enum Head {
+    /// The head is not whole yet.
+    Partial,
+    /// An interim answer of this many bytes, to drop.
+    Interim(usize),
+    /// The final answer's head, this many bytes.
+    Final(usize),
+}
+
+/// actix-http's limits on an answer head: the number of headers, and the
+/// bytes read before the head must be whole.
+const MAX_HEADERS: usize = 96;
+const MAX_HEAD: usize = 131_072;
+
 /// A TCP connection to the API that lets through exactly one complete
 /// answer per request (see the module documentation).
 pub struct GuardedStream {
     io: TcpStream,
+    /// Boxed: awc moves its connections by value several times per
+    /// request, so the stream itself stays as small as the socket.
+    state: Box<State>,
+}
+
+/// What the guard knows of the connection's current exchange.
+struct State {
     exchange: Exchange,
-    /// Bytes of an answer head still being collected.
+    /// Bytes of an answer head still being collected (a head split over
+    /// reads, or what followed an interim one).
     inbox: BytesMut,
     /// Bytes of the final answer ready for awc, not yet taken.
     outbox: BytesMut,
@@ -84,7 +109,7 @@ pub struct GuardedStream {
 impl fmt::Debug for GuardedStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GuardedStream")
-            .field("poisoned", &self.poisoned)
+            .field("poisoned", &self.state.poisoned)
             .finish_non_exhaustive()
     }
 }
@@ -93,14 +118,18 @@ impl GuardedStream {
     fn new(io: TcpStream, config: ServiceConfig) -> Self {
         Self {
             io,
-            exchange: Exchange::Idle,
-            inbox: BytesMut::new(),
-            outbox: BytesMut::new(),
-            poisoned: None,
-            config,
+            state: Box::new(State {
+                exchange: Exchange::Idle,
+                inbox: BytesMut::new(),
+                outbox: BytesMut::new(),
+                poisoned: None,
+                config,
+            }),
         }
     }
+}
 
+impl State {
     /// Marks the connection unusable from now on; the answer already
     /// released to awc (if any) is still delivered.
     fn poison(&mut self, why: &'static str) -> io::Error {
@@ -133,48 +162,78 @@ impl GuardedStream {
         }
     }
 
+    /// Reads the answer head at the front of `bytes`: not whole yet, an
+    /// interim one to drop, or the final one, whose body framing then
+    /// becomes the exchange (a close-delimited HTTP/1.1 head is rewritten
+    /// in place as HTTP/1.0, see the module documentation).
+    fn take_head(&mut self, bytes: &mut [u8], head_request: bool) -> io::Result<Head> {
+        let (len, version, status, framing) = {
+            let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+            let mut response = httparse::Response::new(&mut []);
+            let mut config = httparse::ParserConfig::default();
+            config.allow_spaces_after_header_name_in_responses(true);
+            let len = match config.parse_response_with_uninit_headers(&mut response, bytes, &mut headers) {
+                Ok(httparse::Status::Complete(len)) => len,
+                Ok(httparse::Status::Partial) if bytes.len() < MAX_HEAD => return Ok(Head::Partial),
+                _ => return Err(self.poison("the API sent a malformed answer head")),
+            };
+            let version = response.version.unwrap_or(0);
+            let status = response.code.unwrap_or(0);
+            (len, version, status, framing(version, status, response.headers))
+        };
+        if (100..200).contains(&status) && status != 101 {
+            // RFC 9110 §15.2: an interim answer; the final one follows.
+            tracing::debug!(status, "interim answer from the API dropped");
+            return Ok(Head::Interim(len));
+        }
+        let Ok(framing) = framing else {
+            return Err(self.poison("the API sent a malformed answer head"));
+        };
+        self.exchange = match framing {
+            _ if head_request => Exchange::Idle,
+            Framing::None if version == 1 && is_close_delimited(status, &bytes[..len]) => {
+                if !present_as_http10(&mut bytes[..len]) {
+                    return Err(self.poison("the API sent an answer whose end cannot be told"));
+                }
+                Exchange::UntilClose
+            }
+            Framing::None => Exchange::Idle,
+            Framing::Length(n) => Exchange::Length(n),
+            Framing::UntilClose => Exchange::UntilClose,
+            Framing::Chunked => match chunked_decoder(&self.config) {
+                Some(codec) => Exchange::Chunked {
+                    codec,
+                    copy: BytesMut::new(),
+                },
+                None => return Err(self.poison("no chunked decoder")),
+            },
+        };
+        Ok(Head::Final(len))
+    }
+
     /// Takes answer heads off the front of `inbox`: interim ones are
     /// dropped, a final one moves to `outbox` with whatever of its body
     /// came along. Returns with the head still incomplete, or the exchange
     /// moved on.
     fn take_heads(&mut self, head_request: bool) -> io::Result<()> {
         loop {
-            let mut codec = ClientCodec::new(self.config.clone());
-            let mut copy = self.inbox.clone();
-            let head = match codec.decode(&mut copy) {
-                Ok(Some(head)) => head,
-                Ok(None) => return Ok(()),
-                Err(_) => return Err(self.poison("the API sent a malformed answer head")),
-            };
-            let head_len = self.inbox.len() - copy.len();
-            if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS {
-                // RFC 9110 §15.2: an interim answer; the final one follows.
-                tracing::debug!(
-                    status = head.status.as_u16(),
-                    "interim answer from the API dropped"
-                );
-                self.inbox.advance(head_len);
-                continue;
-            }
-            if !head_request && is_close_delimited(&head, codec.message_type()) {
-                if present_as_http10(&mut self.inbox[..head_len]) {
-                    continue;
+            let mut inbox = std::mem::take(&mut self.inbox);
+            let head = self.take_head(&mut inbox, head_request);
+            self.inbox = inbox;
+            match head? {
+                Head::Partial => return Ok(()),
+                Head::Interim(len) => self.inbox.advance(len),
+                Head::Final(len) => {
+                    let head_bytes = self.inbox.split_to(len);
+                    self.outbox.extend_from_slice(&head_bytes);
+                    let rest = std::mem::take(&mut self.inbox);
+                    if !rest.is_empty() {
+                        let belongs = self.body_bytes(&rest)?;
+                        self.outbox.extend_from_slice(&rest[..belongs]);
+                    }
+                    return Ok(());
                 }
-                return Err(self.poison("the API sent an answer whose end cannot be told"));
             }
-            self.exchange = if head_request {
-                Exchange::Idle
-            } else {
-                body_framing(&head, codec)
-            };
-            let head_bytes = self.inbox.split_to(head_len);
-            self.outbox.extend_from_slice(&head_bytes);
-            let rest = std::mem::take(&mut self.inbox);
-            if !rest.is_empty() {
-                let belongs = self.body_bytes(&rest)?;
-                self.outbox.extend_from_slice(&rest[..belongs]);
-            }
-            return Ok(());
         }
     }
 
@@ -240,16 +299,104 @@ impl GuardedStream {
     }
 }
 
-/// An HTTP/1.1 answer with neither a length nor chunking, which actix-http
-/// takes as bodiless although it runs until the API closes (RFC 9112 §6.3).
-fn is_close_delimited(head: &ResponseHead, message: MessageType) -> bool {
-    let bodiless = head.status.is_informational()
-        || head.status == StatusCode::NO_CONTENT
-        || head.status == StatusCode::NOT_MODIFIED;
-    head.version == Version::HTTP_11
-        && matches!(message, MessageType::None)
-        && !bodiless
-        && !head.headers.contains_key(CONTENT_LENGTH)
+/// How a body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Framing {
+    /// No body; for HTTP/1.1 also an answer with neither length nor
+    /// chunking, which actix-http takes as bodiless.
+    None,
+    /// `Content-Length` (above zero).
+    Length(u64),
+    /// Chunked.
+    Chunked,
+    /// Until the close (HTTP/1.0 without a length, or `101`).
+    UntilClose,
+}
+
+/// A header value as text, trimmed. Only the values of the few headers
+/// that decide the framing are read as text.
+fn text(value: &[u8]) -> Result<&str, ()> {
+    std::str::from_utf8(value).map(str::trim).map_err(|_| ())
+}
+
+/// The body framing of an answer head as actix-http 3's response decoder
+/// decides it (`MessageType::set_headers` and `ResponseHead`'s `decode` in
+/// its `h1/decoder.rs`), which is where awc then stops reading; `Err` for a
+/// head it refuses. It follows that decoder rather than RFC 9112 where the
+/// two differ (a `204` or `304` with a length is read with that length):
+/// what matters here is agreeing with awc.
+fn framing(version: u8, status: u16, headers: &[httparse::Header<'_>]) -> Result<Framing, ()> {
+    if !(100..=999).contains(&status) {
+        return Err(());
+    }
+    let mut length = None;
+    let mut chunked = false;
+    let mut seen_te = false;
+    let mut seen_host = false;
+    let mut websocket = false;
+    for header in headers {
+        let name = header.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let value = text(header.value)?;
+            if length.is_some() || value.starts_with('+') {
+                return Err(());
+            }
+            length = Some(value.parse::<u64>().map_err(|_| ())?);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            if seen_te {
+                return Err(());
+            }
+            if version == 1 {
+                seen_te = true;
+                match text(header.value)? {
+                    v if v.eq_ignore_ascii_case("chunked") => chunked = true,
+                    v if v.eq_ignore_ascii_case("identity") => {}
+                    _ => return Err(()),
+                }
+            }
+        } else if name.eq_ignore_ascii_case("host") {
+            if seen_host {
+                return Err(());
+            }
+            seen_host = true;
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            websocket |= text(header.value).is_ok_and(|v| v.eq_ignore_ascii_case("websocket"));
+        }
+    }
+    let payload = if chunked {
+        Some(Framing::Chunked)
+    } else if websocket {
+        // actix-http reads an answer announcing a WebSocket upgrade as
+        // one without a length, whatever `Content-Length` says.
+        None
+    } else {
+        length.filter(|n| *n > 0).map(Framing::Length)
+    };
+    Ok(match payload {
+        Some(framing) => framing,
+        None if status == 101 || version == 0 => Framing::UntilClose,
+        None => Framing::None,
+    })
+}
+
+/// An HTTP/1.1 answer with neither a length nor chunking (whose body runs
+/// until the API closes, RFC 9112 §6.3) that actix-http would take as
+/// bodiless: any status but 1xx, 204 and 304, and no `Content-Length`
+/// (one of zero is an empty body).
+fn is_close_delimited(status: u16, head: &[u8]) -> bool {
+    let bodiless = (100..200).contains(&status) || status == 204 || status == 304;
+    !bodiless && !names_content_length(head)
+}
+
+/// Whether a head has a `Content-Length` line (any case, spaces allowed
+/// before the colon as actix-http allows them in answers).
+fn names_content_length(head: &[u8]) -> bool {
+    head.split(|&b| b == b'\n').any(|line| {
+        let name = b"content-length";
+        line.len() > name.len()
+            && line[..name.len()].eq_ignore_ascii_case(name)
+            && line[name.len()..].trim_ascii_start().first() == Some(&b':')
+    })
 }
 
 /// Rewrites the status line's `HTTP/1.1` as `HTTP/1.0` in place: the same
@@ -270,38 +417,23 @@ fn present_as_http10(head: &mut [u8]) -> bool {
     }
 }
 
-/// How the body of a final answer that has one is delimited, read the way
-/// actix-http's decoder read it.
-fn body_framing(head: &ResponseHead, codec: ClientCodec) -> Exchange {
-    if matches!(codec.message_type(), MessageType::None) {
-        return Exchange::Idle;
-    }
-    let chunked = head.version == Version::HTTP_11
-        && head
-            .headers
-            .get(TRANSFER_ENCODING)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
-    if chunked {
-        return Exchange::Chunked {
-            codec: codec.into_payload_codec(),
-            copy: BytesMut::new(),
-        };
-    }
-    let length = head
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    match length {
-        Some(n) => Exchange::Length(n),
-        None => Exchange::UntilClose,
+/// actix-http's chunked-body decoder, the one awc will use: reachable only
+/// through a client codec that decoded a chunked head, so one decodes a
+/// minimal one. Made for chunked answers only.
+fn chunked_decoder(config: &ServiceConfig) -> Option<ClientPayloadCodec> {
+    let mut codec = ClientCodec::new(config.clone());
+    let mut head = BytesMut::from(&b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"[..]);
+    match codec.decode(&mut head) {
+        Ok(Some(_)) if matches!(codec.message_type(), MessageType::Payload) => {
+            Some(codec.into_payload_codec())
+        }
+        _ => None,
     }
 }
 
 impl AsyncRead for GuardedStream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
+        let GuardedStream { io, state: this } = self.get_mut();
         loop {
             if !this.outbox.is_empty() {
                 let n = this.outbox.len().min(buf.remaining());
@@ -314,15 +446,31 @@ impl AsyncRead for GuardedStream {
                 return Poll::Ready(Ok(()));
             }
             let before = buf.filled().len();
-            ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+            ready!(Pin::new(&mut *io).poll_read(cx, buf))?;
             let read = buf.filled().len() - before;
             if read == 0 {
                 return Poll::Ready(this.end_of_stream());
             }
             match this.exchange {
+                Exchange::Head { head_request } if this.inbox.is_empty() => {
+                    // The usual case: the whole head came in one read,
+                    // straight into awc's buffer, and stays there.
+                    match this.take_head(&mut buf.filled_mut()[before..], head_request)? {
+                        Head::Final(len) => {
+                            let belongs = this.body_bytes(&buf.filled()[before + len..])?;
+                            buf.set_filled(before + len + belongs);
+                            return Poll::Ready(Ok(()));
+                        }
+                        // Kept aside, not handed over, until the head is
+                        // whole and known to be the final one.
+                        Head::Partial | Head::Interim(_) => {
+                            this.inbox.extend_from_slice(&buf.filled()[before..]);
+                            buf.set_filled(before);
+                            this.take_heads(head_request)?;
+                        }
+                    }
+                }
                 Exchange::Head { head_request } => {
-                    // Collected, not handed over, until the head is whole
-                    // and known to be the final one.
                     this.inbox.extend_from_slice(&buf.filled()[before..]);
                     buf.set_filled(before);
                     this.take_heads(head_request)?;
@@ -343,7 +491,7 @@ impl AsyncRead for GuardedStream {
 
 impl AsyncWrite for GuardedStream {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.begin_request(buf)?;
+        self.state.begin_request(buf)?;
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
@@ -353,7 +501,7 @@ impl AsyncWrite for GuardedStream {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &b[..]);
-        self.begin_request(first)?;
+        self.state.begin_request(first)?;
         Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 
@@ -411,5 +559,131 @@ impl Service<ConnectInfo<Uri>> for GuardedConnector {
             let (tcp, request) = connecting.await?.into_parts();
             Ok(Connection::new(request, GuardedStream::new(tcp, config)))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What actix-http's own decoder makes of `head` followed by `body`:
+    /// `None` if it refuses the head, else how many body bytes belong to
+    /// the answer and whether the answer ended within them.
+    fn actix_reads(head: &str, body: &[u8]) -> Option<(usize, bool)> {
+        let mut codec = ClientCodec::new(ServiceConfig::default());
+        let mut bytes = BytesMut::from(head.as_bytes());
+        codec.decode(&mut bytes).ok()??;
+        if matches!(codec.message_type(), MessageType::None) {
+            return Some((0, true));
+        }
+        let mut payload = codec.into_payload_codec();
+        let mut rest = BytesMut::from(body);
+        loop {
+            match payload.decode(&mut rest) {
+                Ok(Some(Some(_))) => {}
+                Ok(Some(None)) => return Some((body.len() - rest.len(), true)),
+                Ok(None) => return Some((body.len() - rest.len(), false)),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// The same, as the guard reads it.
+    fn guard_reads(head: &str, body: &[u8]) -> Option<(usize, bool)> {
+        let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let mut config = httparse::ParserConfig::default();
+        config.allow_spaces_after_header_name_in_responses(true);
+        let parsed = config.parse_response_with_uninit_headers(&mut response, head.as_bytes(), &mut headers);
+        if !matches!(parsed, Ok(httparse::Status::Complete(_))) {
+            return None;
+        }
+        let framing = framing(response.version?, response.code?, response.headers).ok()?;
+        Some(match framing {
+            Framing::None => (0, true),
+            Framing::Length(n) => {
+                let n = usize::try_from(n).unwrap_or(usize::MAX);
+                (n.min(body.len()), n <= body.len())
+            }
+            Framing::UntilClose => (body.len(), false),
+            Framing::Chunked => {
+                let mut codec = chunked_decoder(&ServiceConfig::default())?;
+                let mut rest = BytesMut::from(body);
+                loop {
+                    match codec.decode(&mut rest) {
+                        Ok(Some(Some(_))) => {}
+                        Ok(Some(None)) => return Some((body.len() - rest.len(), true)),
+                        Ok(None) => return Some((body.len() - rest.len(), false)),
+                        Err(_) => return None,
+                    }
+                }
+            }
+        })
+    }
+
+    /// The guard finds the end of every answer exactly where awc's decoder
+    /// does (and refuses what it refuses), for the framings and the odd
+    /// heads a hostile API can send.
+    #[test]
+    fn the_guard_reads_answers_as_awcs_decoder_does() {
+        actix_rt::System::new().block_on(async {
+            let chunked_body = b"5\r\nhello\r\n0\r\n\r\nHTTP/1.1 200 OK\r\n\r\n";
+            let plain_body = b"0123456789abcdef";
+            let heads = [
+                "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                "HTTP/1.1 200 OK\r\ncontent-length:  7 \r\n\r\n",
+                "HTTP/1.1 200 OK\r\nContent-Length : 4\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked \r\nContent-Length: 3\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\nContent-Length: 3\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+                "HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\n",
+                "HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n",
+                "HTTP/1.0 200 OK\r\n\r\n",
+                "HTTP/1.1 200 OK\r\n\r\n",
+                "HTTP/1.1 204 No Content\r\n\r\n",
+                "HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\n",
+                "HTTP/1.1 304 Not Modified\r\nContent-Length: 3\r\n\r\n",
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nUpgrade: websocket\r\nContent-Length: 3\r\n\r\n",
+                "HTTP/1.0 200 OK\r\nUpgrade: websocket\r\nContent-Length: 3\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nHost: a\r\nHost: b\r\nContent-Length: 3\r\n\r\n",
+                "HTTP/1.1 099 Odd\r\nContent-Length: 3\r\n\r\n",
+                "HTTP/1.1 999 Odd\r\nContent-Length: 3\r\n\r\n",
+                "\r\nHTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n",
+            ];
+            for head in heads {
+                for body in [&plain_body[..], &chunked_body[..]] {
+                    assert_eq!(
+                        guard_reads(head, body),
+                        actix_reads(head, body),
+                        "{head:?} then {:?}",
+                        String::from_utf8_lossy(body)
+                    );
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn a_close_delimited_head_is_presented_as_http10() {
+        let mut head = b"\r\nHTTP/1.1 200 OK\r\n\r\n".to_vec();
+        assert!(present_as_http10(&mut head));
+        assert_eq!(head, b"\r\nHTTP/1.0 200 OK\r\n\r\n");
+        assert!(!present_as_http10(&mut b"HTTP/2 200\r\n\r\n".to_vec()));
+        assert!(is_close_delimited(200, b"HTTP/1.1 200 OK\r\nX: 1\r\n\r\n"));
+        assert!(!is_close_delimited(
+            200,
+            b"HTTP/1.1 200 OK\r\nContent-length : 0\r\n\r\n"
+        ));
+        assert!(!is_close_delimited(204, b"HTTP/1.1 204 No Content\r\n\r\n"));
+        assert!(!is_close_delimited(304, b"HTTP/1.1 304 Not Modified\r\n\r\n"));
     }
 }

@@ -68,8 +68,8 @@ fn benches(c: &mut Criterion) {
     c.bench_function("plan upstream headers and URL", |b| {
         b.iter(|| {
             let peer = Some([127, 0, 0, 1].into());
-            let hop = rules.forwarding.hop(&headers, peer, "http");
-            let mut planned = plan::request_headers(black_box(headers.clone()), peer, &hop);
+            let mut planned =
+                plan::request_headers(black_box(headers.clone()), peer, "http", &rules.forwarding);
             rules.token.apply(&mut planned, Some(&token));
             black_box((planned, rules.upstream.url("/users/7/orders", Some("page=2"))))
         })

@@ -74,10 +74,12 @@ impl CsrfRules {
         })
     }
 
-    /// Checks one request. `own_origin` is the origin the browser reached
-    /// (see [`crate::Forwarding::hop`]: `server.public_origin`, or the
-    /// scheme and host as the connection — or a trusted load balancer —
-    /// tells them); `None` when unknown, so that only allowed origins pass.
+    /// Checks one request. `own_origin` tells the origin the browser
+    /// reached (see [`crate::Forwarding::origin`]: `server.public_origin`,
+    /// or the scheme and host as the connection — or a trusted load
+    /// balancer — tells them; `None` when unknown, so that only allowed
+    /// origins pass). It is asked only when an `Origin` must be compared:
+    /// most requests never need it.
     ///
     /// # Errors
     /// [`CsrfRefusal`] saying which rule the request breaks.
@@ -85,7 +87,7 @@ impl CsrfRules {
         &self,
         method: &str,
         headers: &Headers,
-        own_origin: Option<&str>,
+        own_origin: impl FnOnce() -> Option<String>,
     ) -> Result<(), CsrfRefusal> {
         self.check_as(method, headers, own_origin, false)
     }
@@ -101,7 +103,7 @@ impl CsrfRules {
         &self,
         method: &str,
         headers: &Headers,
-        own_origin: Option<&str>,
+        own_origin: impl FnOnce() -> Option<String>,
     ) -> Result<(), CsrfRefusal> {
         self.check_as(method, headers, own_origin, true)
     }
@@ -110,7 +112,7 @@ impl CsrfRules {
         &self,
         method: &str,
         headers: &Headers,
-        own_origin: Option<&str>,
+        own_origin: impl FnOnce() -> Option<String>,
         every_method: bool,
     ) -> Result<(), CsrfRefusal> {
         let preflight = method == "OPTIONS" && headers.contains("access-control-request-method");
@@ -143,12 +145,12 @@ impl CsrfRules {
         Ok(())
     }
 
-    fn origin_allowed(&self, origin: &[u8], own_origin: Option<&str>) -> bool {
+    fn origin_allowed(&self, origin: &[u8], own_origin: impl FnOnce() -> Option<String>) -> bool {
         let Some(origin) = std::str::from_utf8(origin).ok().and_then(normalise_origin) else {
             // `null`, garbage, non-UTF-8: nobody's origin.
             return false;
         };
-        self.allowed_origins.contains(&origin) || own_origin.is_some_and(|own| own == origin)
+        self.allowed_origins.contains(&origin) || own_origin().is_some_and(|own| own == origin)
     }
 }
 
@@ -188,13 +190,13 @@ mod tests {
 
     /// The own origin of these tests: `http://` and the `Host` header.
     fn own(headers: &Headers) -> Option<String> {
-        crate::Forwarding::default().hop(headers, None, "http").origin()
+        crate::Forwarding::default().origin(headers, None, "http")
     }
 
     fn check(rules: &CsrfRules, method: &str, headers: &[(&str, &str)], expected: Result<(), CsrfRefusal>) {
         let headers = h(headers);
         assert_eq!(
-            rules.check(method, &headers, own(&headers).as_deref()),
+            rules.check(method, &headers, || own(&headers)),
             expected,
             "{method} {headers:?}"
         );
@@ -253,7 +255,7 @@ mod tests {
         let mut bytes = h(&[HOST, TOKEN]);
         bytes.append("origin", vec![0xff, 0xfe]);
         assert_eq!(
-            rules.check("POST", &bytes, own(&bytes).as_deref()),
+            rules.check("POST", &bytes, || own(&bytes)),
             Err(CsrfRefusal::ForeignOrigin)
         );
     }
@@ -266,7 +268,7 @@ mod tests {
             ("origin", "https://app.example"),
             TOKEN,
         ]);
-        let check = |own: Option<&str>| rules.check("POST", &headers, own);
+        let check = |own: Option<&str>| rules.check("POST", &headers, || own.map(str::to_owned));
         assert_eq!(check(Some("https://app.example")), Ok(()));
         assert_eq!(
             check(Some("http://10.0.0.5:8080")),
@@ -282,7 +284,7 @@ mod tests {
             TOKEN,
         ]);
         assert_eq!(
-            rules.check("POST", &claimed, own(&claimed).as_deref()),
+            rules.check("POST", &claimed, || own(&claimed)),
             Err(CsrfRefusal::ForeignOrigin)
         );
     }
@@ -292,7 +294,7 @@ mod tests {
         let rules = CsrfRules::default();
         let every = |method: &str, pairs: &[(&str, &str)]| {
             let headers = h(pairs);
-            rules.check_every_method(method, &headers, own(&headers).as_deref())
+            rules.check_every_method(method, &headers, || own(&headers))
         };
         for method in ["GET", "HEAD", "OPTIONS", "POST"] {
             assert_eq!(

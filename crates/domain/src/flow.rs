@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::cookies::{CookieJar, CookieState, Rejection};
 use crate::csrf::CsrfRules;
 use crate::error::FlowError;
-use crate::forwarding::{Forwarding, Hop};
+use crate::forwarding::Forwarding;
 use crate::headers::Headers;
 use crate::login::{LoginError, LoginRules, MAX_LOGIN_BODY};
 use crate::path::{PathError, Route, RouteClass, Routes};
@@ -132,12 +132,8 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
             Err(error) => return Self::failed(RouteClass::Api, error.into()),
         };
         let class = route.class();
-        let hop = self
-            .rules
-            .forwarding
-            .hop(&request.headers, request.peer, request.scheme);
         // Before anything else: a forged request must not even log out.
-        if let Err(error) = self.admit_to(&route, &request, &hop) {
+        if let Err(error) = self.admit_to(&route, &request) {
             return Self::failed(class, error);
         }
         let now = self.clock.now();
@@ -153,12 +149,12 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
             Route::Logout => (self.logout(&request.method), None),
             Route::Outside => (Err(FlowError::NotFound), None),
             Route::Proxy { rest, login: false } => (
-                self.proxy(&self.rules.upstream, request, &rest, cookie.token(), &hop)
+                self.proxy(&self.rules.upstream, request, &rest, cookie.token())
                     .await,
                 None,
             ),
             Route::Proxy { rest, login: true } => {
-                let result = self.login(request, &rest, cookie.token(), &hop, now).await;
+                let result = self.login(request, &rest, cookie.token(), now).await;
                 let outcome = match &result {
                     Ok(reply) if (200..300).contains(&reply.status) => LoginResult::Success,
                     Ok(_) => LoginResult::Refused,
@@ -193,14 +189,10 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
     /// # Errors
     /// The [`FlowError`] to answer with.
     pub fn admit<B>(&self, request: &ClientRequest<B>) -> Result<(), FlowError> {
-        let hop = self
-            .rules
-            .forwarding
-            .hop(&request.headers, request.peer, request.scheme);
-        self.admit_to(&Route::Outside, request, &hop)
+        self.admit_to(&Route::Outside, request)
     }
 
-    fn admit_to<B>(&self, route: &Route, request: &ClientRequest<B>, hop: &Hop) -> Result<(), FlowError> {
+    fn admit_to<B>(&self, route: &Route, request: &ClientRequest<B>) -> Result<(), FlowError> {
         if matches!(request.method.as_str(), "TRACE" | "CONNECT") {
             // TRACE echoes the request (cookies included) back to a page;
             // CONNECT would make tokenjar a tunnel. Neither is an API call.
@@ -215,12 +207,16 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
         {
             return Err(FlowError::BadRequest("The request is addressed to another site."));
         }
-        let own = hop.origin();
+        let own = || {
+            self.rules
+                .forwarding
+                .origin(&request.headers, request.peer, request.scheme)
+        };
         let csrf = &self.rules.csrf;
         let checked = if matches!(route, Route::Proxy { login: true, .. }) {
-            csrf.check_every_method(&request.method, &request.headers, own.as_deref())
+            csrf.check_every_method(&request.method, &request.headers, own)
         } else {
-            csrf.check(&request.method, &request.headers, own.as_deref())
+            csrf.check(&request.method, &request.headers, own)
         };
         checked.map_err(FlowError::from)
     }
@@ -271,10 +267,14 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
         request: ClientRequest<U::RequestBody>,
         rest: &str,
         token: Option<&Token>,
-        hop: &Hop,
     ) -> UpstreamRequest<U::RequestBody> {
         let body_size = BodySize::from_headers(&request.headers);
-        let mut headers = plan::request_headers(request.headers, request.peer, hop);
+        let mut headers = plan::request_headers(
+            request.headers,
+            request.peer,
+            request.scheme,
+            &self.rules.forwarding,
+        );
         self.rules.token.apply(&mut headers, token);
         UpstreamRequest {
             url: base.url(rest, request.query.as_deref()),
@@ -291,25 +291,11 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
         request: ClientRequest<U::RequestBody>,
         rest: &str,
         token: Option<&Token>,
-        hop: &Hop,
     ) -> Result<Reply<U::ResponseBody>, FlowError> {
-        let planned = self.plan(base, request, rest, token, hop);
-        let response = self.send(planned).await?;
-        Ok(self.pass_through(response))
-    }
-
-    /// Sends a planned request. An answer that switches protocols was never
-    /// asked for (tokenjar forwards no `Upgrade`), and passing it on would
-    /// hand the browser a connection in an unknown state: refused.
-    async fn send(
-        &self,
-        planned: UpstreamRequest<U::RequestBody>,
-    ) -> Result<UpstreamResponse<U::ResponseBody>, FlowError> {
+        let planned = self.plan(base, request, rest, token);
         let response = self.upstream.send(planned).await?;
-        if response.status == 101 {
-            return Err(UpstreamError::Unavailable("the API switched protocols unasked".into()).into());
-        }
-        Ok(response)
+        refuse_unasked_switch(response.status)?;
+        Ok(self.pass_through(response))
     }
 
     /// Forwards a request for the web app's own pages (a [`Route::Outside`]
@@ -323,15 +309,11 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
         mut request: ClientRequest<U::RequestBody>,
     ) -> Handled<U::ResponseBody> {
         let class = RouteClass::Frontend;
-        let hop = self
-            .rules
-            .forwarding
-            .hop(&request.headers, request.peer, request.scheme);
-        if let Err(error) = self.admit_to(&Route::Outside, &request, &hop) {
+        if let Err(error) = self.admit_to(&Route::Outside, &request) {
             return Self::failed(class, error);
         }
         let path = std::mem::take(&mut request.path);
-        let (reply, error) = settle(self.proxy(base, request, &path, None, &hop).await);
+        let (reply, error) = settle(self.proxy(base, request, &path, None).await);
         Handled {
             reply,
             route: class,
@@ -362,13 +344,13 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
         request: ClientRequest<U::RequestBody>,
         rest: &str,
         token: Option<&Token>,
-        hop: &Hop,
         now: i64,
     ) -> Result<Reply<U::ResponseBody>, FlowError> {
-        let mut planned = self.plan(&self.rules.upstream, request, rest, token, hop);
+        let mut planned = self.plan(&self.rules.upstream, request, rest, token);
         // The body must be parsed, so it must come uncompressed.
         planned.headers.remove("accept-encoding");
-        let response = self.send(planned).await?;
+        let response = self.upstream.send(planned).await?;
+        refuse_unasked_switch(response.status)?;
         let encoded = response
             .headers
             .get_str("content-encoding")
@@ -411,6 +393,16 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
             body: ReplyBody::Full(login.body),
         }))
     }
+}
+
+/// An answer that switches protocols was never asked for (tokenjar forwards
+/// no `Upgrade`), and passing it on would hand the browser a connection in
+/// an unknown state: refused.
+fn refuse_unasked_switch(status: u16) -> Result<(), FlowError> {
+    if status == 101 {
+        return Err(UpstreamError::Unavailable("the API switched protocols unasked".into()).into());
+    }
+    Ok(())
 }
 
 /// A route's outcome as the reply to send and the error to report, if any.

@@ -77,26 +77,6 @@ pub struct Forwarding {
     trusted: Vec<Cidr>,
 }
 
-/// What one request amounts to, as far as its origin and hop go.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Hop {
-    /// The peer is a trusted proxy: its `X-Forwarded-*` and `Forwarded`
-    /// headers are kept.
-    pub trusted: bool,
-    /// The scheme the browser used (`X-Forwarded-Proto`).
-    pub proto: String,
-    /// The host the browser used (`X-Forwarded-Host`), when known.
-    pub host: Option<String>,
-}
-
-impl Hop {
-    /// The browser's origin for this request, `scheme://host[:port]`.
-    pub fn origin(&self) -> Option<String> {
-        let host = self.host.as_deref()?;
-        crate::csrf::normalise_origin(&format!("{}://{host}", self.proto))
-    }
-}
-
 impl Forwarding {
     /// Rules from `server.public_origin` (`""`: none) and
     /// `server.trusted_proxies`.
@@ -143,6 +123,13 @@ impl Forwarding {
         })
     }
 
+    /// The public origin's scheme and `host[:port]`, when one is set.
+    pub fn public_scheme_and_authority(&self) -> Option<(&str, &str)> {
+        self.public_origin
+            .as_ref()
+            .map(|p| (p.scheme.as_str(), p.authority.as_str()))
+    }
+
     /// The configured public origin, `scheme://host[:port]`.
     pub fn public_origin(&self) -> Option<&str> {
         self.public_origin.as_ref().map(|p| p.origin.as_str())
@@ -153,27 +140,34 @@ impl Forwarding {
         peer.is_some_and(|ip| self.trusted.iter().any(|cidr| cidr.contains(ip)))
     }
 
-    /// The hop of one request that arrived from `peer` over `scheme`.
-    pub fn hop(&self, headers: &Headers, peer: Option<IpAddr>, scheme: &str) -> Hop {
-        let trusted = self.trusts(peer);
+    /// The scheme (`http` or `https`) and host the browser used for a
+    /// request that arrived from `peer` over `scheme`: the public origin's,
+    /// else a trusted proxy's `X-Forwarded-Proto`/`-Host`, else the
+    /// connection's scheme and the `Host` header.
+    pub fn browser_scheme_and_host<'a>(
+        &'a self,
+        headers: &'a Headers,
+        peer: Option<IpAddr>,
+        scheme: &'a str,
+    ) -> (&'a str, Option<&'a str>) {
         if let Some(public) = &self.public_origin {
-            return Hop {
-                trusted,
-                proto: public.scheme.clone(),
-                host: Some(public.authority.clone()),
-            };
+            return (public.scheme.as_str(), Some(public.authority.as_str()));
         }
+        let trusted = self.trusts(peer);
         let claimed = |name| trusted.then(|| first_value(headers, name)).flatten();
-        let proto = match claimed("x-forwarded-proto") {
-            Some(p) if p.eq_ignore_ascii_case("http") || p.eq_ignore_ascii_case("https") => {
-                p.to_ascii_lowercase()
-            }
-            _ => scheme.to_owned(),
-        };
-        let host = claimed("x-forwarded-host")
-            .or_else(|| headers.get_str("host"))
-            .map(str::to_owned);
-        Hop { trusted, proto, host }
+        let proto = claimed("x-forwarded-proto")
+            .and_then(known_scheme)
+            .unwrap_or(scheme);
+        let host = claimed("x-forwarded-host").or_else(|| headers.get_str("host"));
+        (proto, host)
+    }
+
+    /// The browser's origin for a request, `scheme://host[:port]` (see
+    /// [`browser_scheme_and_host`](Self::browser_scheme_and_host)); `None`
+    /// when there is no host to tell it.
+    pub fn origin(&self, headers: &Headers, peer: Option<IpAddr>, scheme: &str) -> Option<String> {
+        let (proto, host) = self.browser_scheme_and_host(headers, peer, scheme);
+        crate::csrf::normalise_origin(&format!("{proto}://{}", host?))
     }
 
     /// With a public origin, whether the request was addressed to it: its
@@ -200,9 +194,26 @@ impl Forwarding {
 /// The first comma-separated element of a header, trimmed; `None` when
 /// absent, empty or not UTF-8.
 fn first_value<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
-    let value = headers.get_str(name)?;
+    first_element(headers.get(name)?)
+}
+
+/// The first comma-separated element of a header value, trimmed; `None`
+/// when empty or not UTF-8 (a proxy chain lists the browser's end first).
+pub(crate) fn first_element(value: &[u8]) -> Option<&str> {
+    let value = std::str::from_utf8(value).ok()?;
     let first = value.split(',').next()?.trim();
     (!first.is_empty()).then_some(first)
+}
+
+/// `http` or `https` as a static string, from a claimed scheme in any case.
+pub(crate) fn known_scheme(claim: &str) -> Option<&'static str> {
+    if claim.eq_ignore_ascii_case("https") {
+        Some("https")
+    } else if claim.eq_ignore_ascii_case("http") {
+        Some("http")
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -260,21 +271,31 @@ mod tests {
             ("x-forwarded-proto", "https"),
             ("x-forwarded-host", "app.example"),
         ]);
-        let from_lb = rules.hop(&claims, ip("10.0.0.2"), "http");
-        assert!(from_lb.trusted);
-        assert_eq!(from_lb.origin().as_deref(), Some("https://app.example"));
-        let from_anyone = rules.hop(&claims, ip("203.0.113.9"), "http");
-        assert!(!from_anyone.trusted);
-        assert_eq!(from_anyone.origin().as_deref(), Some("http://internal:8080"));
-        assert!(!rules.hop(&claims, None, "http").trusted);
+        assert!(rules.trusts(ip("10.0.0.2")));
+        assert_eq!(
+            rules.origin(&claims, ip("10.0.0.2"), "http").as_deref(),
+            Some("https://app.example")
+        );
+        assert!(!rules.trusts(ip("203.0.113.9")));
+        assert_eq!(
+            rules.origin(&claims, ip("203.0.113.9"), "http").as_deref(),
+            Some("http://internal:8080")
+        );
+        assert!(!rules.trusts(None));
+        let gopher = h(&[("host", "app.example"), ("x-forwarded-proto", "gopher")]);
+        assert_eq!(
+            rules.origin(&gopher, ip("10.0.0.2"), "http").as_deref(),
+            Some("http://app.example")
+        );
+        assert_eq!(rules.origin(&h(&[]), ip("203.0.113.9"), "http"), None);
     }
 
     #[test]
     fn a_public_origin_decides_and_other_hosts_are_not_addressed_here() {
         let rules = Forwarding::new("https://App.Example.com", &["10.0.0.0/8"]).unwrap();
         assert_eq!(rules.public_origin(), Some("https://app.example.com"));
-        let hop = rules.hop(&h(&[("host", "evil.example")]), ip("203.0.113.9"), "http");
-        assert_eq!(hop.origin().as_deref(), Some("https://app.example.com"));
+        let origin = rules.origin(&h(&[("host", "evil.example")]), ip("203.0.113.9"), "http");
+        assert_eq!(origin.as_deref(), Some("https://app.example.com"));
         let here = |pairs: &[(&str, &str)], peer| rules.addressed_here(&h(pairs), ip(peer));
         assert!(here(&[("host", "app.example.com")], "203.0.113.9"));
         assert!(here(&[("host", "APP.example.com:443")], "203.0.113.9"));

@@ -44,7 +44,7 @@ pub use cookies::{
 pub use csrf::{CsrfRefusal, CsrfRules};
 pub use error::{ErrorBody, FlowError, SettingError};
 pub use flow::{Gateway, Handled, Rules};
-pub use forwarding::{Cidr, Forwarding, Hop};
+pub use forwarding::{Cidr, Forwarding};
 pub use headers::Headers;
 pub use login::{LoginError, LoginRules};
 pub use path::{PathError, Route, RouteClass, Routes};

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use crate::forwarding::Hop;
+use crate::forwarding::{first_element, known_scheme, Forwarding};
 use crate::headers::{strip_hop_by_hop, Headers};
 
 /// How a message body is delimited.
@@ -220,19 +220,35 @@ const REQUEST_DROPPED: [&str; 4] = ["cookie", "host", "content-length", "expect"
 /// `X-Real-IP`/`Forwarded` as the client's address.
 const HOP_CLAIMS: [&str; 4] = ["forwarded", "x-real-ip", "x-original-url", "x-rewrite-url"];
 
-/// The headers the API receives for a client request, minus the token
-/// (which [`crate::TokenRules::apply`] adds). Takes the client's headers by
-/// value: they are edited in place, not copied.
+/// The headers the API receives for a client request that arrived from
+/// `peer` over `scheme`, minus the token (which [`crate::TokenRules::apply`]
+/// adds). Takes the client's headers by value: they are edited in place,
+/// not copied.
 ///
 /// `X-Forwarded-For` gets the peer's address, appended to what a trusted
-/// proxy sent or alone; `X-Forwarded-Proto` and `-Host` come from `hop`
-/// (the public origin, or what the connection or a trusted proxy says).
-pub fn request_headers(mut headers: Headers, peer: Option<IpAddr>, hop: &Hop) -> Headers {
+/// proxy sent or alone; `X-Forwarded-Proto` and `-Host` are the browser's
+/// scheme and host as [`Forwarding::browser_scheme_and_host`] tells them
+/// (the public origin, a trusted proxy's claims, or the connection's).
+pub fn request_headers(
+    mut headers: Headers,
+    peer: Option<IpAddr>,
+    scheme: &str,
+    forwarding: &Forwarding,
+) -> Headers {
     strip_hop_by_hop(&mut headers);
+    let trusted = forwarding.trusts(peer);
+    let public = forwarding.public_scheme_and_authority();
+    let mut host: Option<Vec<u8>> = None;
+    let mut claimed_host: Option<Vec<u8>> = None;
+    let mut claimed_proto: Option<&'static str> = None;
     let mut xff: Vec<u8> = Vec::new();
-    headers.retain(|name, value| match name {
+    headers.retain_owned(|name, value| match name {
+        "host" => {
+            host = Some(std::mem::take(value));
+            false
+        }
         "x-forwarded-for" => {
-            if hop.trusted {
+            if trusted {
                 if !xff.is_empty() {
                     xff.extend_from_slice(b", ");
                 }
@@ -240,9 +256,19 @@ pub fn request_headers(mut headers: Headers, peer: Option<IpAddr>, hop: &Hop) ->
             }
             false
         }
-        // Replaced below from the hop.
-        "x-forwarded-proto" | "x-forwarded-host" => false,
-        _ if HOP_CLAIMS.contains(&name) => hop.trusted,
+        "x-forwarded-proto" => {
+            if trusted && claimed_proto.is_none() {
+                claimed_proto = first_element(value).and_then(known_scheme);
+            }
+            false
+        }
+        "x-forwarded-host" => {
+            if trusted && claimed_host.is_none() {
+                claimed_host = first_element(value).map(|h| h.as_bytes().to_vec());
+            }
+            false
+        }
+        _ if HOP_CLAIMS.contains(&name) => trusted,
         _ => !REQUEST_DROPPED.contains(&name),
     });
     if let Some(ip) = peer {
@@ -254,9 +280,13 @@ pub fn request_headers(mut headers: Headers, peer: Option<IpAddr>, hop: &Hop) ->
     if !xff.is_empty() {
         headers.append("x-forwarded-for", xff);
     }
-    headers.append("x-forwarded-proto", hop.proto.as_bytes());
-    if let Some(host) = &hop.host {
-        headers.append("x-forwarded-host", host.as_bytes());
+    let (proto, host) = match public {
+        Some((scheme, authority)) => (scheme, Some(authority.as_bytes().to_vec())),
+        None => (claimed_proto.unwrap_or(scheme), claimed_host.or(host)),
+    };
+    headers.append("x-forwarded-proto", proto);
+    if let Some(host) = host {
+        headers.append("x-forwarded-host", host);
     }
     headers
 }
@@ -290,7 +320,6 @@ fn sets_cookie(value: &[u8], name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::forwarding::Forwarding;
 
     fn h(pairs: &[(&str, &str)]) -> Headers {
         pairs.iter().map(|(n, v)| (*n, *v)).collect()
@@ -364,8 +393,12 @@ mod tests {
             ("Accept", "application/json"),
             ("X-Custom", "kept"),
         ]);
-        let hop = Forwarding::default().hop(&client, None, "http");
-        let out = request_headers(client, Some("10.0.0.1".parse().unwrap()), &hop);
+        let out = request_headers(
+            client,
+            Some("10.0.0.1".parse().unwrap()),
+            "http",
+            &Forwarding::default(),
+        );
         let names: Vec<&str> = out.iter().map(|(n, _)| n).collect();
         assert_eq!(
             names,
@@ -383,10 +416,7 @@ mod tests {
     /// at 10.0.0.0/8.
     fn forwarded(pairs: &[(&str, &str)], peer: &str, public_origin: &str) -> Headers {
         let rules = Forwarding::new(public_origin, &["10.0.0.0/8"]).unwrap();
-        let headers = h(pairs);
-        let peer = Some(peer.parse().unwrap());
-        let hop = rules.hop(&headers, peer, "http");
-        request_headers(headers, peer, &hop)
+        request_headers(h(pairs), Some(peer.parse().unwrap()), "http", &rules)
     }
 
     #[test]
@@ -440,11 +470,7 @@ mod tests {
         let ipv6 = forwarded(&[], "::1", "");
         assert_eq!(ipv6.get("x-forwarded-for"), Some(&b"::1"[..]));
         assert!(!ipv6.contains("x-forwarded-host"), "no Host: nothing to forward");
-        let unknown = request_headers(
-            Headers::new(),
-            None,
-            &Forwarding::default().hop(&Headers::new(), None, "http"),
-        );
+        let unknown = request_headers(Headers::new(), None, "http", &Forwarding::default());
         assert!(!unknown.contains("x-forwarded-for"));
     }
 
