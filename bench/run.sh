@@ -9,6 +9,9 @@
 #   ROUNDS=1 DURATION=3 bench/run.sh  # a quick look
 #   SCENARIOS="get-cookie login" bench/run.sh
 #   BENCH_BIN=/tmp/tokenjar-before bench/run.sh   # another build
+#   BENCH_BASE=/tmp/tokenjar-before bench/run.sh  # also that build, as
+#       "base", interleaved in the same rounds: before/after ratios to
+#       nginx from one run, whatever the machine's speed does meanwhile
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -97,11 +100,12 @@ stop() {
     fi
 }
 start_tokenjar() {
+    local bin=${1:-$BIN}
     stop "$TOKENJAR_PID"
     TOKENJAR_SERVER__PORT=$TOKENJAR_PORT TOKENJAR_SERVER__WORKERS=1 \
     TOKENJAR_UPSTREAM__URL="http://127.0.0.1:$UPSTREAM_PORT" \
     TOKENJAR_COOKIE__SECURE=false TOKENJAR_COOKIE__NAME=auth-token TOKENJAR_COOKIE__KEYS="$KEY" RUST_LOG=warn \
-        "${PROXY_CPU[@]}" "$BIN" serve --config-dir "$work/none" 2>> "$work/tokenjar.log" &
+        "${PROXY_CPU[@]}" "$bin" serve --config-dir "$work/none" 2>> "$work/tokenjar.log" &
     TOKENJAR_PID=$!
     wait_http "http://127.0.0.1:$TOKENJAR_PORT/healthz"
 }
@@ -146,28 +150,28 @@ results="$work/results.tsv"
 # run SCENARIO TARGET ROUND: one wrk run, one line of results.
 run() {
     local scenario=$1 target=$2 round=$3 port cookie procs args=()
-    if [ "$target" = tokenjar ]; then
-        port=$TOKENJAR_PORT cookie=$SEALED
-    else
+    if [ "$target" = nginx ]; then
         port=$NGINX_PORT cookie=$CLEAR
+    else
+        port=$TOKENJAR_PORT cookie=$SEALED
     fi
     local url="http://127.0.0.1:$port/api/echo" conns=$CONNS
     case $scenario in
         get-cookie) args=(-H "Cookie: $cookie") ;;
         get-nocookie) ;;
         post-64k) args=(-H "Cookie: $cookie" -s bench/post.lua) ;;
-        post-1m) args=(-H "Cookie: $cookie" -s bench/post-1m.lua) ;;
+        post-1m) args=(-H "Cookie: $cookie" -s bench/post-1m.lua); url="http://127.0.0.1:$port/api/upload" ;;
         download-100m) args=(-H "Cookie: $cookie"); url="http://127.0.0.1:$port/api/big"; conns=4 ;;
         login)
             [ "$target" = nginx ] && return 0 # nginx cannot take a token out of JSON
             args=(-s bench/login.lua); url="http://127.0.0.1:$port/api/login" ;;
     esac
-    if [ "$target" = tokenjar ]; then
-        start_tokenjar
-        procs=("$TOKENJAR_PID")
-    else
+    if [ "$target" = nginx ]; then
         start_nginx
         procs=("$NGINX_MASTER" "$NGINX_WORKER")
+    else
+        if [ "$target" = base ]; then start_tokenjar "$BENCH_BASE"; else start_tokenjar; fi
+        procs=("$TOKENJAR_PID")
     fi
     # One second of the same load first: connection pools and caches filled.
     "${LOAD_CPU[@]}" wrk -t1 -c"$conns" -d1s "${args[@]}" "$url" > /dev/null
@@ -208,7 +212,13 @@ PY
 for round in $(seq 1 "$ROUNDS"); do
     for scenario in $SCENARIOS; do
         # Interleaved, and the order alternates, so neither proxy always runs first.
-        if [ $((round % 2)) -eq 1 ]; then order="tokenjar nginx"; else order="nginx tokenjar"; fi
+        if [ -n "${BENCH_BASE:-}" ]; then
+            case $((round % 3)) in
+                1) order="tokenjar base nginx" ;;
+                2) order="nginx tokenjar base" ;;
+                *) order="base nginx tokenjar" ;;
+            esac
+        elif [ $((round % 2)) -eq 1 ]; then order="tokenjar nginx"; else order="nginx tokenjar"; fi
         for target in $order; do run "$scenario" "$target" "$round"; done
     done
 done
@@ -219,7 +229,7 @@ path, rounds, duration, conns, pinning = sys.argv[1:]
 rows = [l.rstrip("\n").split("\t") for l in open(path) if l.strip()]
 med = {}
 for scen in dict.fromkeys(r[0] for r in rows):
-    for target in ("tokenjar", "nginx"):
+    for target in ("tokenjar", "base", "nginx"):
         rs = [r for r in rows if r[0] == scen and r[1] == target]
         if rs:
             med[scen, target] = {
@@ -239,8 +249,27 @@ print()
 print("| scenario | req/s tokenjar/nginx | CPU/req tokenjar/nginx | p99 tokenjar/nginx | peak RSS tokenjar/nginx |")
 print("| --- | ---: | ---: | ---: | ---: |")
 for scen in dict.fromkeys(s for s, _ in med):
-    t, n = med.get((scen, "tokenjar")), med.get((scen, "nginx"))
-    if t and n:
-        print(f"| {scen} | {t['rps'] / n['rps']:.2f} | {t['cpu'] / n['cpu']:.2f} | {t['p99'] / n['p99']:.2f} | {t['rss'] / n['rss']:.2f} |")
+    for target, label in (("base", " (base)"), ("tokenjar", "")):
+        t, n = med.get((scen, target)), med.get((scen, "nginx"))
+        if t and n:
+            print(f"| {scen}{label} | {t['rps'] / n['rps']:.3f} | {t['cpu'] / n['cpu']:.2f} | {t['p99'] / n['p99']:.2f} | {t['rss'] / n['rss']:.2f} |")
+# Before/after: each round's ratio to nginx, so that the machine's drift
+# between rounds cancels out; the median of those.
+if any(r[1] == "base" for r in rows):
+    print()
+    print("| scenario | req/s ratio to nginx, base | tokenjar | change (median of rounds) |")
+    print("| --- | ---: | ---: | ---: |")
+    for scen in dict.fromkeys(r[0] for r in rows):
+        per_round = {}
+        for r in rows:
+            if r[0] == scen:
+                per_round.setdefault(r[2], {})[r[1]] = float(r[3])
+        ratios = [(v["base"] / v["nginx"], v["tokenjar"] / v["nginx"]) for v in per_round.values()
+                  if {"base", "tokenjar", "nginx"} <= v.keys()]
+        if ratios:
+            b = statistics.median(x for x, _ in ratios)
+            t = statistics.median(y for _, y in ratios)
+            change = statistics.median(y / x - 1 for x, y in ratios)
+            print(f"| {scen} | {b:.3f} | {t:.3f} | {change:+.1%} |")
 print("\npeak RSS: VmHWM of a freshly started proxy during one wrk run after a 1 s warm-up; nginx's master + worker")
 PY
