@@ -144,25 +144,33 @@ fn login_is_intercepted_however_its_path_is_spelled() {
         "/api/login?x=1",
         "/api/%6Cogin",
     ] {
-        let before = api.issued().len();
-        let reply = raw_login(&app, path);
-        let issued = api.issued();
-        assert_eq!(
-            issued.len(),
-            before + 1,
-            "{path}: the API should have been asked to log in (status {} {})",
-            reply.status,
-            reply.text()
-        );
-        let token = issued.last().unwrap().token.clone();
-        assert_no_token(&reply, &token, path);
-        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
-        assert_eq!(reply.json()["loggedIn"], true, "{path}");
+        let (reply, _) = login_intercepted(&api, &app, path);
         assert!(
             reply.set_cookie_for("auth-token").is_some(),
             "{path}: the login should set the auth cookie"
         );
     }
+}
+
+/// Logs in at `path` and checks that the API was asked and that its answer
+/// was intercepted: 200, `loggedIn`, and the issued token nowhere in the
+/// reply. The reply and that token.
+fn login_intercepted(api: &RecordingApi, app: &TestApp, path: &str) -> (Reply, String) {
+    let before = api.issued().len();
+    let reply = raw_login(app, path);
+    let issued = api.issued();
+    assert_eq!(
+        issued.len(),
+        before + 1,
+        "{path}: the API should have been asked to log in (status {} {})",
+        reply.status,
+        reply.text()
+    );
+    let token = issued.last().unwrap().token.clone();
+    assert_no_token(&reply, &token, path);
+    assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+    assert_eq!(reply.json()["loggedIn"], true, "{path}");
+    (reply, token)
 }
 
 /// SPEC §4: spellings that a lenient API router takes for its login route (a
@@ -181,16 +189,7 @@ fn login_spellings_a_lenient_router_accepts_are_intercepted() {
         "/api/log%C4%B1n",
         "/api/LOG%C4%B1N.xml",
     ] {
-        let before = api.issued().len();
-        let reply = raw_login(&app, path);
-        let issued = api.issued();
-        assert_eq!(
-            issued.len(),
-            before + 1,
-            "{path}: the API should have been asked to log in (status {} {})",
-            reply.status,
-            reply.text()
-        );
+        let (reply, token) = login_intercepted(&api, &app, path);
         // The API got the request under the spelling the browser used.
         let seen = api.last_request();
         let upstream = format!("/v1{}", path.trim_start_matches("/api"));
@@ -200,10 +199,6 @@ fn login_spellings_a_lenient_router_accepts_are_intercepted() {
             "{path}"
         );
 
-        let token = issued.last().unwrap().token.clone();
-        assert_no_token(&reply, &token, path);
-        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
-        assert_eq!(reply.json()["loggedIn"], true, "{path}");
         let cookie = reply
             .set_cookie_for("auth-token")
             .unwrap_or_else(|| panic!("{path}: the login should set the auth cookie"));

@@ -576,7 +576,12 @@ mod tests {
         if matches!(codec.message_type(), MessageType::None) {
             return Some((0, true));
         }
-        let mut payload = codec.into_payload_codec();
+        read_body(&mut codec.into_payload_codec(), body)
+    }
+
+    /// How many bytes of `body` a payload decoder takes, and whether it
+    /// found the end; `None` when it refuses them.
+    fn read_body(payload: &mut ClientPayloadCodec, body: &[u8]) -> Option<(usize, bool)> {
         let mut rest = BytesMut::from(body);
         loop {
             match payload.decode(&mut rest) {
@@ -606,18 +611,7 @@ mod tests {
                 (n.min(body.len()), n <= body.len())
             }
             Framing::UntilClose => (body.len(), false),
-            Framing::Chunked => {
-                let mut codec = chunked_decoder(&ServiceConfig::default())?;
-                let mut rest = BytesMut::from(body);
-                loop {
-                    match codec.decode(&mut rest) {
-                        Ok(Some(Some(_))) => {}
-                        Ok(Some(None)) => return Some((body.len() - rest.len(), true)),
-                        Ok(None) => return Some((body.len() - rest.len(), false)),
-                        Err(_) => return None,
-                    }
-                }
-            }
+            Framing::Chunked => read_body(&mut chunked_decoder(&ServiceConfig::default())?, body)?,
         })
     }
 
