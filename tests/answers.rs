@@ -20,10 +20,16 @@ const PING_CLIENTS: usize = 4;
 /// Logins each login client makes.
 const LOGINS_EACH: usize = 3;
 
+/// A login of `user` at `/api/login`.
 fn login_request(user: &str) -> Vec<u8> {
+    login_request_at("/api/login", user)
+}
+
+/// A login of `user` at `path`, with the CSRF header.
+fn login_request_at(path: &str, user: &str) -> Vec<u8> {
     let body = format!(r#"{{"username":"{user}","password":"pw"}}"#);
     format!(
-        "POST /api/login HTTP/1.1\r\nHost: app.test\r\nContent-Type: application/json\r\n\
+        "POST {path} HTTP/1.1\r\nHost: app.test\r\nContent-Type: application/json\r\n\
          X-CSRF: 1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
@@ -208,13 +214,7 @@ fn interim_answers_sent_with_the_final_one_are_dropped() {
 fn a_login_answer_shorter_than_its_length_logs_no_one_in() {
     let api = HostileApi::start(Interim::default());
     let app = spawn_app(&api.url("/v1"), &[("TOKENJAR_ROUTES__LOGIN", "/api/short-login")]);
-    let body = r#"{"username":"u","password":"pw"}"#;
-    let request = format!(
-        "POST /api/short-login HTTP/1.1\r\nHost: app.test\r\nContent-Type: application/json\r\n\
-         X-CSRF: 1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let reply = raw_request(app.address, request.as_bytes());
+    let reply = raw_request(app.address, &login_request_at("/api/short-login", "u"));
     reply.assert_error(502, "bad_login_response");
     assert!(
         reply.set_cookie_for("auth-token").is_none(),
@@ -302,13 +302,7 @@ fn a_refused_login_that_carries_a_token_is_502() {
     for status in [302, 400, 401, 403, 422, 500, 503] {
         let route = format!("/api/status/{status}/login");
         let app = spawn_app(&api.url("/v1"), &[("TOKENJAR_ROUTES__LOGIN", route.as_str())]);
-        let body = r#"{"username":"u","password":"pw"}"#;
-        let request = format!(
-            "POST {route} HTTP/1.1\r\nHost: app.test\r\nContent-Type: application/json\r\n\
-             X-CSRF: 1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let reply = raw_request(app.address, request.as_bytes());
+        let reply = raw_request(app.address, &login_request_at(&route, "u"));
         reply.assert_error(502, "bad_login_response");
         assert!(
             !reply.leaks("tok-refused"),

@@ -1,5 +1,6 @@
-//! [`AwcUpstream`]: the domain's `Upstream` port over an awc client. One per
-//! server worker (awc is not `Send`), with its own keep-alive pool. No
+//! [`AwcUpstream`]: the domain's `Upstream` port over awc. One per server
+//! worker (awc is not `Send`), with its own keep-alive pools: one for
+//! requests whose body is in hand, one for streamed uploads. No
 //! redirects are followed, no cookies stored, nothing decompressed: the
 //! API's answer goes back as it came. Every connection holds the API to one
 //! complete answer per request (see [`crate::guard`]): interim answers are
@@ -8,13 +9,11 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use actix_web::body::SizedStream;
 use actix_web::http::Method;
 use awc::error::{ConnectError, PayloadError, SendRequestError};
-use bytes::Bytes;
 use futures_core::Stream;
 use tokenjar_domain::{
     BodyReadError, BodySize, Headers, Upstream, UpstreamError, UpstreamRequest, UpstreamResponse,
@@ -24,20 +23,11 @@ use crate::body::{BodyFlags, RequestBody};
 use crate::guard::GuardedConnector;
 use crate::headers;
 
-/// The body of the API's response, streamed back to the browser. A body
-/// the API cut short ends in an error (from [`crate::guard`]), never in a
-/// clean end, so that the browser sees a cut stream.
-pub struct ResponseBody {
-    response: awc::ClientResponse,
-}
-
-impl Stream for ResponseBody {
-    type Item = Result<Bytes, PayloadError>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        Pin::new(&mut self.get_mut().response).poll_next(cx)
-    }
-}
+/// The body of the API's response, streamed back to the browser: awc's
+/// response itself. A body the API cut short ends in an error (from
+/// [`crate::guard`]), never in a clean end, so that the browser sees a cut
+/// stream.
+pub type ResponseBody = awc::ClientResponse;
 
 /// Timeouts and pool size of the upstream client.
 #[derive(Clone, Debug)]
@@ -183,10 +173,7 @@ impl Upstream for AwcUpstream {
 /// The whole body, refused past `limit` bytes (before reading when the
 /// API announces a larger `Content-Length`).
 async fn collect(mut body: ResponseBody, limit: usize) -> Result<Vec<u8>, PayloadError> {
-    let announced = body
-        .response
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH);
+    let announced = body.headers().get(actix_web::http::header::CONTENT_LENGTH);
     if let Some(length) = announced.and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
         if length > limit as u64 {
             return Err(PayloadError::Overflow);
@@ -254,7 +241,7 @@ fn convert(response: awc::ClientResponse, method: &str) -> UpstreamResponse<Resp
         status,
         headers,
         body_size,
-        body: ResponseBody { response },
+        body: response,
     }
 }
 

@@ -11,6 +11,7 @@ use aes_gcm::aead::AeadInPlace;
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
 use base64::Engine as _;
 use cookie::{Cookie, Key};
+use subtle::ConstantTimeEq as _;
 
 use crate::error::SettingError;
 use crate::token::{Token, TokenError};
@@ -626,8 +627,7 @@ fn unquote(value: &str) -> &str {
 /// differ: one of them may be a victim's, the other an attacker's, and the
 /// attacker can time requests that carry both.
 fn same_token(a: &Token, b: &Token) -> bool {
-    let (a, b) = (a.expose().as_bytes(), b.expose().as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+    bool::from(a.expose().as_bytes().ct_eq(b.expose().as_bytes()))
 }
 
 /// The sooner of two expiries; an unknown one yields to a known one.

@@ -123,13 +123,6 @@ impl Forwarding {
         })
     }
 
-    /// The public origin's scheme and `host[:port]`, when one is set.
-    pub fn public_scheme_and_authority(&self) -> Option<(&str, &str)> {
-        self.public_origin
-            .as_ref()
-            .map(|p| (p.scheme.as_str(), p.authority.as_str()))
-    }
-
     /// The configured public origin, `scheme://host[:port]`.
     pub fn public_origin(&self) -> Option<&str> {
         self.public_origin.as_ref().map(|p| p.origin.as_str())
@@ -191,17 +184,10 @@ impl Forwarding {
     }
 }
 
-/// The first comma-separated element of a header, trimmed; `None` when
-/// absent, empty or not UTF-8.
+/// The first comma-separated element of a header (a proxy chain lists the
+/// browser's end first), trimmed; `None` when absent, empty or not UTF-8.
 fn first_value<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
-    first_element(headers.get(name)?)
-}
-
-/// The first comma-separated element of a header value, trimmed; `None`
-/// when empty or not UTF-8 (a proxy chain lists the browser's end first).
-pub(crate) fn first_element(value: &[u8]) -> Option<&str> {
-    let value = std::str::from_utf8(value).ok()?;
-    let first = value.split(',').next()?.trim();
+    let first = headers.get_str(name)?.split(',').next()?.trim();
     (!first.is_empty()).then_some(first)
 }
 

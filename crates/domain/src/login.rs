@@ -126,31 +126,26 @@ impl LoginRules {
         let Ok(doc) = serde_json::from_slice::<Value>(body) else {
             return false;
         };
-        let (parent, last) = self.pointer.rsplit_once('/').unwrap_or(("", ""));
-        let key = last.replace("~1", "/").replace("~0", "~");
-        let slot = match doc.pointer(parent) {
-            Some(Value::Object(map)) => map.get(&key),
-            Some(Value::Array(items)) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
-            _ => None,
-        };
-        matches!(slot, Some(Value::String(s)) if !s.is_empty())
+        let (parent, key) = self.parent_and_key();
+        is_token(doc.pointer(parent).and_then(|parent| member(parent, &key)))
+    }
+
+    /// The pointer to the token's parent, and the token's key within it
+    /// (`~1` and `~0` unescaped).
+    fn parent_and_key(&self) -> (&str, String) {
+        // `new` made sure the pointer starts with `/`.
+        let (parent, last) = self.pointer.rsplit_once('/').unwrap_or_default();
+        (parent, last.replace("~1", "/").replace("~0", "~"))
     }
 
     /// Removes and returns the string at the pointer.
     fn take(&self, doc: &mut Value) -> Result<String, LoginError> {
-        let (parent, last) = self.pointer.rsplit_once('/').ok_or(LoginError::NoToken)?;
-        let key = last.replace("~1", "/").replace("~0", "~");
+        let (parent, key) = self.parent_and_key();
         let parent = doc.pointer_mut(parent).ok_or(LoginError::NoToken)?;
-        let index = key.parse::<usize>().ok();
-        let slot = match &*parent {
-            Value::Object(map) => map.get(&key),
-            Value::Array(items) => index.and_then(|i| items.get(i)),
-            _ => None,
-        };
-        if !matches!(slot, Some(Value::String(s)) if !s.is_empty()) {
+        if !is_token(member(parent, &key)) {
             return Err(LoginError::NoToken);
         }
-        let taken = match (parent, index) {
+        let taken = match (parent, key.parse::<usize>().ok()) {
             (Value::Object(map), _) => map.shift_remove(&key),
             (Value::Array(items), Some(i)) => Some(items.remove(i)),
             _ => None,
@@ -160,6 +155,20 @@ impl LoginRules {
             _ => Err(LoginError::NoToken),
         }
     }
+}
+
+/// The member `key` of `parent`: an object's by name, an array's by index.
+fn member<'v>(parent: &'v Value, key: &str) -> Option<&'v Value> {
+    match parent {
+        Value::Object(map) => map.get(key),
+        Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
+        _ => None,
+    }
+}
+
+/// Whether a slot holds a token: a non-empty string.
+fn is_token(slot: Option<&Value>) -> bool {
+    matches!(slot, Some(Value::String(s)) if !s.is_empty())
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

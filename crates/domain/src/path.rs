@@ -209,9 +209,11 @@ fn prefix_or_root(prefix: &str) -> &str {
 /// A path as the API's router may understand it, for comparing routes: each
 /// segment percent-decoded, cut at its first `;` (servlet containers drop
 /// `;parameters`) and its first `.` (format suffixes: Rails' `login.json`,
-/// Spring's `login.*`), brought to NFKC and case-folded (see
-/// [`push_segment`]); segments left empty dropped, joined as `/a/b` (`""`
-/// for the root). Over-matching is the safe side: a spelling compared equal
+/// Spring's `login.*`), brought to NFKC and case-folded both ways, so that
+/// routers comparing upper-case (Python's `.upper()`: `ı` → `I`, `ß` →
+/// `SS`) and lower-case (`K` → `k`) are covered (see [`push_folded`]);
+/// segments left empty dropped, joined as `/a/b` (`""` for the root).
+/// Over-matching is the safe side: a spelling compared equal
 /// to the login route is intercepted, one that a lenient router reads as its
 /// login but compared unequal would hand the token to the page.
 ///
@@ -245,21 +247,33 @@ fn normalise(raw: &str) -> Result<String, PathError> {
         if bare == "." || bare == ".." || text == "." || text == ".." {
             return Err(PathError::DotSegment);
         }
-        if !text.is_ascii() {
-            refuse_compatibility_escapes(&text)?;
+        let start = out.len();
+        out.push('/');
+        if text.is_ascii() {
+            push_ascii(&mut out, bare);
+        } else {
+            // NFKC once, both to refuse what it turns into an escape and to
+            // compare by.
+            let compat: String = ComposingNormalizerBorrowed::new_nfkc()
+                .normalize_iter(text.chars())
+                .collect();
+            refuse_compatibility_escapes(&compat)?;
+            push_folded(&mut out, &compat);
         }
-        push_segment(&mut out, bare);
+        // A segment whose comparison form is empty is dropped
+        // (`/api/;x/login` is `/api//login` to a servlet container, which
+        // many then read as `/api/login`).
+        if out.len() == start + 1 {
+            out.truncate(start);
+        }
     }
     Ok(out)
 }
 
-/// Refuses a segment that NFKC turns into an escape: `．．` into `..`,
-/// `／` into `/`, `＼` into `\`. An API that normalises paths that way
-/// before resolving them would otherwise step out of the base path.
-fn refuse_compatibility_escapes(text: &str) -> Result<(), PathError> {
-    let compat: String = ComposingNormalizerBorrowed::new_nfkc()
-        .normalize_iter(text.chars())
-        .collect();
+/// Refuses a segment whose compatibility form (NFKC) is an escape: `．．`
+/// is `..`, `／` is `/`, `＼` is `\\`. An API that normalises paths that
+/// way before resolving them would otherwise step out of the base path.
+fn refuse_compatibility_escapes(compat: &str) -> Result<(), PathError> {
     if compat.contains('/') {
         return Err(PathError::EncodedSlash);
     }
@@ -273,46 +287,23 @@ fn refuse_compatibility_escapes(text: &str) -> Result<(), PathError> {
     Ok(())
 }
 
-/// Appends `/` and the comparison form of one decoded segment (already cut
-/// at `;`), or nothing if that form is empty (`/api/;x/login` is
-/// `/api//login` to a servlet container, which many then read as
-/// `/api/login`).
-///
-/// The form: cut at the first `.`; NFKC, so that fullwidth letters,
-/// ligatures, `ſ` and the Kelvin sign become the letters a normalising
-/// router sees; each character upper-cased then lower-cased, so that both a
-/// router comparing upper-case (Python's `.upper()`: `ı` → `I`, `ß` → `SS`)
-/// and one comparing lower-case (`K` → `k`) are covered. A zero-width or other invisible character is kept: NFKC keeps it and no
-/// router's case comparison drops it, so that spelling is not the route.
-fn push_segment(out: &mut String, bare: &str) {
-    let start = out.len();
-    out.push('/');
-    // One pass for ASCII (nearly every path): it is NFKC-stable and folds to
-    // its lower case. What follows the `.` does not matter, whatever it is.
-    for &byte in bare.as_bytes() {
-        match byte {
-            b'.' => break,
-            0x80.. => {
-                out.truncate(start + 1);
-                push_unicode(out, bare);
-                break;
-            }
-            _ => out.push(char::from(byte.to_ascii_lowercase())),
-        }
-    }
-    if out.len() == start + 1 {
-        out.truncate(start);
-    }
+/// Appends the comparison form of an ASCII segment (already cut at `;`):
+/// cut at the first `.`, lowercase. ASCII is NFKC-stable and folds to its
+/// lower case, so nearly every path takes this one pass.
+fn push_ascii(out: &mut String, bare: &str) {
+    let name = bare.split('.').next().unwrap_or_default();
+    out.extend(name.bytes().map(|b| char::from(b.to_ascii_lowercase())));
 }
 
-/// The comparison form of a segment that holds non-ASCII characters.
-fn push_unicode(out: &mut String, bare: &str) {
-    // The `.` and `;` cuts again after NFKC: it turns `．` (fullwidth) and
-    // `․` (one dot leader) into `.`, `；` into `;`.
-    let name = ComposingNormalizerBorrowed::new_nfkc()
-        .normalize_iter(bare.chars())
-        .take_while(|&c| c != '.' && c != ';');
-    for c in name {
+/// Appends the comparison form of a segment's compatibility form (NFKC, so
+/// that fullwidth letters, ligatures, `ſ` and the Kelvin sign are the
+/// letters a normalising router sees): cut at the first `.` or `;` (NFKC
+/// turns `．` and `․` into `.`, `；` into `;`), each character case-folded
+/// both ways. A zero-width or other invisible character is kept: NFKC keeps
+/// it and no router's case comparison drops it, so that spelling is not
+/// the route.
+fn push_folded(out: &mut String, compat: &str) {
+    for c in compat.chars().take_while(|&c| c != '.' && c != ';') {
         fold_case(out, c);
     }
 }

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use crate::forwarding::{first_element, known_scheme, Forwarding};
+use crate::forwarding::{known_scheme, Forwarding};
 use crate::headers::{strip_hop_by_hop, Headers};
 
 /// How a message body is delimited.
@@ -237,16 +237,14 @@ pub fn request_headers(
 ) -> Headers {
     strip_hop_by_hop(&mut headers);
     let trusted = forwarding.trusts(peer);
-    let public = forwarding.public_scheme_and_authority();
-    let mut host: Option<Vec<u8>> = None;
-    let mut claimed_host: Option<Vec<u8>> = None;
-    let mut claimed_proto: Option<&'static str> = None;
+    // One rule decides the browser's scheme and host, here and for the
+    // CSRF own origin; the host is copied out (a few bytes) before the
+    // headers it may come from are dropped.
+    let (proto, host) = forwarding.browser_scheme_and_host(&headers, peer, scheme);
+    let proto = known_scheme(proto).unwrap_or("http");
+    let host = host.map(|h| h.as_bytes().to_vec());
     let mut xff: Vec<u8> = Vec::new();
-    headers.retain_owned(|name, value| match name {
-        "host" => {
-            host = Some(std::mem::take(value));
-            false
-        }
+    headers.retain(|name, value| match name {
         "x-forwarded-for" => {
             if trusted {
                 if !xff.is_empty() {
@@ -256,18 +254,8 @@ pub fn request_headers(
             }
             false
         }
-        "x-forwarded-proto" => {
-            if trusted && claimed_proto.is_none() {
-                claimed_proto = first_element(value).and_then(known_scheme);
-            }
-            false
-        }
-        "x-forwarded-host" => {
-            if trusted && claimed_host.is_none() {
-                claimed_host = first_element(value).map(|h| h.as_bytes().to_vec());
-            }
-            false
-        }
+        // Replaced below.
+        "x-forwarded-proto" | "x-forwarded-host" => false,
         _ if HOP_CLAIMS.contains(&name) => trusted,
         _ => !REQUEST_DROPPED.contains(&name),
     });
@@ -280,10 +268,6 @@ pub fn request_headers(
     if !xff.is_empty() {
         headers.append("x-forwarded-for", xff);
     }
-    let (proto, host) = match public {
-        Some((scheme, authority)) => (scheme, Some(authority.as_bytes().to_vec())),
-        None => (claimed_proto.unwrap_or(scheme), claimed_host.or(host)),
-    };
     headers.append("x-forwarded-proto", proto);
     if let Some(host) = host {
         headers.append("x-forwarded-host", host);

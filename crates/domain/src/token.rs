@@ -128,6 +128,22 @@ pub struct TokenRules {
     dropped: Vec<String>,
 }
 
+/// `token.drop_client_headers` by default: a client's own `Authorization`
+/// could carry a raw token of its own.
+const DEFAULT_DROPPED: [&str; 1] = ["authorization"];
+
+/// The folded names of the client headers removed: the token's own
+/// header's and `names`.
+fn dropped_names<S: AsRef<str>>(header: &str, names: &[S]) -> Vec<String> {
+    let mut dropped = vec![fold_name(header)];
+    for name in names.iter().map(|n| fold_name(n.as_ref().trim())) {
+        if !dropped.contains(&name) {
+            dropped.push(name);
+        }
+    }
+    dropped
+}
+
 /// A header name as servers that map headers to variables see it (CGI,
 /// WSGI, Rack, PHP: `auth_token` and `auth-token` are one name): lowercase,
 /// `_` read as `-`.
@@ -187,7 +203,7 @@ impl TokenRules {
             return Err(problems);
         }
         Ok(Self {
-            dropped: vec![fold_name(&lower), "authorization".to_owned()],
+            dropped: dropped_names(&lower, &DEFAULT_DROPPED),
             header: lower,
             scheme: (!scheme.is_empty()).then(|| scheme.to_owned()),
         })
@@ -202,24 +218,21 @@ impl TokenRules {
     /// The `drop_client_headers` problem for a name that is not a header
     /// name.
     pub fn dropping<S: AsRef<str>>(mut self, names: &[S]) -> Result<Self, Vec<SettingError>> {
-        let mut problems = Vec::new();
-        let mut dropped = vec![fold_name(&self.header)];
-        for name in names {
-            let name = name.as_ref().trim();
-            if is_valid_name(name) {
-                dropped.push(fold_name(name));
-            } else {
-                problems.push(SettingError::new(
+        let problems: Vec<SettingError> = names
+            .iter()
+            .map(|name| name.as_ref().trim())
+            .filter(|name| !is_valid_name(name))
+            .map(|name| {
+                SettingError::new(
                     "drop_client_headers",
                     format!("{name:?} is not a valid header name"),
-                ));
-            }
-        }
+                )
+            })
+            .collect();
         if !problems.is_empty() {
             return Err(problems);
         }
-        dropped.dedup();
-        self.dropped = dropped;
+        self.dropped = dropped_names(&self.header, names);
         Ok(self)
     }
 
@@ -252,7 +265,7 @@ impl Default for TokenRules {
         Self {
             header: "auth-token".to_owned(),
             scheme: None,
-            dropped: vec!["auth-token".to_owned(), "authorization".to_owned()],
+            dropped: dropped_names("auth-token", &DEFAULT_DROPPED),
         }
     }
 }
