@@ -141,24 +141,41 @@ impl Forwarding {
         &'a self,
         headers: &'a Headers,
         peer: Option<IpAddr>,
-        scheme: &'a str,
+        scheme: &'static str,
     ) -> (&'a str, Option<&'a str>) {
-        if let Some(public) = &self.public_origin {
-            return (public.scheme.as_str(), Some(public.authority.as_str()));
-        }
         let trusted = self.trusts(peer);
         let claimed = |name| trusted.then(|| first_value(headers, name)).flatten();
-        let proto = claimed("x-forwarded-proto")
-            .and_then(known_scheme)
-            .unwrap_or(scheme);
-        let host = claimed("x-forwarded-host").or_else(|| headers.get_str("host"));
-        (proto, host)
+        self.decide(
+            claimed("x-forwarded-proto").and_then(known_scheme),
+            claimed("x-forwarded-host"),
+            headers.get_str("host"),
+            scheme,
+        )
+    }
+
+    /// The one rule for the browser's scheme and host, given what a request
+    /// says: `claimed_proto` and `claimed_host` from a trusted proxy (`None`
+    /// from anyone else), `host` its `Host`, `scheme` the connection's. The
+    /// public origin, when set, decides alone. Generic over how the host is
+    /// held, so that [`crate::plan::request_headers`] can keep the buffers
+    /// it takes out of the request.
+    pub(crate) fn decide<'a, H: From<&'a str>>(
+        &'a self,
+        claimed_proto: Option<&'static str>,
+        claimed_host: Option<H>,
+        host: Option<H>,
+        scheme: &'static str,
+    ) -> (&'a str, Option<H>) {
+        if let Some(public) = &self.public_origin {
+            return (public.scheme.as_str(), Some(H::from(public.authority.as_str())));
+        }
+        (claimed_proto.unwrap_or(scheme), claimed_host.or(host))
     }
 
     /// The browser's origin for a request, `scheme://host[:port]` (see
     /// [`browser_scheme_and_host`](Self::browser_scheme_and_host)); `None`
     /// when there is no host to tell it.
-    pub fn origin(&self, headers: &Headers, peer: Option<IpAddr>, scheme: &str) -> Option<String> {
+    pub fn origin(&self, headers: &Headers, peer: Option<IpAddr>, scheme: &'static str) -> Option<String> {
         let (proto, host) = self.browser_scheme_and_host(headers, peer, scheme);
         crate::csrf::normalise_origin(&format!("{proto}://{}", host?))
     }
@@ -187,7 +204,13 @@ impl Forwarding {
 /// The first comma-separated element of a header (a proxy chain lists the
 /// browser's end first), trimmed; `None` when absent, empty or not UTF-8.
 fn first_value<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
-    let first = headers.get_str(name)?.split(',').next()?.trim();
+    first_element(headers.get(name)?)
+}
+
+/// The first comma-separated element of a header value, trimmed; `None`
+/// when empty or not UTF-8.
+pub(crate) fn first_element(value: &[u8]) -> Option<&str> {
+    let first = std::str::from_utf8(value).ok()?.split(',').next()?.trim();
     (!first.is_empty()).then_some(first)
 }
 

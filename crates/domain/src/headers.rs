@@ -47,6 +47,12 @@ impl Headers {
         self.entries.retain(|(n, v)| keep(n, v));
     }
 
+    /// Keeps only the headers for which `keep(name, value)` is true; `keep`
+    /// may take the value of a header it drops (no copy).
+    pub fn retain_owned(&mut self, mut keep: impl FnMut(&str, &mut Vec<u8>) -> bool) {
+        self.entries.retain_mut(|(n, v)| keep(n, v));
+    }
+
     /// The first value of this name.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
         self.entries

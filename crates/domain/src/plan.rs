@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use crate::forwarding::{known_scheme, Forwarding};
+use crate::forwarding::{first_element, known_scheme, Forwarding};
 use crate::headers::{strip_hop_by_hop, Headers};
 
 /// How a message body is delimited.
@@ -232,19 +232,23 @@ const HOP_CLAIMS: [&str; 4] = ["forwarded", "x-real-ip", "x-original-url", "x-re
 pub fn request_headers(
     mut headers: Headers,
     peer: Option<IpAddr>,
-    scheme: &str,
+    scheme: &'static str,
     forwarding: &Forwarding,
 ) -> Headers {
     strip_hop_by_hop(&mut headers);
     let trusted = forwarding.trusts(peer);
-    // One rule decides the browser's scheme and host, here and for the
-    // CSRF own origin; the host is copied out (a few bytes) before the
-    // headers it may come from are dropped.
-    let (proto, host) = forwarding.browser_scheme_and_host(&headers, peer, scheme);
-    let proto = known_scheme(proto).unwrap_or("http");
-    let host = host.map(|h| h.as_bytes().to_vec());
+    let mut host: Option<Vec<u8>> = None;
+    let mut claimed_host: Option<Vec<u8>> = None;
+    let mut claimed_proto: Option<&'static str> = None;
     let mut xff: Vec<u8> = Vec::new();
-    headers.retain(|name, value| match name {
+    // One pass: the hop's headers are taken out (the `Host` buffer moved,
+    // not copied) and the browser's scheme and host decided below by the
+    // rule the CSRF own origin also uses (`Forwarding::decide`).
+    headers.retain_owned(|name, value| match name {
+        "host" => {
+            host = Some(std::mem::take(value));
+            false
+        }
         "x-forwarded-for" => {
             if trusted {
                 if !xff.is_empty() {
@@ -254,11 +258,22 @@ pub fn request_headers(
             }
             false
         }
-        // Replaced below.
-        "x-forwarded-proto" | "x-forwarded-host" => false,
+        "x-forwarded-proto" => {
+            if trusted && claimed_proto.is_none() {
+                claimed_proto = first_element(value).and_then(known_scheme);
+            }
+            false
+        }
+        "x-forwarded-host" => {
+            if trusted && claimed_host.is_none() {
+                claimed_host = first_element(value).map(Vec::from);
+            }
+            false
+        }
         _ if HOP_CLAIMS.contains(&name) => trusted,
         _ => !REQUEST_DROPPED.contains(&name),
     });
+    let (proto, host) = forwarding.decide(claimed_proto, claimed_host, host, scheme);
     if let Some(ip) = peer {
         if !xff.is_empty() {
             xff.extend_from_slice(b", ");
@@ -268,7 +283,7 @@ pub fn request_headers(
     if !xff.is_empty() {
         headers.append("x-forwarded-for", xff);
     }
-    headers.append("x-forwarded-proto", proto);
+    headers.append("x-forwarded-proto", proto.as_bytes());
     if let Some(host) = host {
         headers.append("x-forwarded-host", host);
     }
