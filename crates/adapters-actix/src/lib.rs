@@ -21,5 +21,5 @@ pub use demo::{DemoApiServer, DEMO_PAGE};
 pub use frontend::Frontend;
 pub use metrics::Metrics;
 pub use ops::OpsSettings;
-pub use server::{Application, ServerSettings, Settings};
+pub use server::{AppSettings, Application, ServerSettings};
 pub use upstream::{AwcUpstream, UpstreamSettings};

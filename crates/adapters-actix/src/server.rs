@@ -70,7 +70,7 @@ impl Default for ServerSettings {
 
 /// Everything the adapter needs besides the domain's rules.
 #[derive(Clone, Debug, Default)]
-pub struct Settings {
+pub struct AppSettings {
     /// `server.*`
     pub server: ServerSettings,
     /// `upstream.*`
@@ -115,7 +115,7 @@ impl Application {
     ///
     /// # Errors
     /// The listener could not be bound, or the metrics not registered.
-    pub fn build(settings: &Settings, rules: Arc<Rules>) -> io::Result<Self> {
+    pub fn build(settings: &AppSettings, rules: Arc<Rules>) -> io::Result<Self> {
         let server = &settings.server;
         let listener = TcpListener::bind((server.host.as_str(), server.port))?;
         let port = listener.local_addr()?.port();

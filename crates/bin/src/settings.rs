@@ -12,7 +12,7 @@ use std::time::Duration;
 use config::{Config, Environment, File, FileFormat, Map, Value, ValueKind};
 use serde::{Deserialize, Serialize};
 use tokenjar_adapters_actix::{
-    Frontend, OpsSettings, ServerSettings, Settings as AdapterSettings, UpstreamSettings,
+    Frontend, OpsSettings, ServerSettings, AppSettings, UpstreamSettings,
 };
 use tokenjar_domain::memory::DemoApi;
 use tokenjar_domain::{
@@ -572,7 +572,7 @@ impl Settings {
         };
         Ok(Validated {
             rules: Arc::new(rules),
-            adapter: AdapterSettings {
+            adapter: AppSettings {
                 server,
                 upstream,
                 ops,
@@ -605,7 +605,7 @@ pub struct Validated {
     /// The domain's rules.
     pub rules: Arc<Rules>,
     /// The actix adapter's settings.
-    pub adapter: AdapterSettings,
+    pub adapter: AppSettings,
     /// JSON log lines.
     pub json_logs: bool,
     /// No key was configured; a random one was made.
