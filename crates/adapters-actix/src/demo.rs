@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use tokenjar_domain::memory::DemoApi;
+use tokenjar_domain::demo::DemoApi;
 use tokenjar_domain::Clock as _;
 
 use crate::clock::SystemClock;
+use crate::random::OsRandom;
 
 /// The demo web page: log in, call the API, show the session, log out, and
 /// show what JavaScript can see (no token).
@@ -33,7 +34,8 @@ impl DemoApiServer {
     pub fn bind() -> io::Result<Self> {
         let listener = TcpListener::bind(("127.0.0.1", 0))?;
         let port = listener.local_addr()?.port();
-        let api = Arc::new(DemoApi::new(DEMO_TOKEN_LIFETIME_S));
+        let api = DemoApi::new(DEMO_TOKEN_LIFETIME_S, &OsRandom).map_err(io::Error::other)?;
+        let api = Arc::new(api);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::from(Arc::clone(&api)))

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use actix_files::NamedFile;
 use actix_web::{HttpRequest, HttpResponse};
 use percent_encoding::percent_decode_str;
-use tokenjar_domain::{FlowError, UpstreamBase};
+use tokenjar_domain::{FlowError, Pages, UpstreamBase};
 
 /// Where non-API pages come from.
 #[derive(Clone, Debug, Default)]
@@ -24,33 +24,43 @@ pub enum Frontend {
     Page(&'static str),
 }
 
-/// Serves one non-API request from this process: a file or the demo page.
+impl Frontend {
+    /// Where its pages come from, as the domain's router needs to know.
+    pub fn pages(&self) -> Pages {
+        match self {
+            Self::None => Pages::None,
+            Self::Dir(_) => Pages::Files,
+            Self::Url(_) => Pages::Forwarded,
+            Self::Page(_) => Pages::BuiltIn,
+        }
+    }
+}
+
+/// Serves the built-in page ([`tokenjar_domain::Route::PageBuiltIn`]); `html` is `None` for
+/// a path the router found nothing at ([`tokenjar_domain::Route::PageMissing`]).
 ///
 /// # Errors
-/// [`FlowError`] for a path with nothing behind it or a method other than
-/// GET and HEAD. `None` and `Url` have nothing to serve here.
-pub async fn serve(frontend: &Frontend, request: &HttpRequest) -> Result<HttpResponse, FlowError> {
-    match frontend {
-        Frontend::Page(html) => {
-            FlowError::read_only(request.method().as_str())?;
-            match request.path() {
-                "/" | "/index.html" => Ok(HttpResponse::Ok()
-                    .content_type("text/html; charset=utf-8")
-                    .insert_header(("cache-control", "no-store"))
-                    .body(*html)),
-                _ => Err(FlowError::NotFound),
-            }
-        }
-        Frontend::Dir(dir) => {
-            FlowError::read_only(request.method().as_str())?;
-            let file = resolve(dir, request.path()).ok_or(FlowError::NotFound)?;
-            let named = NamedFile::open_async(&file)
-                .await
-                .map_err(|_| FlowError::NotFound)?;
-            Ok(named.into_response(request))
-        }
-        Frontend::None | Frontend::Url(_) => Err(FlowError::NotFound),
-    }
+/// [`FlowError`] for a method other than GET and HEAD, or no page.
+pub fn page(html: Option<&'static str>, request: &HttpRequest) -> Result<HttpResponse, FlowError> {
+    FlowError::read_only(&request.method().as_str().into())?;
+    let html = html.ok_or(FlowError::NotFound)?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("cache-control", "no-store"))
+        .body(html))
+}
+
+/// Serves a file from the web app's folder ([`tokenjar_domain::Route::PageFile`]).
+///
+/// # Errors
+/// [`FlowError`] for a method other than GET and HEAD, or no such file.
+pub async fn file(dir: &Path, request: &HttpRequest) -> Result<HttpResponse, FlowError> {
+    FlowError::read_only(&request.method().as_str().into())?;
+    let file = resolve(dir, request.path()).ok_or(FlowError::NotFound)?;
+    let named = NamedFile::open_async(&file)
+        .await
+        .map_err(|_| FlowError::NotFound)?;
+    Ok(named.into_response(request))
 }
 
 /// The file for a request path: the file itself, a folder's `index.html`,

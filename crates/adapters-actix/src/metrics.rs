@@ -6,7 +6,7 @@
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
-use tokenjar_domain::{FlowError, Handled};
+use tokenjar_domain::{ErrorKind, FlowError, Handled};
 
 /// The process's metrics; shared by every worker.
 pub struct Metrics {
@@ -124,12 +124,16 @@ impl Metrics {
     /// Counts an error tokenjar answered with.
     pub fn record_error(&self, error: &FlowError) {
         let upstream = |kind: &str| self.upstream_errors.with_label_values(&[kind]).inc();
-        match error.code() {
-            "csrf" => self.csrf_refused.inc(),
-            "upstream_unavailable" => upstream("unavailable"),
-            "upstream_timeout" => upstream("timeout"),
-            "bad_login_response" => upstream("bad_login_response"),
-            _ => {}
+        match error.kind() {
+            ErrorKind::Csrf => self.csrf_refused.inc(),
+            ErrorKind::UpstreamUnavailable => upstream("unavailable"),
+            ErrorKind::UpstreamTimeout => upstream("timeout"),
+            ErrorKind::BadLoginResponse => upstream("bad_login_response"),
+            ErrorKind::BadRequest
+            | ErrorKind::NotFound
+            | ErrorKind::MethodNotAllowed
+            | ErrorKind::RequestTimeout
+            | ErrorKind::PayloadTooLarge => {}
         }
     }
 

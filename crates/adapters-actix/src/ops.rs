@@ -12,35 +12,10 @@ use actix_web::{FromRequest, HttpRequest, HttpResponse};
 use actix_web_httpauth::extractors::bearer::BearerAuth;
 use serde_json::json;
 use subtle::ConstantTimeEq;
-use tokenjar_domain::{FlowError, UpstreamError};
-
-use crate::upstream::AwcUpstream;
+use tokenjar_domain::{FlowError, Op, Upstream, UpstreamError};
 
 /// How long a readiness answer is reused.
 const READY_CACHE: Duration = Duration::from_secs(1);
-
-/// The operator endpoints.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Op {
-    /// `/healthz`
-    Health,
-    /// `/readyz`
-    Ready,
-    /// `/metrics`
-    Metrics,
-}
-
-impl Op {
-    /// The endpoint at this exact path, if any.
-    pub fn at(path: &str) -> Option<Self> {
-        match path {
-            "/healthz" => Some(Self::Health),
-            "/readyz" => Some(Self::Ready),
-            "/metrics" => Some(Self::Metrics),
-            _ => None,
-        }
-    }
-}
 
 /// Settings of the operator endpoints (the `ops.*` keys).
 #[derive(Clone, Debug, Default)]
@@ -59,7 +34,7 @@ pub struct Readiness {
 }
 
 impl Readiness {
-    async fn check(&self, upstream: &AwcUpstream, url: &str) -> Result<(), UpstreamError> {
+    async fn check(&self, upstream: &impl Upstream, url: &str) -> Result<(), UpstreamError> {
         let cached = self.last.take();
         if let Some((at, result)) = &cached {
             if at.elapsed() < READY_CACHE {
@@ -78,13 +53,13 @@ impl Readiness {
 pub async fn answer(
     op: Op,
     request: &HttpRequest,
-    upstream: &AwcUpstream,
+    upstream: &impl Upstream,
     readiness: &Readiness,
     base_url: &str,
     metrics: &crate::metrics::Metrics,
     settings: &OpsSettings,
 ) -> Result<HttpResponse, FlowError> {
-    FlowError::read_only(request.method().as_str())?;
+    FlowError::read_only(&request.method().as_str().into())?;
     match op {
         Op::Health => Ok(HttpResponse::Ok().json(json!({ "status": "ok" }))),
         Op::Ready => match readiness.check(upstream, base_url).await {

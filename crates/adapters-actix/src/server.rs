@@ -1,7 +1,9 @@
-//! The actix-web server: one handler for every path. Operator endpoints are
-//! answered here; everything else becomes a domain [`ClientRequest`] for the
-//! [`Gateway`], whose [`Reply`] is streamed back. A thin middleware counts
-//! each request and returns its request id.
+//! The actix-web server: one handler for every path. The domain's router
+//! says where each request goes; the handler matches on that [`Route`]:
+//! the operator endpoints and the web app's files are answered here,
+//! everything else becomes a domain [`ClientRequest`] for the [`Gateway`],
+//! whose [`Reply`] is streamed back. A thin middleware counts each request
+//! and returns its request id.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -15,8 +17,8 @@ use actix_web::http::{KeepAlive, Method, StatusCode};
 use actix_web::rt::signal::unix::{signal, SignalKind};
 use actix_web::{web, App, HttpMessage, HttpRequest, HttpResponse, HttpServer};
 use tokenjar_domain::{
-    request_id, BodySize, ClientRequest, FlowError, Gateway, Handled, Reply, ReplyBody, Route, RouteClass,
-    Rules,
+    request_id, BodySize, ClientRequest, FlowError, Gateway, Handled, Listener, Reply, ReplyBody, Route,
+    RouteClass, Rules,
 };
 use tracing_actix_web::TracingLogger;
 
@@ -25,7 +27,8 @@ use crate::clock::SystemClock;
 use crate::frontend::{self, Frontend};
 use crate::headers;
 use crate::metrics::Metrics;
-use crate::ops::{self, Op, OpsSettings, Readiness};
+use crate::ops::{self, OpsSettings, Readiness};
+use crate::random::OsRandom;
 use crate::telemetry::{ChosenRequestId, RequestSpan};
 use crate::upstream::{AwcUpstream, ResponseBody, UpstreamSettings};
 
@@ -81,7 +84,7 @@ pub struct AppSettings {
     pub frontend: Frontend,
 }
 
-type AwcGateway = Gateway<AwcUpstream, SystemClock>;
+type AwcGateway = Gateway<AwcUpstream, SystemClock, OsRandom>;
 
 /// What every worker shares.
 struct Shared {
@@ -116,6 +119,14 @@ impl Application {
     /// # Errors
     /// The listener could not be bound, or the metrics not registered.
     pub fn build(settings: &AppSettings, rules: Arc<Rules>) -> io::Result<Self> {
+        // The router learns what this server serves besides tokenjar's
+        // own routes: the web app's pages, and whether the operator
+        // endpoints have a listener of their own.
+        let mut rules = Arc::unwrap_or_clone(rules);
+        rules.routes = rules
+            .routes
+            .serving(settings.frontend.pages(), settings.ops.listen.is_some());
+        let rules = Arc::new(rules);
         let server = &settings.server;
         let listener = TcpListener::bind((server.host.as_str(), server.port))?;
         let port = listener.local_addr()?.port();
@@ -136,7 +147,12 @@ impl Application {
             // One client per worker: awc is not Send, and a per-worker pool
             // keeps connections warm without locking.
             let worker = Worker {
-                gateway: Gateway::new(Arc::clone(&rules), AwcUpstream::new(&upstream), SystemClock),
+                gateway: Gateway::new(
+                    Arc::clone(&rules),
+                    AwcUpstream::new(&upstream),
+                    SystemClock,
+                    OsRandom,
+                ),
                 readiness: Readiness::default(),
                 shared: Arc::clone(&shared),
             };
@@ -250,39 +266,38 @@ async fn handle(request: HttpRequest, payload: web::Payload, worker: web::Data<W
     let shared = &worker.shared;
     let head = request.method() == Method::HEAD;
     let path = request.uri().path();
-
-    // With an operator listener, it serves the operator endpoints only, and
-    // the main one no `/metrics`.
-    let op = Op::at(path);
-    let on_ops_listener =
-        shared.ops_addr.is_some() && shared.ops_addr == Some(request.app_config().local_addr());
-    let op = match op {
-        Some(Op::Metrics) if shared.ops_addr.is_some() && !on_ops_listener => None,
-        op => op,
+    let listener = if shared.ops_addr == Some(request.app_config().local_addr()) {
+        Listener::Ops
+    } else {
+        Listener::Main
     };
-    if on_ops_listener && op.is_none() {
-        request.extensions_mut().insert(RouteClass::Ops);
-        return fail(&FlowError::NotFound, &shared.metrics, head, &request);
-    }
-    if let Some(op) = op {
-        request.extensions_mut().insert(RouteClass::Ops);
-        let upstream = worker.gateway.upstream();
-        let answer = ops::answer(
-            op,
-            &request,
-            upstream,
-            &worker.readiness,
-            &shared.base_url,
-            &shared.metrics,
-            &shared.ops,
-        )
-        .await;
-        return answer.unwrap_or_else(|error| fail(&error, &shared.metrics, head, &request));
-    }
-
-    let route = worker.gateway.route(path);
+    let route = worker.gateway.route(listener, path);
     let class = route.as_ref().map_or(RouteClass::Api, Route::class);
     request.extensions_mut().insert(class);
+
+    let route = match route {
+        Ok(Route::Ops(op)) => {
+            let answer = ops::answer(
+                op,
+                &request,
+                worker.gateway.upstream(),
+                &worker.readiness,
+                &shared.base_url,
+                &shared.metrics,
+                &shared.ops,
+            )
+            .await;
+            return answer.unwrap_or_else(|error| fail(&error, &shared.metrics, head, &request));
+        }
+        Ok(Route::OpsNotFound) => return fail(&FlowError::NotFound, &shared.metrics, head, &request),
+        Err(error) => {
+            let handled = worker.gateway.refuse(error);
+            shared.metrics.record(&handled);
+            report(&handled, &request);
+            return respond(handled.reply, head);
+        }
+        Ok(route) => route,
+    };
 
     let mut headers = headers::to_domain(request.headers());
     if let Some(limit) = shared.max_body_bytes {
@@ -294,7 +309,7 @@ async fn handle(request: HttpRequest, payload: web::Payload, worker: web::Data<W
         headers.set(request_id::HEADER, id.0.as_bytes());
     }
     let client = ClientRequest {
-        method: request.method().as_str().to_owned(),
+        method: request.method().as_str().into(),
         path: path.to_owned(),
         query: request.uri().query().map(str::to_owned),
         headers,
@@ -306,12 +321,24 @@ async fn handle(request: HttpRequest, payload: web::Payload, worker: web::Data<W
             shared.client_body_timeout,
         ),
     };
-    let handled = match (&route, &shared.frontend) {
-        (Ok(Route::Outside), Frontend::Url(base)) => worker.gateway.forward(base, client).await,
-        (Ok(Route::Outside), Frontend::Dir(_) | Frontend::Page(_)) => {
-            return serve_frontend(&request, &client, &worker).await;
+    let handled = match (route, &shared.frontend) {
+        (Route::PageForwarded, Frontend::Url(base)) => worker.gateway.forward(base, client).await,
+        (Route::PageFile, Frontend::Dir(dir)) => {
+            return served(&request, &client, &worker, frontend::file(dir, &request)).await;
         }
-        _ => worker.gateway.dispatch(route, client).await,
+        (Route::PageBuiltIn, Frontend::Page(html)) => {
+            return served(&request, &client, &worker, async {
+                frontend::page(Some(html), &request)
+            })
+            .await;
+        }
+        (Route::PageMissing, _) => {
+            return served(&request, &client, &worker, async {
+                frontend::page(None, &request)
+            })
+            .await;
+        }
+        (route, _) => worker.gateway.dispatch(route, client).await,
     };
     shared.metrics.record(&handled);
     report(&handled, &request);
@@ -319,16 +346,17 @@ async fn handle(request: HttpRequest, payload: web::Payload, worker: web::Data<W
 }
 
 /// A page served from this process: the same admission rules as every
-/// tokenjar route (method, host, CSRF), then the file or the demo page.
-async fn serve_frontend(
+/// tokenjar route (method, host, CSRF), then the file or the built-in page.
+async fn served(
     request: &HttpRequest,
     client: &ClientRequest<RequestBody>,
     worker: &Worker,
+    page: impl std::future::Future<Output = Result<HttpResponse, FlowError>>,
 ) -> HttpResponse {
     let shared = &worker.shared;
     let result = match worker.gateway.admit(client) {
         Err(error) => Err(error),
-        Ok(()) => frontend::serve(&shared.frontend, request).await,
+        Ok(()) => page.await,
     };
     result.unwrap_or_else(|error| fail(&error, &shared.metrics, request.method() == Method::HEAD, request))
 }

@@ -94,16 +94,6 @@ impl AwcUpstream {
             buffer_bytes: settings.buffer_bytes,
         }
     }
-
-    /// A cheap reachability check: any HTTP answer from the API counts.
-    ///
-    /// # Errors
-    /// The [`UpstreamError`] that a real request would get.
-    pub async fn probe(&self, url: &str) -> Result<u16, UpstreamError> {
-        let response =
-            response_head(self.timeout, self.client.get(url).send(), &BodyFlags::default()).await?;
-        Ok(response.status().as_u16())
-    }
 }
 
 impl Upstream for AwcUpstream {
@@ -146,8 +136,18 @@ impl Upstream for AwcUpstream {
             (None, BodySize::Sized(n)) => outgoing.send_body(SizedStream::new(n, body)),
             (None, _) => outgoing.send_stream(body),
         };
-        let response = response_head(self.timeout, send, &flags).await?;
+        let response = response_head(self.timeout, send, &flags)
+            .await
+            .map_err(|e| naming(e, &url))?;
         Ok(convert(response, &method))
+    }
+
+    /// A cheap reachability check: any HTTP answer from the API counts.
+    async fn probe(&self, url: &str) -> Result<u16, UpstreamError> {
+        let response = response_head(self.timeout, self.client.get(url).send(), &BodyFlags::default())
+            .await
+            .map_err(|e| naming(e, url))?;
+        Ok(response.status().as_u16())
     }
 
     fn read_body(
@@ -217,14 +217,37 @@ fn body_error(error: &dyn std::fmt::Display, body: &BodyFlags) -> UpstreamError 
     }
 }
 
+/// An unreachable API's error names where it was looked for (the origin
+/// only: a path or query may carry what the client sent), so that the log
+/// line of a 502 says which address failed.
+fn naming(error: UpstreamError, url: &str) -> UpstreamError {
+    match error {
+        UpstreamError::Unavailable(detail) => {
+            UpstreamError::Unavailable(format!("{}: {detail}", origin_of(url)))
+        }
+        other => other,
+    }
+}
+
+/// `scheme://host[:port]` of an absolute URL.
+fn origin_of(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    url[after_scheme..]
+        .find('/')
+        .map_or(url, |end| &url[..after_scheme + end])
+}
+
 fn build(
     client: &awc::Client,
-    method: &str,
+    method: &tokenjar_domain::Method,
     url: &str,
     headers: Headers,
 ) -> Result<awc::ClientRequest, UpstreamError> {
-    let method = Method::from_bytes(method.as_bytes())
+    let method = Method::from_bytes(method.as_str().as_bytes())
         .map_err(|_| UpstreamError::RequestBody("the method is not a valid token".into()))?;
+    // awc decompresses nothing (built without its compression features), so
+    // bodies pass through as the API encoded them; when the request has no
+    // `Accept-Encoding`, awc adds `identity`, which the login relies on.
     let mut outgoing = client.request(method, url);
     let map = outgoing.headers_mut();
     for (name, value) in headers::to_actix(headers) {
@@ -233,7 +256,10 @@ fn build(
     Ok(outgoing)
 }
 
-fn convert(response: awc::ClientResponse, method: &str) -> UpstreamResponse<ResponseBody> {
+fn convert(
+    response: awc::ClientResponse,
+    method: &tokenjar_domain::Method,
+) -> UpstreamResponse<ResponseBody> {
     let status = response.status().as_u16();
     let headers = headers::to_domain(response.headers());
     let body_size = BodySize::of_response(method, status, &headers);
@@ -251,5 +277,30 @@ fn map_send_error(error: SendRequestError) -> UpstreamError {
             UpstreamError::Timeout
         }
         other => UpstreamError::Unavailable(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_errors_name_the_origin_only() {
+        let cases = [
+            ("http://127.0.0.1:9/v1/users?token=x", "http://127.0.0.1:9"),
+            ("http://api.internal", "http://api.internal"),
+            ("http://[::1]:8080/", "http://[::1]:8080"),
+        ];
+        for (url, origin) in cases {
+            assert_eq!(origin_of(url), origin);
+            assert_eq!(
+                naming(UpstreamError::Unavailable("refused".into()), url),
+                UpstreamError::Unavailable(format!("{origin}: refused"))
+            );
+        }
+        assert_eq!(
+            naming(UpstreamError::Timeout, "http://a/b"),
+            UpstreamError::Timeout
+        );
     }
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tokenjar_adapters_actix::{Application, DemoApiServer, Frontend, DEMO_PAGE};
+use tokenjar_adapters_actix::{Application, DemoApiServer, Frontend, OsRandom, DEMO_PAGE};
 use tokenjar_domain::CookieKeys;
 use tracing_subscriber::EnvFilter;
 
@@ -51,10 +51,16 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Keygen => {
-            println!("{}", CookieKeys::generate_base64());
-            ExitCode::SUCCESS
-        }
+        Command::Keygen => match CookieKeys::generate_base64(&OsRandom) {
+            Ok(key) => {
+                println!("{key}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tokenjar: cannot make a key: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::CheckConfig => check_config(cli.config_dir),
         Command::Serve => serve(cli.config_dir),
         Command::Demo => demo(cli.config_dir),

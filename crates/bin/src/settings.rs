@@ -12,9 +12,9 @@ use std::time::Duration;
 use config::{Config, Environment, File, FileFormat, Map, Value, ValueKind};
 use serde::{Deserialize, Serialize};
 use tokenjar_adapters_actix::{
-    Frontend, OpsSettings, ServerSettings, AppSettings, UpstreamSettings,
+    AppSettings, Frontend, OpsSettings, OsRandom, ServerSettings, UpstreamSettings,
 };
-use tokenjar_domain::memory::DemoApi;
+use tokenjar_domain::demo::DemoApi;
 use tokenjar_domain::{
     CookieJar, CookieKeys, CookiePolicy, CsrfRules, Forwarding, LoginRules, Routes, Rules, SameSite,
     SettingError, TokenRules, UpstreamBase,
@@ -536,7 +536,8 @@ impl Settings {
         };
         let ephemeral_key = policy.encrypt && keys.is_empty();
         let keys = if ephemeral_key {
-            CookieKeys::generate()
+            CookieKeys::generate(&OsRandom)
+                .map_err(|e| vec![problem("cookie.keys", format!("no key could be made: {e}"))])?
         } else {
             keys
         };
@@ -768,7 +769,7 @@ mod tests {
         // the same cookie as the proxy), and they issue a __Host- cookie.
         assert_eq!(validated.rules.cookies.policy(), &CookiePolicy::default());
         let token = "tok".parse().unwrap();
-        let issued = validated.rules.cookies.issue(&token, 1_000).unwrap();
+        let issued = validated.rules.cookies.issue(&token, 1_000, &OsRandom).unwrap();
         assert!(issued.set_cookie.starts_with("__Host-auth-token="), "{issued:?}");
         for attribute in ["; Secure", "; Path=/"] {
             assert!(issued.set_cookie.contains(attribute), "{attribute}");
@@ -814,8 +815,8 @@ mod tests {
 
     #[test]
     fn environment_overrides_with_lists_and_numbers() {
-        let k1 = CookieKeys::generate_base64();
-        let k2 = CookieKeys::generate_base64();
+        let k1 = CookieKeys::generate_base64(&OsRandom).unwrap();
+        let k2 = CookieKeys::generate_base64(&OsRandom).unwrap();
         let keys = format!("{k1},{k2}");
         let settings = load(&[
             ("TOKENJAR_SERVER__PORT", "0"),
@@ -1002,7 +1003,7 @@ mod tests {
 
     #[test]
     fn redacted_output_hides_keys() {
-        let key = CookieKeys::generate_base64();
+        let key = CookieKeys::generate_base64(&OsRandom).unwrap();
         let settings = load(&[("TOKENJAR_COOKIE__KEYS", &key)]).unwrap();
         let shown = settings.redacted_toml();
         assert!(!shown.contains(&key));

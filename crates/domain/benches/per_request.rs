@@ -8,10 +8,10 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use tokenjar_domain::memory::{json_response, InMemoryUpstream, ManualClock};
+use tokenjar_domain::memory::{json_response, InMemoryUpstream, ManualClock, SeededRandom};
 use tokenjar_domain::{
-    plan, ClientRequest, CookieJar, CookieKeys, CookiePolicy, CsrfRules, Forwarding, Gateway, Headers,
-    LoginRules, Routes, Rules, Token, TokenRules, UpstreamBase,
+    request_headers, ClientRequest, CookieJar, CookieKeys, CookiePolicy, CsrfRules, Forwarding, Gateway,
+    Headers, LoginRules, Routes, Rules, Token, TokenRules, UpstreamBase,
 };
 
 /// The allocator the tokenjar binary uses, so the numbers are the deployed ones.
@@ -27,7 +27,10 @@ fn rules() -> Rules {
         upstream: UpstreamBase::parse("http://127.0.0.1:9090/v1").unwrap(),
         token: TokenRules::default(),
         login: LoginRules::default(),
-        cookies: CookieJar::new(CookiePolicy::default(), CookieKeys::generate()),
+        cookies: CookieJar::new(
+            CookiePolicy::default(),
+            CookieKeys::generate(&SeededRandom::new(1)).unwrap(),
+        ),
         csrf: CsrfRules::default(),
         forwarding: Forwarding::default(),
     }
@@ -54,7 +57,7 @@ fn browser_headers(cookie_header: &str) -> Headers {
 fn benches(c: &mut Criterion) {
     let rules = rules();
     let token: Token = JWT.parse().unwrap();
-    let issued = rules.cookies.issue(&token, NOW).unwrap();
+    let issued = rules.cookies.issue(&token, NOW, &SeededRandom::new(2)).unwrap();
     let pair = issued.set_cookie.split(';').next().unwrap().to_owned();
     let cookie_header = format!("theme=dark; _ga=GA1.1.123456789.1700000000; {pair}; lang=en");
     let headers = browser_headers(&cookie_header);
@@ -68,8 +71,7 @@ fn benches(c: &mut Criterion) {
     c.bench_function("plan upstream headers and URL", |b| {
         b.iter(|| {
             let peer = Some([127, 0, 0, 1].into());
-            let mut planned =
-                plan::request_headers(black_box(headers.clone()), peer, "http", &rules.forwarding);
+            let mut planned = request_headers(black_box(headers.clone()), peer, "http", &rules.forwarding);
             rules.token.apply(&mut planned, Some(&token));
             black_box((planned, rules.upstream.url("/users/7/orders", Some("page=2"))))
         })
@@ -81,11 +83,11 @@ fn benches(c: &mut Criterion) {
     let clock = Arc::new(ManualClock::new(NOW));
     let upstream = InMemoryUpstream::new(|_| Ok(json_response(200, &serde_json::json!({"ok": true}))))
         .without_recording();
-    let gateway = Gateway::new(Arc::new(rules.clone()), upstream, clock);
+    let gateway = Gateway::new(Arc::new(rules.clone()), upstream, clock, SeededRandom::new(3));
     c.bench_function("whole flow: proxied GET with sealed cookie (in memory)", |b| {
         b.iter(|| {
             let request = ClientRequest {
-                method: "GET".to_owned(),
+                method: "GET".into(),
                 path: "/api/users/7/orders".to_owned(),
                 query: Some("page=2".to_owned()),
                 headers: headers.clone(),

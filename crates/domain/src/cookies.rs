@@ -13,7 +13,8 @@ use base64::Engine as _;
 use cookie::{Cookie, Key};
 use subtle::ConstantTimeEq as _;
 
-use crate::error::SettingError;
+use crate::ports::{Random, RandomError};
+use crate::setting::SettingError;
 use crate::token::{Token, TokenError};
 
 /// Browsers keep at most this many bytes of one cookie's name and value.
@@ -281,15 +282,21 @@ impl CookieKeys {
         })
     }
 
-    /// One fresh random key (from the operating system's generator).
-    pub fn generate() -> Self {
-        Self::from_keys(vec![Key::generate()])
+    /// One fresh key from `random`.
+    ///
+    /// # Errors
+    /// [`RandomError`] when `random` fails.
+    pub fn generate(random: &dyn Random) -> Result<Self, RandomError> {
+        Ok(Self::from_keys(vec![random_key(random)?]))
     }
 
-    /// A fresh random key, base64 (standard alphabet), as `tokenjar keygen`
-    /// prints it.
-    pub fn generate_base64() -> String {
-        base64::engine::general_purpose::STANDARD.encode(Key::generate().master())
+    /// A fresh key from `random`, base64 (standard alphabet), as `tokenjar
+    /// keygen` prints it.
+    ///
+    /// # Errors
+    /// [`RandomError`] when `random` fails.
+    pub fn generate_base64(random: &dyn Random) -> Result<String, RandomError> {
+        Ok(base64::engine::general_purpose::STANDARD.encode(random_key(random)?.master()))
     }
 
     /// Whether there is no key at all.
@@ -382,6 +389,9 @@ pub enum CookieError {
     /// Sealing was asked for but no key is configured.
     #[error("no cookie key to seal with")]
     NoKey,
+    /// No nonce could be had to seal with.
+    #[error(transparent)]
+    Random(#[from] RandomError),
 }
 
 /// Seals, opens, issues and deletes the auth cookie under one policy and key
@@ -415,7 +425,8 @@ impl CookieJar {
     ///
     /// # Errors
     /// [`CookieError`] when the token cannot be stored in a cookie.
-    pub fn issue(&self, token: &Token, now: i64) -> Result<IssuedCookie, CookieError> {
+    /// `random` gives the sealing nonce.
+    pub fn issue(&self, token: &Token, now: i64, random: &dyn Random) -> Result<IssuedCookie, CookieError> {
         let expires_at = if self.policy.max_age_s > 0 {
             i64::try_from(self.policy.max_age_s)
                 .ok()
@@ -424,7 +435,7 @@ impl CookieJar {
             token.jwt_exp()
         };
         let value = if self.policy.encrypt {
-            self.seal(token, expires_at)?
+            self.seal(token, expires_at, random)?
         } else {
             // Percent-encoded so that a token with `;`, `,` or a space cannot
             // break out of the cookie value.
@@ -546,17 +557,30 @@ impl CookieJar {
     }
 
     /// The sealed plaintext is `<expires_at or empty>:<token>`: the expiry
-    /// travels inside the AEAD so a copied cookie cannot outlive it.
-    fn seal(&self, token: &Token, expires_at: Option<i64>) -> Result<String, CookieError> {
-        let key = self.keys.keys.first().ok_or(CookieError::NoKey)?;
+    /// travels inside the AEAD so a copied cookie cannot outlive it. The
+    /// value is what the `cookie` crate's private jar writes (and
+    /// [`CookieKeys::open`] reads): `base64(nonce ‖ ciphertext ‖ tag)`, the
+    /// cookie name as associated data, AES-256-GCM under the first key;
+    /// only the nonce comes from the [`Random`] port instead of the OS.
+    fn seal(
+        &self,
+        token: &Token,
+        expires_at: Option<i64>,
+        random: &dyn Random,
+    ) -> Result<String, CookieError> {
+        let cipher = self.keys.openers.first().ok_or(CookieError::NoKey)?;
         let exp = expires_at.map(|e| e.to_string()).unwrap_or_default();
-        let plaintext = format!("{exp}:{}", token.expose());
-        let mut jar = cookie::CookieJar::new();
-        jar.private_mut(key)
-            .add(Cookie::new(self.policy.name.clone(), plaintext));
-        jar.get(&self.policy.name)
-            .map(|c| c.value().to_owned())
-            .ok_or(CookieError::NoKey)
+        let mut sealed = vec![0; NONCE_LEN];
+        random.fill(&mut sealed)?;
+        let nonce = *Nonce::from_slice(&sealed);
+        let mut text = format!("{exp}:{}", token.expose()).into_bytes();
+        // Fails only for a plaintext beyond AES-GCM's limit (64 GiB).
+        let tag = cipher
+            .encrypt_in_place_detached(&nonce, self.policy.name.as_bytes(), &mut text)
+            .map_err(|_| CookieError::TooLarge)?;
+        sealed.extend_from_slice(&text);
+        sealed.extend_from_slice(&tag);
+        Ok(base64::engine::general_purpose::STANDARD.encode(sealed))
     }
 
     fn unseal(&self, value: &str) -> Option<(Token, Option<i64>)> {
@@ -648,9 +672,21 @@ fn worse(so_far: Option<Rejection>, why: Rejection) -> Rejection {
     }
 }
 
+/// A fresh key of [`KEY_LEN`] bytes from `random`.
+fn random_key(random: &dyn Random) -> Result<Key, RandomError> {
+    let mut bytes = [0; KEY_LEN];
+    random.fill(&mut bytes)?;
+    Ok(Key::from(&bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memory::SeededRandom;
+
+    /// Nonces and keys for these tests: different on each call, the same
+    /// on each run.
+    static RANDOM: SeededRandom = SeededRandom::new(7);
 
     const NOW: i64 = 1_700_000_000;
 
@@ -659,7 +695,7 @@ mod tests {
     }
 
     fn jar() -> CookieJar {
-        jar_with(CookiePolicy::default(), CookieKeys::generate())
+        jar_with(CookiePolicy::default(), CookieKeys::generate(&RANDOM).unwrap())
     }
 
     fn tok(s: &str) -> Token {
@@ -698,10 +734,28 @@ mod tests {
             "with spaces; and, commas=\"quotes\"",
             &"x".repeat(2000),
         ] {
-            let issued = jar.issue(&tok(t), NOW).unwrap();
+            let issued = jar.issue(&tok(t), NOW, &RANDOM).unwrap();
             let state = jar.open([pair(&issued.set_cookie).as_bytes()], NOW);
             assert_eq!(state.token().map(Token::expose), Some(t));
         }
+    }
+
+    #[test]
+    fn sealing_matches_the_cookie_crates_private_jar() {
+        // Sealed here with a nonce from the port: the `cookie` crate's own
+        // private jar opens it, so the format is the crate's.
+        let jar = jar();
+        let key = &jar.keys.keys[0];
+        let issued = jar.issue(&tok("tok"), NOW, &RANDOM).unwrap();
+        let (name, value) = pair(&issued.set_cookie)
+            .split_once('=')
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .unwrap();
+        let mut theirs = cookie::CookieJar::new();
+        theirs.add_original(Cookie::new(name.clone(), value));
+        let opened = theirs.private(key).get(&name).unwrap();
+        // No expiry under the default policy: `<empty>:<token>`.
+        assert_eq!(opened.value(), ":tok");
     }
 
     #[test]
@@ -724,7 +778,7 @@ mod tests {
             })
         );
         // And what tokenjar seals, the `cookie` crate opens.
-        let issued = jar.issue(&tok("tok-2"), NOW).unwrap();
+        let issued = jar.issue(&tok("tok-2"), NOW, &RANDOM).unwrap();
         let opened = cookie::CookieJar::new()
             .private(key)
             .decrypt(Cookie::new(DEFAULT_NAME, value(&issued.set_cookie)))
@@ -742,16 +796,16 @@ mod tests {
     fn sealed_value_never_contains_the_token() {
         let jar = jar();
         let token = tok("super-secret-token-value");
-        let issued = jar.issue(&token, NOW).unwrap();
+        let issued = jar.issue(&token, NOW, &RANDOM).unwrap();
         assert!(!issued.set_cookie.contains("super-secret"));
         // Sealing twice gives different values (fresh nonce).
-        let again = jar.issue(&token, NOW).unwrap();
+        let again = jar.issue(&token, NOW, &RANDOM).unwrap();
         assert_ne!(value(&issued.set_cookie), value(&again.set_cookie));
     }
 
     #[test]
     fn attributes_follow_the_policy() {
-        let issued = jar().issue(&tok("t"), NOW).unwrap().set_cookie;
+        let issued = jar().issue(&tok("t"), NOW, &RANDOM).unwrap().set_cookie;
         // By default a __Host- cookie, which browsers take only when Secure,
         // host-only and Path=/.
         assert!(issued.starts_with("__Host-auth-token="), "{issued}");
@@ -770,8 +824,8 @@ mod tests {
             max_age_s: 600,
             encrypt: true,
         };
-        let issued = jar_with(policy, CookieKeys::generate())
-            .issue(&tok("t"), NOW)
+        let issued = jar_with(policy, CookieKeys::generate(&RANDOM).unwrap())
+            .issue(&tok("t"), NOW, &RANDOM)
             .unwrap();
         assert_eq!(issued.expires_at, Some(NOW + 600));
         let s = issued.set_cookie;
@@ -791,11 +845,11 @@ mod tests {
     #[test]
     fn expiry_follows_the_jwt_exp_unless_max_age_is_set() {
         let jar = jar();
-        let issued = jar.issue(&jwt_with_exp(NOW + 3600), NOW).unwrap();
+        let issued = jar.issue(&jwt_with_exp(NOW + 3600), NOW, &RANDOM).unwrap();
         assert_eq!(issued.expires_at, Some(NOW + 3600));
         assert!(issued.set_cookie.contains("Max-Age=3600"));
         // Already-expired token: the browser is told to drop it at once.
-        let stale = jar.issue(&jwt_with_exp(NOW - 5), NOW).unwrap();
+        let stale = jar.issue(&jwt_with_exp(NOW - 5), NOW, &RANDOM).unwrap();
         assert!(stale.set_cookie.contains("Max-Age=0"));
 
         let fixed = jar_with(
@@ -803,9 +857,9 @@ mod tests {
                 max_age_s: 60,
                 ..CookiePolicy::default()
             },
-            CookieKeys::generate(),
+            CookieKeys::generate(&RANDOM).unwrap(),
         );
-        let issued = fixed.issue(&jwt_with_exp(NOW + 3600), NOW).unwrap();
+        let issued = fixed.issue(&jwt_with_exp(NOW + 3600), NOW, &RANDOM).unwrap();
         assert_eq!(issued.expires_at, Some(NOW + 60));
         assert!(issued.set_cookie.contains("Max-Age=60"));
     }
@@ -813,7 +867,7 @@ mod tests {
     #[test]
     fn an_expired_session_is_rejected_when_opened() {
         let jar = jar();
-        let issued = jar.issue(&jwt_with_exp(NOW + 10), NOW).unwrap();
+        let issued = jar.issue(&jwt_with_exp(NOW + 10), NOW, &RANDOM).unwrap();
         let header = pair(&issued.set_cookie);
         assert!(matches!(
             jar.open([header.as_bytes()], NOW + 9),
@@ -848,13 +902,13 @@ mod tests {
     #[test]
     fn tampered_or_foreign_cookies_are_rejected() {
         let jar = jar();
-        let issued = jar.issue(&tok("tok"), NOW).unwrap();
+        let issued = jar.issue(&tok("tok"), NOW, &RANDOM).unwrap();
         let good = value(&issued.set_cookie);
         let mut flipped = good.clone().into_bytes();
         flipped[5] = if flipped[5] == b'A' { b'B' } else { b'A' };
         let flipped = String::from_utf8(flipped).unwrap();
-        let other_key = jar_with(CookiePolicy::default(), CookieKeys::generate())
-            .issue(&tok("tok"), NOW)
+        let other_key = jar_with(CookiePolicy::default(), CookieKeys::generate(&RANDOM).unwrap())
+            .issue(&tok("tok"), NOW, &RANDOM)
             .unwrap();
         let cases = vec![
             sent(&flipped),
@@ -876,7 +930,7 @@ mod tests {
 
     #[test]
     fn a_cookie_sealed_under_another_name_does_not_open() {
-        let keys = CookieKeys::from_base64(&[CookieKeys::generate_base64()]).unwrap();
+        let keys = CookieKeys::from_base64(&[CookieKeys::generate_base64(&RANDOM).unwrap()]).unwrap();
         let other = jar_with(
             CookiePolicy {
                 name: "other".into(),
@@ -884,7 +938,7 @@ mod tests {
             },
             keys.clone(),
         );
-        let issued = other.issue(&tok("tok"), NOW).unwrap();
+        let issued = other.issue(&tok("tok"), NOW, &RANDOM).unwrap();
         let jar = jar_with(CookiePolicy::default(), keys);
         let header = sent(&value(&issued.set_cookie));
         assert_eq!(
@@ -896,7 +950,7 @@ mod tests {
     #[test]
     fn duplicated_and_quoted_cookies() {
         let jar = jar();
-        let good = pair(&jar.issue(&tok("tok"), NOW).unwrap().set_cookie);
+        let good = pair(&jar.issue(&tok("tok"), NOW, &RANDOM).unwrap().set_cookie);
         let quoted = sent(&format!("\"{}\"", value(&good)));
         let junk = sent("junk");
         let cases = vec![
@@ -946,7 +1000,7 @@ mod tests {
 
     /// The `name=value` a browser sends back for `token` sealed by `jar`.
     fn cookie_for(jar: &CookieJar, token: &Token) -> String {
-        pair(&jar.issue(token, NOW).unwrap().set_cookie)
+        pair(&jar.issue(token, NOW, &RANDOM).unwrap().set_cookie)
     }
 
     #[test]
@@ -961,7 +1015,7 @@ mod tests {
         let expired_attacker = cookie_for(&jar, &jwt_with_exp(NOW));
         // Well-formed, right length, other key: fails only at the AES-GCM tag.
         let foreign = cookie_for(
-            &jar_with(CookiePolicy::default(), CookieKeys::generate()),
+            &jar_with(CookiePolicy::default(), CookieKeys::generate(&RANDOM).unwrap()),
             &tok("x"),
         );
 
@@ -1090,7 +1144,7 @@ mod tests {
                 max_age_s: 60,
                 ..CookiePolicy::default()
             },
-            CookieKeys::generate(),
+            CookieKeys::generate(&RANDOM).unwrap(),
         );
         let long = CookieJar::new(
             CookiePolicy {
@@ -1128,7 +1182,7 @@ mod tests {
         let jar = jar();
         let good = cookie_for(&jar, &tok("tok"));
         let foreign = cookie_for(
-            &jar_with(CookiePolicy::default(), CookieKeys::generate()),
+            &jar_with(CookiePolicy::default(), CookieKeys::generate(&RANDOM).unwrap()),
             &tok("x"),
         );
         let count = |headers: &[String]| {
@@ -1173,7 +1227,7 @@ mod tests {
         let distinct: Vec<String> = (0..50)
             .map(|i| {
                 cookie_for(
-                    &jar_with(CookiePolicy::default(), CookieKeys::generate()),
+                    &jar_with(CookiePolicy::default(), CookieKeys::generate(&RANDOM).unwrap()),
                     &tok(&format!("x{i}")),
                 )
             })
@@ -1192,8 +1246,8 @@ mod tests {
 
     #[test]
     fn rotation_first_key_seals_all_keys_open() {
-        let k1 = CookieKeys::generate_base64();
-        let k2 = CookieKeys::generate_base64();
+        let k1 = CookieKeys::generate_base64(&RANDOM).unwrap();
+        let k2 = CookieKeys::generate_base64(&RANDOM).unwrap();
         let old = jar_with(CookiePolicy::default(), CookieKeys::from_base64(&[&k1]).unwrap());
         let rotated = jar_with(
             CookiePolicy::default(),
@@ -1201,11 +1255,11 @@ mod tests {
         );
         let retired = jar_with(CookiePolicy::default(), CookieKeys::from_base64(&[&k2]).unwrap());
 
-        let old_cookie = pair(&old.issue(&tok("tok"), NOW).unwrap().set_cookie);
+        let old_cookie = pair(&old.issue(&tok("tok"), NOW, &RANDOM).unwrap().set_cookie);
         assert!(rotated.open([old_cookie.as_bytes()], NOW).token().is_some());
         assert!(retired.open([old_cookie.as_bytes()], NOW).token().is_none());
 
-        let new_cookie = pair(&rotated.issue(&tok("tok"), NOW).unwrap().set_cookie);
+        let new_cookie = pair(&rotated.issue(&tok("tok"), NOW, &RANDOM).unwrap().set_cookie);
         assert!(retired.open([new_cookie.as_bytes()], NOW).token().is_some());
         assert!(old.open([new_cookie.as_bytes()], NOW).token().is_none());
     }
@@ -1219,9 +1273,9 @@ mod tests {
             },
             CookieKeys::from_base64::<&str>(&[]).unwrap(),
         );
-        let issued = jar.issue(&tok("plain-tok"), NOW).unwrap();
+        let issued = jar.issue(&tok("plain-tok"), NOW, &RANDOM).unwrap();
         assert_eq!(pair(&issued.set_cookie), sent("plain-tok"));
-        let odd = jar.issue(&tok("a; b=c"), NOW).unwrap();
+        let odd = jar.issue(&tok("a; b=c"), NOW, &RANDOM).unwrap();
         assert!(!pair(&odd.set_cookie).contains(';'));
         let state = jar.open([pair(&odd.set_cookie).as_bytes()], NOW);
         assert_eq!(state.token().map(Token::expose), Some("a; b=c"));
@@ -1237,7 +1291,7 @@ mod tests {
             CookiePolicy::default(),
             CookieKeys::from_base64::<&str>(&[]).unwrap(),
         );
-        assert_eq!(jar.issue(&tok("t"), NOW), Err(CookieError::NoKey));
+        assert_eq!(jar.issue(&tok("t"), NOW, &RANDOM), Err(CookieError::NoKey));
         assert_eq!(
             jar.open([sent("abc").as_bytes()], NOW),
             CookieState::Rejected(Rejection::Unopenable)
@@ -1252,7 +1306,7 @@ mod tests {
             domain: Some("example.com".into()),
             ..CookiePolicy::default()
         };
-        let removal = jar_with(policy, CookieKeys::generate()).removal();
+        let removal = jar_with(policy, CookieKeys::generate(&RANDOM).unwrap()).removal();
         assert!(removal.starts_with("sid=;"), "{removal}");
         for attr in ["Max-Age=0", "Path=/app", "Domain=example.com", "HttpOnly"] {
             assert!(removal.contains(attr), "{attr} missing in {removal}");
@@ -1266,7 +1320,7 @@ mod tests {
             Err(KeyError::NotBase64 { index: 0 })
         );
         let short = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
-        let good = CookieKeys::generate_base64();
+        let good = CookieKeys::generate_base64(&RANDOM).unwrap();
         assert_eq!(
             CookieKeys::from_base64(&[good.as_str(), short.as_str()]).map(|_| ()),
             Err(KeyError::WrongLength { index: 1, len: 32 })
@@ -1276,7 +1330,7 @@ mod tests {
         assert!(!format!("{keys:?}").contains(&good[..10]));
         let decoded = base64::engine::general_purpose::STANDARD.decode(&good).unwrap();
         assert_eq!(decoded.len(), KEY_LEN);
-        assert_ne!(good, CookieKeys::generate_base64());
+        assert_ne!(good, CookieKeys::generate_base64(&RANDOM).unwrap());
     }
 
     #[test]

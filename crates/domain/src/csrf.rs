@@ -3,8 +3,10 @@
 //! without a CORS preflight, which tokenjar never grants) and must not come
 //! from a foreign `Origin` or announce itself as `Sec-Fetch-Site: cross-site`.
 
-use crate::error::SettingError;
+use crate::forwarding::normalise_origin;
 use crate::headers::{is_valid_name, Headers};
+use crate::method::Method;
+use crate::setting::SettingError;
 
 /// Why a request was refused as a possible forgery (403 `csrf`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -85,7 +87,7 @@ impl CsrfRules {
     /// [`CsrfRefusal`] saying which rule the request breaks.
     pub fn check(
         &self,
-        method: &str,
+        method: &Method,
         headers: &Headers,
         own_origin: impl FnOnce() -> Option<String>,
     ) -> Result<(), CsrfRefusal> {
@@ -101,7 +103,7 @@ impl CsrfRules {
     /// [`CsrfRefusal`] saying which rule the request breaks.
     pub fn check_every_method(
         &self,
-        method: &str,
+        method: &Method,
         headers: &Headers,
         own_origin: impl FnOnce() -> Option<String>,
     ) -> Result<(), CsrfRefusal> {
@@ -110,13 +112,14 @@ impl CsrfRules {
 
     fn check_as(
         &self,
-        method: &str,
+        method: &Method,
         headers: &Headers,
         own_origin: impl FnOnce() -> Option<String>,
         every_method: bool,
     ) -> Result<(), CsrfRefusal> {
-        let preflight = method == "OPTIONS" && headers.contains("access-control-request-method");
-        if is_safe(method) && !preflight && !every_method {
+        let preflight = *method == Method::Options && headers.contains("access-control-request-method");
+        // Safe methods change nothing (RFC 9110 §9.2.1) and are not checked.
+        if method.is_safe() && !preflight && !every_method {
             return Ok(());
         }
         if let Some(origin) = headers.get("origin") {
@@ -154,32 +157,6 @@ impl CsrfRules {
     }
 }
 
-/// GET, HEAD and OPTIONS change nothing (RFC 9110 §9.2.1) and are not checked.
-pub fn is_safe(method: &str) -> bool {
-    matches!(method, "GET" | "HEAD" | "OPTIONS")
-}
-
-/// `scheme://host[:port]`, lowercase, default port dropped; `None` for
-/// anything with a path, query, credentials or an unknown scheme.
-pub(crate) fn normalise_origin(text: &str) -> Option<String> {
-    let url = url::Url::parse(text).ok()?;
-    let plain = matches!(url.scheme(), "http" | "https")
-        && url.path() == "/"
-        && !text.ends_with('/')
-        && url.query().is_none()
-        && url.fragment().is_none()
-        && url.username().is_empty()
-        && url.password().is_none();
-    if !plain {
-        return None;
-    }
-    let host = url.host_str()?;
-    Some(match url.port() {
-        Some(port) => format!("{}://{host}:{port}", url.scheme()),
-        None => format!("{}://{host}", url.scheme()),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,7 +173,7 @@ mod tests {
     fn check(rules: &CsrfRules, method: &str, headers: &[(&str, &str)], expected: Result<(), CsrfRefusal>) {
         let headers = h(headers);
         assert_eq!(
-            rules.check(method, &headers, || own(&headers)),
+            rules.check(&method.into(), &headers, || own(&headers)),
             expected,
             "{method} {headers:?}"
         );
@@ -255,7 +232,7 @@ mod tests {
         let mut bytes = h(&[HOST, TOKEN]);
         bytes.append("origin", vec![0xff, 0xfe]);
         assert_eq!(
-            rules.check("POST", &bytes, || own(&bytes)),
+            rules.check(&Method::Post, &bytes, || own(&bytes)),
             Err(CsrfRefusal::ForeignOrigin)
         );
     }
@@ -268,7 +245,7 @@ mod tests {
             ("origin", "https://app.example"),
             TOKEN,
         ]);
-        let check = |own: Option<&str>| rules.check("POST", &headers, || own.map(str::to_owned));
+        let check = |own: Option<&str>| rules.check(&Method::Post, &headers, || own.map(str::to_owned));
         assert_eq!(check(Some("https://app.example")), Ok(()));
         assert_eq!(
             check(Some("http://10.0.0.5:8080")),
@@ -284,7 +261,7 @@ mod tests {
             TOKEN,
         ]);
         assert_eq!(
-            rules.check("POST", &claimed, || own(&claimed)),
+            rules.check(&Method::Post, &claimed, || own(&claimed)),
             Err(CsrfRefusal::ForeignOrigin)
         );
     }
@@ -294,7 +271,7 @@ mod tests {
         let rules = CsrfRules::default();
         let every = |method: &str, pairs: &[(&str, &str)]| {
             let headers = h(pairs);
-            rules.check_every_method(method, &headers, || own(&headers))
+            rules.check_every_method(&method.into(), &headers, || own(&headers))
         };
         for method in ["GET", "HEAD", "OPTIONS", "POST"] {
             assert_eq!(

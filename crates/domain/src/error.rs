@@ -5,10 +5,11 @@ use serde_json::json;
 
 use crate::cookies::CookieError;
 use crate::csrf::CsrfRefusal;
+use crate::exchange::Reply;
 use crate::login::LoginError;
-use crate::path::PathError;
-use crate::plan::Reply;
+use crate::method::Method;
 use crate::ports::{BodyReadError, UpstreamError};
+use crate::routes::PathError;
 
 /// Everything that ends a request with an error tokenjar made.
 ///
@@ -58,8 +59,8 @@ impl FlowError {
     ///
     /// # Errors
     /// [`FlowError::MethodNotAllowed`] for any other method.
-    pub fn read_only(method: &str) -> Result<(), Self> {
-        if matches!(method, "GET" | "HEAD") {
+    pub fn read_only(method: &Method) -> Result<(), Self> {
+        if method.is_read_only() {
             Ok(())
         } else {
             Err(Self::MethodNotAllowed { allow: "GET, HEAD" })
@@ -69,29 +70,29 @@ impl FlowError {
     /// HTTP status.
     pub fn status(&self) -> u16 {
         match self.kind() {
-            Kind::BadRequest => 400,
-            Kind::Csrf => 403,
-            Kind::NotFound => 404,
-            Kind::MethodNotAllowed => 405,
-            Kind::RequestTimeout => 408,
-            Kind::PayloadTooLarge => 413,
-            Kind::UpstreamUnavailable | Kind::BadLoginResponse => 502,
-            Kind::UpstreamTimeout => 504,
+            ErrorKind::BadRequest => 400,
+            ErrorKind::Csrf => 403,
+            ErrorKind::NotFound => 404,
+            ErrorKind::MethodNotAllowed => 405,
+            ErrorKind::RequestTimeout => 408,
+            ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::UpstreamUnavailable | ErrorKind::BadLoginResponse => 502,
+            ErrorKind::UpstreamTimeout => 504,
         }
     }
 
     /// The SPEC §8 `error` code.
     pub fn code(&self) -> &'static str {
         match self.kind() {
-            Kind::BadRequest => "bad_request",
-            Kind::Csrf => "csrf",
-            Kind::NotFound => "not_found",
-            Kind::MethodNotAllowed => "method_not_allowed",
-            Kind::RequestTimeout => "request_timeout",
-            Kind::PayloadTooLarge => "payload_too_large",
-            Kind::UpstreamUnavailable => "upstream_unavailable",
-            Kind::BadLoginResponse => "bad_login_response",
-            Kind::UpstreamTimeout => "upstream_timeout",
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::Csrf => "csrf",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::MethodNotAllowed => "method_not_allowed",
+            ErrorKind::RequestTimeout => "request_timeout",
+            ErrorKind::PayloadTooLarge => "payload_too_large",
+            ErrorKind::UpstreamUnavailable => "upstream_unavailable",
+            ErrorKind::BadLoginResponse => "bad_login_response",
+            ErrorKind::UpstreamTimeout => "upstream_timeout",
         }
     }
 
@@ -122,27 +123,28 @@ impl FlowError {
         }
     }
 
-    fn kind(&self) -> Kind {
+    /// The kind of error, one per SPEC §8 code.
+    pub fn kind(&self) -> ErrorKind {
         match self {
             Self::BadPath(_) | Self::BadRequest(_) | Self::Upstream(UpstreamError::RequestBody(_)) => {
-                Kind::BadRequest
+                ErrorKind::BadRequest
             }
-            Self::Csrf(_) => Kind::Csrf,
-            Self::NotFound => Kind::NotFound,
-            Self::MethodNotAllowed { .. } => Kind::MethodNotAllowed,
-            Self::Upstream(UpstreamError::RequestBodyTimeout) => Kind::RequestTimeout,
+            Self::Csrf(_) => ErrorKind::Csrf,
+            Self::NotFound => ErrorKind::NotFound,
+            Self::MethodNotAllowed { .. } => ErrorKind::MethodNotAllowed,
+            Self::Upstream(UpstreamError::RequestBodyTimeout) => ErrorKind::RequestTimeout,
             Self::PayloadTooLarge | Self::Upstream(UpstreamError::RequestBodyTooLarge) => {
-                Kind::PayloadTooLarge
+                ErrorKind::PayloadTooLarge
             }
             Self::Upstream(UpstreamError::Unavailable(_)) | Self::LoginBody(BodyReadError::Failed(_)) => {
-                Kind::UpstreamUnavailable
+                ErrorKind::UpstreamUnavailable
             }
             Self::Upstream(UpstreamError::Timeout) | Self::LoginBody(BodyReadError::Timeout) => {
-                Kind::UpstreamTimeout
+                ErrorKind::UpstreamTimeout
             }
             Self::BadLogin(_)
             | Self::LoginBody(BodyReadError::TooLarge | BodyReadError::Incomplete)
-            | Self::Cookie(_) => Kind::BadLoginResponse,
+            | Self::Cookie(_) => ErrorKind::BadLoginResponse,
         }
     }
 
@@ -164,28 +166,6 @@ impl FlowError {
     }
 }
 
-/// One problem with a setting, naming the key within its section (e.g.
-/// `same_site` for `cookie.same_site`) so that a caller can report it
-/// beside every other problem at once.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: {message}")]
-pub struct SettingError {
-    /// The key at fault, within its section.
-    pub key: &'static str,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl SettingError {
-    /// A problem with `key`.
-    pub fn new(key: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            key,
-            message: message.into(),
-        }
-    }
-}
-
 /// The fixed `{error, message}` pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ErrorBody {
@@ -202,23 +182,34 @@ impl ErrorBody {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Kind {
+/// The kinds of error, one per SPEC §8 code: what metrics and logs group
+/// errors by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// 400 `bad_request`
     BadRequest,
+    /// 403 `csrf`
     Csrf,
+    /// 404 `not_found`
     NotFound,
+    /// 405 `method_not_allowed`
     MethodNotAllowed,
+    /// 408 `request_timeout`
     RequestTimeout,
+    /// 413 `payload_too_large`
     PayloadTooLarge,
+    /// 502 `upstream_unavailable`
     UpstreamUnavailable,
+    /// 502 `bad_login_response`
     BadLoginResponse,
+    /// 504 `upstream_timeout`
     UpstreamTimeout,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::ReplyBody;
+    use crate::exchange::ReplyBody;
 
     #[test]
     fn statuses_and_codes_follow_the_spec() {

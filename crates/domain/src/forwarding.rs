@@ -5,8 +5,8 @@
 
 use std::net::IpAddr;
 
-use crate::error::SettingError;
 use crate::headers::Headers;
+use crate::setting::SettingError;
 
 /// A block of addresses, `10.0.0.0/8` or `fd00::/8`; a bare address is a
 /// block of one.
@@ -89,7 +89,7 @@ impl Forwarding {
         let public_origin = if public_origin.trim().is_empty() {
             None
         } else {
-            match crate::csrf::normalise_origin(public_origin.trim()) {
+            match normalise_origin(public_origin.trim()) {
                 Some(origin) => {
                     let (scheme, authority) = origin.split_once("://").unwrap_or(("", ""));
                     Some(PublicOrigin {
@@ -157,7 +157,7 @@ impl Forwarding {
     /// says: `claimed_proto` and `claimed_host` from a trusted proxy (`None`
     /// from anyone else), `host` its `Host`, `scheme` the connection's. The
     /// public origin, when set, decides alone. Generic over how the host is
-    /// held, so that [`crate::plan::request_headers`] can keep the buffers
+    /// held, so that [`crate::relay::request_headers`] can keep the buffers
     /// it takes out of the request.
     pub(crate) fn decide<'a, H: From<&'a str>>(
         &'a self,
@@ -177,7 +177,7 @@ impl Forwarding {
     /// when there is no host to tell it.
     pub fn origin(&self, headers: &Headers, peer: Option<IpAddr>, scheme: &'static str) -> Option<String> {
         let (proto, host) = self.browser_scheme_and_host(headers, peer, scheme);
-        crate::csrf::normalise_origin(&format!("{proto}://{}", host?))
+        normalise_origin(&format!("{proto}://{}", host?))
     }
 
     /// With a public origin, whether the request was addressed to it: its
@@ -223,6 +223,27 @@ pub(crate) fn known_scheme(claim: &str) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// `scheme://host[:port]`, lowercase, default port dropped; `None` for
+/// anything with a path, query, credentials or an unknown scheme.
+pub(crate) fn normalise_origin(text: &str) -> Option<String> {
+    let url = url::Url::parse(text).ok()?;
+    let plain = matches!(url.scheme(), "http" | "https")
+        && url.path() == "/"
+        && !text.ends_with('/')
+        && url.query().is_none()
+        && url.fragment().is_none()
+        && url.username().is_empty()
+        && url.password().is_none();
+    if !plain {
+        return None;
+    }
+    let host = url.host_str()?;
+    Some(match url.port() {
+        Some(port) => format!("{}://{host}:{port}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
+    })
 }
 
 #[cfg(test)]

@@ -1,55 +1,81 @@
 //! tokenjar's rules, free of I/O: how the auth cookie is sealed and opened, how
-//! a login response gives up its token, how a browser request becomes an
-//! upstream request, and the request flow that ties them together behind ports.
+//! a login response gives up its token, where each request path goes, how a
+//! browser request becomes an upstream request, and the request flow that ties
+//! them together behind ports.
 //!
-//! The crate has no actix, awc or tokio dependency. A server-side renderer or
-//! any other Rust program can use [`CookieJar`] and [`TokenRules`] to open the
-//! auth cookie from a `Cookie` header and build the upstream header exactly as
-//! the proxy does, and [`memory`] holds in-memory adapters so that the whole
-//! [`Gateway`] flow runs in tests without a socket.
+//! The crate has no actix, awc or tokio dependency, and reads neither the
+//! clock nor the operating system's random generator itself: time and
+//! randomness come in through the [`Clock`] and [`Random`] ports, the API
+//! through the [`Upstream`] port. A server-side renderer or any other Rust
+//! program can use [`CookieJar`] and [`TokenRules`] to open the auth cookie
+//! from a `Cookie` header and build the upstream header exactly as the proxy
+//! does.
+//!
+//! Features: `test-util` adds the `memory` module (in-memory adapters of the
+//! ports, so that the whole [`Gateway`] flow runs in tests without a socket)
+//! and the `oracle` module; `demo` adds the `demo` module (the demo API of
+//! `tokenjar demo`).
 //!
 //! ```
-//! use tokenjar_domain::{CookieJar, CookiePolicy, CookieKeys, CookieState, SameSite};
+//! use tokenjar_domain::{CookieJar, CookieKeys, CookiePolicy, CookieState, Random, RandomError};
 //!
-//! let keys = CookieKeys::generate();
-//! let jar = CookieJar::new(CookiePolicy::default(), keys);
-//! let issued = jar.issue(&"tok".parse().unwrap(), 1_000).unwrap();
+//! /// Randomness comes from the caller: the operating system's generator in
+//! /// production, anything reproducible in a test.
+//! struct Dice;
+//! impl Random for Dice {
+//!     fn fill(&self, dest: &mut [u8]) -> Result<(), RandomError> {
+//!         dest.fill(4);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let jar = CookieJar::new(CookiePolicy::default(), CookieKeys::generate(&Dice).unwrap());
+//! let issued = jar.issue(&"tok".parse().unwrap(), 1_000, &Dice).unwrap();
 //! // The browser sends back `name=value`.
 //! let header = issued.set_cookie.split(';').next().unwrap().to_owned();
 //! match jar.open([header.as_bytes()], 1_000) {
 //!     CookieState::Valid(session) => assert_eq!(session.token.expose(), "tok"),
 //!     other => panic!("{other:?}"),
 //! }
-//! # let _ = SameSite::Lax;
 //! ```
 
-pub mod cookies;
-pub mod csrf;
-pub mod error;
-pub mod flow;
-pub mod forwarding;
-pub mod headers;
-pub mod login;
+mod cookies;
+mod csrf;
+#[cfg(feature = "demo")]
+pub mod demo;
+mod error;
+mod exchange;
+mod forwarding;
+mod gateway;
+mod headers;
+mod login;
+#[cfg(any(test, feature = "test-util"))]
 pub mod memory;
-pub mod path;
-pub mod plan;
-pub mod ports;
+mod method;
+mod ports;
+mod relay;
 pub mod request_id;
+mod routes;
+mod setting;
 mod text;
-pub mod token;
+mod token;
 
 pub use cookies::{
-    CookieJar, CookieKeys, CookiePolicy, CookieState, IssuedCookie, KeyError, SameSite, Session,
+    CookieError, CookieJar, CookieKeys, CookiePolicy, CookieState, IssuedCookie, KeyError, Rejection,
+    SameSite, Session, DEFAULT_NAME, KEY_LEN, MAX_COOKIE_BYTES,
 };
 pub use csrf::{CsrfRefusal, CsrfRules};
-pub use error::{ErrorBody, FlowError, SettingError};
-pub use flow::{Gateway, Handled, Rules};
-pub use forwarding::{Cidr, Forwarding};
-pub use headers::Headers;
-pub use login::{LoginError, LoginRules};
-pub use path::{PathError, Route, RouteClass, Routes};
-pub use plan::{
+pub use error::{ErrorBody, ErrorKind, FlowError};
+pub use exchange::{
     BodySize, ClientRequest, Reply, ReplyBody, UpstreamBase, UpstreamRequest, UpstreamResponse, UrlError,
 };
-pub use ports::{BodyReadError, Clock, Upstream, UpstreamError};
-pub use token::{Token, TokenError, TokenRules};
+pub use forwarding::{Cidr, Forwarding};
+pub use gateway::{Gateway, Handled, LoginResult, Rules};
+pub use headers::Headers;
+pub use login::{LoginError, LoginRules, MAX_LOGIN_BODY};
+pub use method::Method;
+pub use ports::{BodyReadError, Clock, Random, RandomError, Upstream, UpstreamError};
+pub use relay::{request_headers, response_headers};
+pub use routes::{Listener, Op, Pages, PathError, Route, RouteClass, Routes};
+pub use setting::SettingError;
+pub use token::{Token, TokenError, TokenRules, MAX_TOKEN_LEN};

@@ -4,7 +4,8 @@
 
 use serde_json::Value;
 
-use crate::error::SettingError;
+use crate::setting::SettingError;
+use crate::text::contains;
 use crate::token::{Token, TokenError};
 
 /// Largest login response body read (1 MiB); a bigger one is refused.
@@ -169,10 +170,6 @@ fn member<'v>(parent: &'v Value, key: &str) -> Option<&'v Value> {
 /// Whether a slot holds a token: a non-empty string.
 fn is_token(slot: Option<&Value>) -> bool {
     matches!(slot, Some(Value::String(s)) if !s.is_empty())
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Whether `needle` occurs in any string or key of `doc`.

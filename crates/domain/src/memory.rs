@@ -1,19 +1,18 @@
-//! In-memory adapters: an API that answers from a function and records what
-//! it was sent, a demo API with a login, and a clock that moves only when
-//! told. With them the whole [`crate::Gateway`] flow runs without a socket.
+//! In-memory adapters of the ports (feature `test-util`): an API that
+//! answers from a function and records what it was sent, a clock that moves
+//! only when told, and a reproducible random source. With them the whole
+//! [`crate::Gateway`] flow runs without a socket and gives the same bytes
+//! every run.
 
-use std::collections::HashSet;
 use std::future::{ready, Future};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use serde_json::{json, Value};
+use serde_json::Value;
 
+use crate::exchange::{BodySize, UpstreamRequest, UpstreamResponse};
 use crate::headers::Headers;
-use crate::plan::{BodySize, UpstreamRequest, UpstreamResponse};
-use crate::ports::{BodyReadError, Clock, Upstream, UpstreamError};
+use crate::ports::{BodyReadError, Clock, Random, RandomError, Upstream, UpstreamError};
 
 /// What the in-memory API received.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,7 +86,7 @@ impl Upstream for InMemoryUpstream {
         request: UpstreamRequest<Vec<u8>>,
     ) -> impl Future<Output = Result<UpstreamResponse<Vec<u8>>, UpstreamError>> {
         let recorded = RecordedRequest {
-            method: request.method,
+            method: request.method.as_str().to_owned(),
             url: request.url,
             headers: request.headers,
             body_size: request.body_size,
@@ -109,6 +108,19 @@ impl Upstream for InMemoryUpstream {
         } else {
             Ok(body)
         })
+    }
+
+    /// A `GET url` with no headers, answered (and recorded) like any request.
+    fn probe(&self, url: &str) -> impl Future<Output = Result<u16, UpstreamError>> {
+        let request = UpstreamRequest {
+            method: crate::Method::Get,
+            url: url.to_owned(),
+            headers: Headers::new(),
+            body_size: BodySize::None,
+            body: Vec::new(),
+        };
+        let sent = self.send(request);
+        async move { sent.await.map(|response| response.status) }
     }
 }
 
@@ -151,95 +163,30 @@ impl Clock for ManualClock {
     }
 }
 
-impl<C: Clock> Clock for Arc<C> {
-    fn now(&self) -> i64 {
-        (**self).now()
+/// Reproducible bytes for tests: a SplitMix64 stream from a seed. Not
+/// secure, and not meant to be: it makes every nonce and key the flow
+/// produces the same on every run, while successive values still differ.
+#[derive(Debug, Default)]
+pub struct SeededRandom(AtomicU64);
+
+impl SeededRandom {
+    /// A stream starting from `seed`.
+    pub const fn new(seed: u64) -> Self {
+        Self(AtomicU64::new(seed))
     }
 }
 
-/// The demo API of `tokenjar demo`: `POST /login` with `demo`/`demo`
-/// issues a JWT-shaped token with an `exp`; `GET /me` answers only to a
-/// token it issued, read from the `auth-token` header. Shared by the
-/// in-memory tests and the demo server.
-#[derive(Debug)]
-pub struct DemoApi {
-    issued: Mutex<HashSet<String>>,
-    counter: AtomicU64,
-    salt: String,
-    lifetime_s: i64,
-}
-
-/// A demo API answer: status and JSON body.
-pub type DemoAnswer = (u16, Value);
-
-impl DemoApi {
-    /// Where the demo API's login answer holds the token (`token.response_field`).
-    pub const TOKEN_POINTER: &'static str = "/authToken";
-    /// The header the demo API reads the token from (`token.upstream_header`).
-    pub const TOKEN_HEADER: &'static str = "auth-token";
-
-    /// A demo API whose tokens live `lifetime_s` seconds.
-    pub fn new(lifetime_s: i64) -> Self {
-        let salt = URL_SAFE_NO_PAD.encode(&cookie::Key::generate().master()[..12]);
-        Self {
-            issued: Mutex::new(HashSet::new()),
-            counter: AtomicU64::new(0),
-            salt,
-            lifetime_s,
+impl Random for SeededRandom {
+    fn fill(&self, dest: &mut [u8]) -> Result<(), RandomError> {
+        const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+        for chunk in dest.chunks_mut(8) {
+            let mut z = self.0.fetch_add(GAMMA, Ordering::Relaxed).wrapping_add(GAMMA);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
         }
-    }
-
-    /// Answers one request at time `now`. `path` excludes any base path;
-    /// `token` is the `auth-token` header's value.
-    pub fn answer(&self, method: &str, path: &str, token: Option<&str>, body: &[u8], now: i64) -> DemoAnswer {
-        let path = path.split('?').next().unwrap_or_default();
-        match (method, path) {
-            ("POST", "/login") => self.login(body, now),
-            ("GET", "/me") => {
-                let known = token.is_some_and(|t| {
-                    self.issued
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .contains(t)
-                });
-                if known {
-                    (200, json!({ "name": "demo" }))
-                } else {
-                    (401, json!({ "error": "unauthorized" }))
-                }
-            }
-            _ => (404, json!({ "error": "not found" })),
-        }
-    }
-
-    fn login(&self, body: &[u8], now: i64) -> DemoAnswer {
-        let creds: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-        if creds["username"] != "demo" || creds["password"] != "demo" {
-            return (401, json!({ "error": "bad credentials" }));
-        }
-        let n = self.counter.fetch_add(1, Ordering::SeqCst);
-        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#);
-        let claims = URL_SAFE_NO_PAD
-            .encode(json!({ "sub": "demo", "iat": now, "exp": now + self.lifetime_s, "n": n }).to_string());
-        let token = format!("{header}.{claims}.{}{n}", self.salt);
-        self.issued
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(token.clone());
-        // The member that `TOKEN_POINTER` points at.
-        let field = Self::TOKEN_POINTER.trim_start_matches('/');
-        (200, json!({ field: token, "user": { "name": "demo" } }))
-    }
-
-    /// This demo API as an in-memory upstream. Paths are matched as they
-    /// arrive, so the upstream URL must have no base path.
-    pub fn into_upstream(self, clock: Arc<dyn Clock + Send + Sync>) -> InMemoryUpstream {
-        InMemoryUpstream::new(move |request| {
-            let token = request.headers.get_str(DemoApi::TOKEN_HEADER);
-            let (status, body) =
-                self.answer(&request.method, request.path(), token, &request.body, clock.now());
-            Ok(json_response(status, &body))
-        })
+        Ok(())
     }
 }
 
@@ -248,35 +195,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn demo_api_issues_and_checks_tokens() {
-        let api = DemoApi::new(3600);
-        assert_eq!(
-            api.answer(
-                "POST",
-                "/login",
-                None,
-                br#"{"username":"demo","password":"x"}"#,
-                0
-            )
-            .0,
-            401
-        );
-        assert_eq!(api.answer("POST", "/login", None, b"not json", 0).0, 401);
-        let (status, body) = api.answer(
-            "POST",
-            "/login",
-            None,
-            br#"{"username":"demo","password":"demo"}"#,
-            100,
-        );
-        assert_eq!(status, 200);
-        let token = body["authToken"].as_str().unwrap().to_owned();
-        let parsed: crate::Token = token.parse().unwrap();
-        assert_eq!(parsed.jwt_exp(), Some(3700));
-        assert_eq!(api.answer("GET", "/me", Some(&token), b"", 0).0, 200);
-        assert_eq!(api.answer("GET", "/me", Some("forged"), b"", 0).0, 401);
-        assert_eq!(api.answer("GET", "/me", None, b"", 0).0, 401);
-        assert_eq!(api.answer("GET", "/nope", None, b"", 0).0, 404);
+    fn seeded_random_repeats_per_seed_and_moves_on_each_fill() {
+        let fill = |random: &SeededRandom| {
+            let mut bytes = [0; 13];
+            random.fill(&mut bytes).unwrap();
+            bytes
+        };
+        let (a, b) = (SeededRandom::new(1), SeededRandom::new(1));
+        let first = fill(&a);
+        assert_eq!(first, fill(&b));
+        assert_ne!(first, fill(&a));
+        assert_ne!(first, fill(&SeededRandom::new(2)));
     }
 
     #[test]

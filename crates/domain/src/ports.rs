@@ -1,9 +1,11 @@
-//! The ports: what the request flow needs from the outside world, as traits
-//! that the actix adapter implements for real and [`crate::memory`] in memory.
+//! The ports: what the request flow needs from the outside world (the API,
+//! the time, randomness), as traits that the actix adapter implements for
+//! real and the `memory` module (feature `test-util`) in memory.
 
 use std::future::Future;
+use std::sync::Arc;
 
-use crate::plan::{UpstreamRequest, UpstreamResponse};
+use crate::exchange::{UpstreamRequest, UpstreamResponse};
 
 /// The real API behind tokenjar.
 ///
@@ -35,6 +37,13 @@ pub trait Upstream {
         body: Self::ResponseBody,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<u8>, BodyReadError>>;
+
+    /// Asks the API whether it answers at all (`GET url`, no cookie, no
+    /// token), for the readiness probe: the status of any complete answer.
+    ///
+    /// # Errors
+    /// [`UpstreamError`] when no complete response head arrived.
+    fn probe(&self, url: &str) -> impl Future<Output = Result<u16, UpstreamError>>;
 }
 
 /// Wall-clock time, for cookie lifetimes.
@@ -42,6 +51,43 @@ pub trait Clock {
     /// Seconds since the Unix epoch.
     fn now(&self) -> i64;
 }
+
+impl<C: Clock + ?Sized> Clock for Arc<C> {
+    fn now(&self) -> i64 {
+        (**self).now()
+    }
+}
+
+/// Unpredictable bytes: cookie nonces and fresh keys. Passed in rather
+/// than read from the operating system here, as rustls' crypto provider
+/// passes in its `secure_random`, so that the rules stay free of I/O and a
+/// test can make every value the flow produces reproducible.
+pub trait Random {
+    /// Fills `dest` with random bytes, from a cryptographically secure
+    /// source in production.
+    ///
+    /// # Errors
+    /// [`RandomError`] when no random bytes could be had.
+    fn fill(&self, dest: &mut [u8]) -> Result<(), RandomError>;
+}
+
+impl<R: Random + ?Sized> Random for Arc<R> {
+    fn fill(&self, dest: &mut [u8]) -> Result<(), RandomError> {
+        (**self).fill(dest)
+    }
+}
+
+impl<R: Random + ?Sized> Random for &R {
+    fn fill(&self, dest: &mut [u8]) -> Result<(), RandomError> {
+        (**self).fill(dest)
+    }
+}
+
+/// The random source failed (the operating system's generator could not
+/// be read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no random bytes could be had")]
+pub struct RandomError;
 
 /// Why an upstream exchange failed before a response head arrived.
 /// The detail strings come from the transport and never hold a token.

@@ -1,4 +1,4 @@
-//! Bytes from the wire read as text.
+//! Bytes from the wire read as text, and searched.
 
 use std::borrow::Cow;
 
@@ -14,9 +14,30 @@ pub(crate) fn lossy_utf8(bytes: &[u8]) -> Cow<'_, str> {
     }
 }
 
+/// Whether `needle` occurs in `haystack`; an empty needle is never found
+/// (an empty token would otherwise be "found" everywhere).
+pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && memchr::memmem::find(haystack, needle).is_some()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_a_needle_anywhere_but_never_an_empty_one() {
+        let cases: [(&[u8], &[u8], bool); 6] = [
+            (b"abc", b"abc", true),
+            (b"xxabcxx", b"abc", true),
+            (b"xxabxcx", b"abc", false),
+            (b"ab", b"abc", false),
+            (b"abc", b"", false),
+            (b"", b"", false),
+        ];
+        for (haystack, needle, expected) in cases {
+            assert_eq!(contains(haystack, needle), expected, "{haystack:?} {needle:?}");
+        }
+    }
 
     #[test]
     fn matches_the_standard_lossy_reading() {

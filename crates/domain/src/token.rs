@@ -8,8 +8,8 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 
-use crate::error::SettingError;
 use crate::headers::{is_valid_name, Headers};
+use crate::setting::SettingError;
 
 /// Longest token accepted. A sealed cookie must fit the 4096 bytes browsers
 /// keep for one cookie; anything longer would be silently dropped by them.

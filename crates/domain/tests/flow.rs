@@ -5,11 +5,12 @@
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use tokenjar_domain::cookies::DEFAULT_NAME;
-use tokenjar_domain::memory::{bytes_response, json_response, DemoApi, InMemoryUpstream, ManualClock};
+use tokenjar_domain::demo::DemoApi;
+use tokenjar_domain::memory::{bytes_response, json_response, InMemoryUpstream, ManualClock, SeededRandom};
 use tokenjar_domain::{
     ClientRequest, Clock, CookieJar, CookieKeys, CookiePolicy, CsrfRules, Forwarding, Gateway, Handled,
-    Headers, LoginRules, ReplyBody, RouteClass, Routes, Rules, TokenRules, UpstreamBase, UpstreamError,
+    Headers, LoginResult, LoginRules, ReplyBody, RouteClass, Routes, Rules, TokenRules, UpstreamBase,
+    UpstreamError, DEFAULT_NAME,
 };
 
 const NOW: i64 = 1_700_000_000;
@@ -20,27 +21,32 @@ fn rules(token: TokenRules, upstream: &str) -> Arc<Rules> {
         upstream: UpstreamBase::parse(upstream).unwrap(),
         token,
         login: LoginRules::default(),
-        cookies: CookieJar::new(CookiePolicy::default(), CookieKeys::generate()),
+        cookies: CookieJar::new(
+            CookiePolicy::default(),
+            CookieKeys::generate(&SeededRandom::new(1)).unwrap(),
+        ),
         csrf: CsrfRules::default(),
         forwarding: Forwarding::default(),
     })
 }
 
 struct App {
-    gateway: Gateway<InMemoryUpstream, Arc<ManualClock>>,
+    gateway: Gateway<InMemoryUpstream, Arc<ManualClock>, SeededRandom>,
     clock: Arc<ManualClock>,
 }
 
 impl App {
     fn demo() -> Self {
         let clock = Arc::new(ManualClock::new(NOW));
-        let upstream = DemoApi::new(3600).into_upstream(clock.clone());
+        let upstream = DemoApi::new(3600, &SeededRandom::new(2))
+            .unwrap()
+            .into_upstream(clock.clone());
         Self::with(upstream, clock, TokenRules::default(), "http://api.internal:9000")
     }
 
     fn with(upstream: InMemoryUpstream, clock: Arc<ManualClock>, token: TokenRules, base: &str) -> Self {
         Self {
-            gateway: Gateway::new(rules(token, base), upstream, clock.clone()),
+            gateway: Gateway::new(rules(token, base), upstream, clock.clone(), SeededRandom::new(3)),
             clock,
         }
     }
@@ -85,7 +91,7 @@ impl App {
             all.append("content-length", body.len().to_string());
         }
         let request = ClientRequest {
-            method: method.to_owned(),
+            method: method.into(),
             path,
             query,
             headers: all,
@@ -160,7 +166,7 @@ fn login_call_session_logout() {
     );
     assert_eq!(login.reply.status, 200);
     assert_eq!(login.route, RouteClass::Login);
-    assert_eq!(login.login, Some(tokenjar_domain::flow::LoginResult::Success));
+    assert_eq!(login.login, Some(LoginResult::Success));
     let body = json_of(&login);
     assert_eq!(body, json!({"user": {"name": "demo"}, "loggedIn": true}));
     let sent = app.recorded();
@@ -373,7 +379,9 @@ fn proxied_requests_reach_the_planned_url_with_the_planned_headers() {
 #[test]
 fn the_token_goes_in_the_configured_header_with_its_scheme() {
     let clock = Arc::new(ManualClock::new(NOW));
-    let upstream = DemoApi::new(60).into_upstream(clock.clone());
+    let upstream = DemoApi::new(60, &SeededRandom::new(2))
+        .unwrap()
+        .into_upstream(clock.clone());
     let app = App::with(
         upstream,
         clock,
@@ -483,7 +491,7 @@ fn refused_logins_pass_through_without_a_cookie() {
     assert_eq!(reply.reply.status, 401);
     assert_eq!(json_of(&reply), json!({"error": "bad credentials"}));
     assert!(set_cookies(&reply).is_empty());
-    assert_eq!(reply.login, Some(tokenjar_domain::flow::LoginResult::Refused));
+    assert_eq!(reply.login, Some(LoginResult::Refused));
 }
 
 #[test]
@@ -517,7 +525,7 @@ fn unusable_login_answers_are_502_without_a_cookie() {
         assert_eq!(reply.reply.status, 502);
         assert_eq!(json_of(&reply)["error"], "bad_login_response");
         assert!(set_cookies(&reply).is_empty());
-        assert_eq!(reply.login, Some(tokenjar_domain::flow::LoginResult::Failed));
+        assert_eq!(reply.login, Some(LoginResult::Failed));
     }
 }
 

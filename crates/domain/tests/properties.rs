@@ -8,13 +8,16 @@ use base64::Engine as _;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::{json, Value};
-use tokenjar_domain::cookies::{CookieError, Rejection, DEFAULT_NAME, MAX_COOKIE_BYTES};
-use tokenjar_domain::token::MAX_TOKEN_LEN;
+use tokenjar_domain::memory::SeededRandom;
+use tokenjar_domain::{CookieError, Rejection, DEFAULT_NAME, MAX_COOKIE_BYTES, MAX_TOKEN_LEN};
 use tokenjar_domain::{
     CookieJar, CookieKeys, CookiePolicy, CookieState, LoginRules, Route, Routes, Session, Token, UpstreamBase,
 };
 
 const NOW: i64 = 1_700_000_000;
+
+/// Nonces and keys: different on each call, the same on each run.
+static RANDOM: SeededRandom = SeededRandom::new(11);
 const BASE: &str = "http://api:9000/v1";
 const BASE_PATH: &str = "/v1";
 
@@ -352,7 +355,7 @@ proptest! {
     ) {
         let token = Token::new(text.clone()).expect("the generator makes only acceptable tokens");
         let jar = CookieJar::new(policy(&name, max_age_s), keys(&key_list));
-        let issued = jar.issue(&token, NOW).unwrap();
+        let issued = jar.issue(&token, NOW, &RANDOM).unwrap();
         let (sent_name, value) = pair(&issued.set_cookie);
         prop_assert_eq!(&sent_name, &name);
 
@@ -385,7 +388,7 @@ proptest! {
             prop_assert!(!contains(&raw, text.as_bytes()), "ciphertext holds the token {text:?}");
         }
         // A fresh nonce each time: two seals of the same token differ.
-        let again = pair(&jar.issue(&token, NOW).unwrap().set_cookie).1;
+        let again = pair(&jar.issue(&token, NOW, &RANDOM).unwrap().set_cookie).1;
         prop_assert_ne!(again, value);
     }
 
@@ -401,7 +404,7 @@ proptest! {
         );
         // Percent-encoding can triple a token's size: a long one with many special characters
         // may not fit a cookie, and must then be refused rather than cut.
-        let issued = match jar.issue(&token, NOW) {
+        let issued = match jar.issue(&token, NOW, &RANDOM) {
             Err(CookieError::TooLarge) => {
                 prop_assert!(name.len() + 1 + 3 * text.len() > MAX_COOKIE_BYTES, "{text:?}");
                 return Ok(());
@@ -427,7 +430,7 @@ proptest! {
     ) {
         let token: Token = "opaque-token".parse().unwrap();
         let jar = CookieJar::new(policy("auth-token", max_age_s), keys(&[key_text]));
-        let (name, value) = pair(&jar.issue(&token, NOW).unwrap().set_cookie);
+        let (name, value) = pair(&jar.issue(&token, NOW, &RANDOM).unwrap().set_cookie);
         let opened = open_pair(&jar, &name, &value, NOW + later);
         if later < i64::try_from(max_age_s).unwrap() {
             prop_assert!(matches!(opened, CookieState::Valid(_)), "{opened:?}");
@@ -448,7 +451,7 @@ proptest! {
         prop_assume!(name != other_name);
         let token = Token::new(text).unwrap();
         let sealer = CookieJar::new(policy(&name, 0), keys(std::slice::from_ref(&sealing)));
-        let value = pair(&sealer.issue(&token, NOW).unwrap().set_cookie).1;
+        let value = pair(&sealer.issue(&token, NOW, &RANDOM).unwrap().set_cookie).1;
 
         let foreign = CookieJar::new(policy(&name, 0), keys(&opening));
         prop_assert_eq!(
@@ -481,7 +484,7 @@ proptest! {
     ) {
         let token = Token::new(text).unwrap();
         let jar = CookieJar::new(policy("auth-token", 0), keys(&[key_text]));
-        let value = pair(&jar.issue(&token, NOW).unwrap().set_cookie).1;
+        let value = pair(&jar.issue(&token, NOW, &RANDOM).unwrap().set_cookie).1;
         let mut bytes = value.clone().into_bytes();
         // Half the cases change one of the last four characters, where base64's padding and
         // spare bits live: the likeliest place for two spellings of the same bytes.
@@ -545,7 +548,7 @@ proptest! {
         ),
         now in any::<i64>(),
     ) {
-        let sealed = CookieJar::new(CookiePolicy::default(), CookieKeys::generate());
+        let sealed = CookieJar::new(CookiePolicy::default(), CookieKeys::generate(&RANDOM).unwrap());
         let opened = sealed.open(headers.iter().map(Vec::as_slice), now);
         prop_assert!(!matches!(opened, CookieState::Valid(_)));
         // Clear mode opens whatever is a token: here only the absence of a panic counts.
@@ -610,7 +613,7 @@ impl Cookies {
     /// The pair a browser sends for `token` sealed by `jar`, under the default name.
     fn sealed(jar: &CookieJar, token: &str) -> String {
         let value = pair(
-            &jar.issue(&Token::new(token.to_owned()).unwrap(), NOW)
+            &jar.issue(&Token::new(token.to_owned()).unwrap(), NOW, &RANDOM)
                 .unwrap()
                 .set_cookie,
         )

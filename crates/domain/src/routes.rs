@@ -1,13 +1,15 @@
-//! Which route a request path belongs to, and the path it is forwarded to:
-//! the prefix is stripped, unsafe paths are refused, and the login route is
-//! recognised however its path is spelled.
+//! Where every request path goes: the one router. The operator endpoints,
+//! tokenjar's own routes, the proxied API (the prefix stripped, unsafe paths
+//! refused, the login route recognised however its path is spelled) and the
+//! web app's pages are all decided here; the server adapter only matches on
+//! the [`Route`] it is given.
 
 use std::borrow::Cow;
 
 use icu_normalizer::ComposingNormalizerBorrowed;
 use percent_encoding::percent_decode;
 
-use crate::error::SettingError;
+use crate::setting::SettingError;
 
 /// The routes tokenjar knows, normalised once at start-up.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,6 +19,8 @@ pub struct Routes {
     login: String,
     logout: String,
     session: String,
+    pages: Pages,
+    ops_listener: bool,
 }
 
 /// What a request path is for.
@@ -35,8 +39,68 @@ pub enum Route {
     Logout,
     /// Answered by tokenjar: session state.
     Session,
-    /// Not a tokenjar route (a frontend's, or nobody's).
+    /// An operator endpoint.
+    Ops(Op),
+    /// A path on the operator listener that is no operator endpoint: 404,
+    /// and nothing else is served there.
+    OpsNotFound,
+    /// A page of the web app, forwarded to its own server (`frontend.url`).
+    PageForwarded,
+    /// A page of the web app, from the folder (`frontend.dir`).
+    PageFile,
+    /// The built-in page (`tokenjar demo`).
+    PageBuiltIn,
+    /// Nothing at this path besides the built-in page: 404 for a read,
+    /// 405 for anything else.
+    PageMissing,
+    /// Not a tokenjar route and no web app is configured: 404.
     Outside,
+}
+
+/// The operator endpoints, outside the API prefix (SPEC §9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `/healthz`: the process runs.
+    Health,
+    /// `/readyz`: the API answers.
+    Ready,
+    /// `/metrics`: Prometheus text.
+    Metrics,
+}
+
+impl Op {
+    /// The endpoint at this exact path, if any.
+    fn at(raw_path: &str) -> Option<Self> {
+        match raw_path {
+            "/healthz" => Some(Self::Health),
+            "/readyz" => Some(Self::Ready),
+            "/metrics" => Some(Self::Metrics),
+            _ => None,
+        }
+    }
+}
+
+/// Where the web app's pages come from, as far as routing cares.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Pages {
+    /// No web app: paths outside tokenjar's routes are 404.
+    #[default]
+    None,
+    /// Forwarded to the app's own server (`frontend.url`).
+    Forwarded,
+    /// Files from a folder (`frontend.dir`).
+    Files,
+    /// One built-in page at `/` and `/index.html` (the demo).
+    BuiltIn,
+}
+
+/// The listener a request arrived on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    /// `server.host`:`server.port`.
+    Main,
+    /// `ops.listen`, when set.
+    Ops,
 }
 
 /// The route classes that requests are counted by.
@@ -78,7 +142,10 @@ impl Route {
             Self::Proxy { .. } => RouteClass::Api,
             Self::Logout => RouteClass::Logout,
             Self::Session => RouteClass::Session,
-            Self::Outside => RouteClass::Frontend,
+            Self::Ops(_) | Self::OpsNotFound => RouteClass::Ops,
+            Self::PageForwarded | Self::PageFile | Self::PageBuiltIn | Self::PageMissing | Self::Outside => {
+                RouteClass::Frontend
+            }
         }
     }
 }
@@ -165,7 +232,19 @@ impl Routes {
             login: login_n,
             logout: logout_n,
             session: session_n,
+            pages: Pages::None,
+            ops_listener: false,
         })
+    }
+
+    /// The same routes, with the web app's pages from `pages` and, when
+    /// `ops_listener`, the operator endpoints on a listener of their own
+    /// (the main one then serves no `/metrics`).
+    #[must_use]
+    pub fn serving(mut self, pages: Pages, ops_listener: bool) -> Self {
+        self.pages = pages;
+        self.ops_listener = ops_listener;
+        self
     }
 
     /// The proxied prefix as configured, `/` for everything.
@@ -173,12 +252,34 @@ impl Routes {
         prefix_or_root(&self.prefix)
     }
 
-    /// Classifies a raw (percent-encoded, as received) request path.
+    /// Classifies a raw (percent-encoded, as received) request path that
+    /// arrived on the main listener.
     ///
     /// # Errors
     /// [`PathError`] for a path that is malformed or could escape the
     /// upstream base path.
     pub fn classify(&self, raw_path: &str) -> Result<Route, PathError> {
+        self.classify_on(Listener::Main, raw_path)
+    }
+
+    /// Classifies a raw request path that arrived on `listener`. Operator
+    /// endpoints are matched first and exactly; on the operator listener
+    /// nothing else is served.
+    ///
+    /// # Errors
+    /// [`PathError`] for a path that is malformed or could escape the
+    /// upstream base path.
+    pub fn classify_on(&self, listener: Listener, raw_path: &str) -> Result<Route, PathError> {
+        let op = match Op::at(raw_path) {
+            // With an operator listener, `/metrics` is served there only.
+            Some(Op::Metrics) if self.ops_listener && listener == Listener::Main => None,
+            op => op,
+        };
+        match (op, listener) {
+            (Some(op), _) => return Ok(Route::Ops(op)),
+            (None, Listener::Ops) => return Ok(Route::OpsNotFound),
+            (None, Listener::Main) => {}
+        }
         let segments = normalise(raw_path)?;
         let matches = |route: &str| segments == route;
         if matches(&self.logout) {
@@ -189,12 +290,25 @@ impl Routes {
         }
         let rest = match raw_path.strip_prefix(self.prefix.as_str()) {
             Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
-            _ => return Ok(Route::Outside),
+            _ => return Ok(self.page(raw_path)),
         };
         Ok(Route::Proxy {
             rest: collapse_slashes(rest),
             login: matches(&self.login),
         })
+    }
+}
+
+impl Routes {
+    /// A path outside tokenjar's routes: the web app's, if there is one.
+    fn page(&self, raw_path: &str) -> Route {
+        match self.pages {
+            Pages::None => Route::Outside,
+            Pages::Forwarded => Route::PageForwarded,
+            Pages::Files => Route::PageFile,
+            Pages::BuiltIn if matches!(raw_path, "/" | "/index.html") => Route::PageBuiltIn,
+            Pages::BuiltIn => Route::PageMissing,
+        }
     }
 }
 
@@ -371,6 +485,52 @@ mod tests {
         check("/api/a//b///", proxy("/a/b/", false));
         check("/api/caf%C3%A9/%20x", proxy("/caf%C3%A9/%20x", false));
         check("/api/a%3Bb", proxy("/a%3Bb", false));
+    }
+
+    #[test]
+    fn every_path_has_one_answer_on_each_listener() {
+        use Listener::{Main, Ops as OpsListener};
+        // (pages, ops listener, listener, path, route)
+        let cases = [
+            (Pages::None, false, Main, "/healthz", Ok(Route::Ops(Op::Health))),
+            (Pages::None, false, Main, "/readyz", Ok(Route::Ops(Op::Ready))),
+            (Pages::None, false, Main, "/metrics", Ok(Route::Ops(Op::Metrics))),
+            (Pages::None, true, Main, "/healthz", Ok(Route::Ops(Op::Health))),
+            (Pages::None, true, Main, "/metrics", Ok(Route::Outside)),
+            (
+                Pages::None,
+                true,
+                OpsListener,
+                "/metrics",
+                Ok(Route::Ops(Op::Metrics)),
+            ),
+            (
+                Pages::None,
+                true,
+                OpsListener,
+                "/api/users",
+                Ok(Route::OpsNotFound),
+            ),
+            (Pages::None, true, OpsListener, "/a/../b", Ok(Route::OpsNotFound)),
+            (Pages::None, false, Main, "/healthz/", Ok(Route::Outside)),
+            (Pages::None, false, Main, "/api/logout", Ok(Route::Logout)),
+            (Pages::None, false, Main, "/api/session", Ok(Route::Session)),
+            (Pages::None, false, Main, "/a/../b", Err(PathError::DotSegment)),
+            (Pages::Forwarded, false, Main, "/app", Ok(Route::PageForwarded)),
+            (Pages::Files, false, Main, "/app.js", Ok(Route::PageFile)),
+            (Pages::BuiltIn, false, Main, "/", Ok(Route::PageBuiltIn)),
+            (Pages::BuiltIn, false, Main, "/index.html", Ok(Route::PageBuiltIn)),
+            (Pages::BuiltIn, false, Main, "/other", Ok(Route::PageMissing)),
+            (Pages::Files, false, Main, "/api/x", proxy("/x", false)),
+        ];
+        for (pages, ops_listener, listener, path, expected) in cases {
+            let routes = routes().serving(pages, ops_listener);
+            assert_eq!(
+                routes.classify_on(listener, path),
+                expected,
+                "{pages:?} {ops_listener} {listener:?} {path}"
+            );
+        }
     }
 
     #[test]

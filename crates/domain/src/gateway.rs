@@ -1,6 +1,7 @@
-//! The request flow, top to bottom: route → open cookie → (tokenjar's own
-//! answer | plan → send through the [`Upstream`] port → response rules) →
-//! reply. One [`Gateway`] per server worker; the [`Rules`] are shared.
+//! The request flow, top to bottom: route → admit → open cookie →
+//! (tokenjar's own answer | plan → send through the [`Upstream`] port →
+//! response rules) → reply. One [`Gateway`] per server worker; the [`Rules`]
+//! are shared.
 
 use std::sync::Arc;
 
@@ -9,14 +10,17 @@ use serde_json::json;
 use crate::cookies::{CookieJar, CookieState, Rejection};
 use crate::csrf::CsrfRules;
 use crate::error::FlowError;
+use crate::exchange::{
+    BodySize, ClientRequest, Reply, ReplyBody, UpstreamBase, UpstreamRequest, UpstreamResponse,
+};
 use crate::forwarding::Forwarding;
 use crate::headers::Headers;
 use crate::login::{LoginError, LoginRules, MAX_LOGIN_BODY};
-use crate::path::{PathError, Route, RouteClass, Routes};
-use crate::plan::{
-    self, BodySize, ClientRequest, Reply, ReplyBody, UpstreamBase, UpstreamRequest, UpstreamResponse,
-};
-use crate::ports::{Clock, Upstream, UpstreamError};
+use crate::method::Method;
+use crate::ports::{Clock, Random, Upstream, UpstreamError};
+use crate::relay;
+use crate::routes::{Listener, PathError, Route, RouteClass, Routes};
+use crate::text::contains;
 use crate::token::{Token, TokenRules};
 
 /// Everything the flow decides by, built once from configuration.
@@ -79,20 +83,24 @@ pub struct Handled<B> {
     pub login: Option<LoginResult>,
 }
 
-/// The request flow over an upstream `U` and a clock `C`.
-pub struct Gateway<U, C> {
+/// The request flow over an upstream `U`, a clock `C` and a random
+/// source `R`.
+pub struct Gateway<U, C, R> {
     rules: Arc<Rules>,
     upstream: U,
     clock: C,
+    random: R,
 }
 
-impl<U: Upstream, C: Clock> Gateway<U, C> {
-    /// A gateway deciding by `rules`, sending through `upstream`.
-    pub fn new(rules: Arc<Rules>, upstream: U, clock: C) -> Self {
+impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
+    /// A gateway deciding by `rules`, sending through `upstream`, telling
+    /// time by `clock` and sealing cookies with nonces from `random`.
+    pub fn new(rules: Arc<Rules>, upstream: U, clock: C, random: R) -> Self {
         Self {
             rules,
             upstream,
             clock,
+            random,
         }
     }
 
@@ -101,36 +109,45 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
         &self.rules
     }
 
-    /// The upstream port (for an adapter that needs it for probes).
+    /// The upstream port (the readiness probe goes through it too).
     pub fn upstream(&self) -> &U {
         &self.upstream
     }
 
-    /// Which route a raw path belongs to. Adapters call this first to serve
-    /// [`Route::Outside`] themselves (a frontend), then [`dispatch`](Self::dispatch).
+    /// Where a raw path that arrived on `listener` goes: the one router
+    /// ([`Routes::classify_on`]). Adapters call this first, serve the
+    /// routes that need their own I/O (operator endpoints, the web app's
+    /// files and built-in page) and hand the rest to
+    /// [`dispatch`](Self::dispatch).
     ///
     /// # Errors
     /// [`PathError`] for a path that is refused.
-    pub fn route(&self, raw_path: &str) -> Result<Route, PathError> {
-        self.rules.routes.classify(raw_path)
+    pub fn route(&self, listener: Listener, raw_path: &str) -> Result<Route, PathError> {
+        self.rules.routes.classify_on(listener, raw_path)
     }
 
-    /// Handles a request end to end.
+    /// Handles a request to the main listener end to end.
     pub async fn handle(&self, request: ClientRequest<U::RequestBody>) -> Handled<U::ResponseBody> {
-        let route = self.route(&request.path);
-        self.dispatch(route, request).await
+        match self.route(Listener::Main, &request.path) {
+            Ok(route) => self.dispatch(route, request).await,
+            Err(error) => self.refuse(error),
+        }
     }
 
-    /// Handles a request whose route is already known.
+    /// The answer to a path the router refused.
+    pub fn refuse(&self, error: PathError) -> Handled<U::ResponseBody> {
+        Self::failed(RouteClass::Api, error.into())
+    }
+
+    /// Handles a request whose route is already known. The routes an
+    /// adapter serves itself (operator endpoints, the web app's pages) have
+    /// nothing behind them here: they get the answer of a path outside
+    /// every route (404).
     pub async fn dispatch(
         &self,
-        route: Result<Route, PathError>,
+        route: Route,
         request: ClientRequest<U::RequestBody>,
     ) -> Handled<U::ResponseBody> {
-        let route = match route {
-            Ok(route) => route,
-            Err(error) => return Self::failed(RouteClass::Api, error.into()),
-        };
         let class = route.class();
         // Before anything else: a forged request must not even log out.
         if let Err(error) = self.admit_to(&route, &request) {
@@ -147,7 +164,13 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
         let (result, login) = match route {
             Route::Session => (self.session(&request.method, &cookie), None),
             Route::Logout => (self.logout(&request.method), None),
-            Route::Outside => (Err(FlowError::NotFound), None),
+            Route::Outside
+            | Route::Ops(_)
+            | Route::OpsNotFound
+            | Route::PageForwarded
+            | Route::PageFile
+            | Route::PageBuiltIn
+            | Route::PageMissing => (Err(FlowError::NotFound), None),
             Route::Proxy { rest, login: false } => (
                 self.proxy(&self.rules.upstream, request, &rest, cookie.token())
                     .await,
@@ -193,7 +216,7 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
     }
 
     fn admit_to<B>(&self, route: &Route, request: &ClientRequest<B>) -> Result<(), FlowError> {
-        if matches!(request.method.as_str(), "TRACE" | "CONNECT") {
+        if matches!(request.method, Method::Trace | Method::Connect) {
             // TRACE echoes the request (cookies included) back to a page;
             // CONNECT would make tokenjar a tunnel. Neither is an API call.
             return Err(FlowError::MethodNotAllowed {
@@ -239,7 +262,7 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
             .any(|v| v.starts_with(prefix.as_bytes()))
     }
 
-    fn session(&self, method: &str, cookie: &CookieState) -> Result<Reply<U::ResponseBody>, FlowError> {
+    fn session(&self, method: &Method, cookie: &CookieState) -> Result<Reply<U::ResponseBody>, FlowError> {
         FlowError::read_only(method)?;
         let body = match cookie {
             CookieState::Valid(session) => {
@@ -250,8 +273,8 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
         Ok(no_store(Reply::json(200, &body)))
     }
 
-    fn logout(&self, method: &str) -> Result<Reply<U::ResponseBody>, FlowError> {
-        if method != "POST" {
+    fn logout(&self, method: &Method) -> Result<Reply<U::ResponseBody>, FlowError> {
+        if *method != Method::Post {
             return Err(FlowError::MethodNotAllowed { allow: "POST" });
         }
         let mut reply = no_store(Reply::json(200, &json!({ "loggedIn": false })));
@@ -269,7 +292,7 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
         token: Option<&Token>,
     ) -> UpstreamRequest<U::RequestBody> {
         let body_size = BodySize::from_headers(&request.headers);
-        let mut headers = plan::request_headers(
+        let mut headers = relay::request_headers(
             request.headers,
             request.peer,
             request.scheme,
@@ -298,8 +321,8 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
         Ok(self.pass_through(response))
     }
 
-    /// Forwards a request for the web app's own pages (a [`Route::Outside`]
-    /// path) to the app's server at `base`: CSRF-checked like every route,
+    /// Forwards a request for the web app's own pages (a
+    /// [`Route::PageForwarded`] path) to the app's server at `base`: CSRF-checked like every route,
     /// the same header rules as an API call, the path as it is, and never a
     /// token — the app server is not the API, and one that calls the API
     /// itself must not be handed a token as if tokenjar had vouched for it.
@@ -327,7 +350,7 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
     fn pass_through(&self, response: UpstreamResponse<U::ResponseBody>) -> Reply<U::ResponseBody> {
         Reply {
             status: response.status,
-            headers: plan::response_headers(response.headers, self.rules.cookies.name()),
+            headers: relay::response_headers(response.headers, self.rules.cookies.name()),
             body: ReplyBody::Stream {
                 body: response.body,
                 size: response.body_size,
@@ -347,7 +370,9 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
         now: i64,
     ) -> Result<Reply<U::ResponseBody>, FlowError> {
         let mut planned = self.plan(&self.rules.upstream, request, rest, token);
-        // The body must be parsed, so it must come uncompressed.
+        // The body must be parsed, so it must come uncompressed. (The
+        // upstream adapter asks for `identity` when no `Accept-Encoding` is
+        // left: see docs/behaviour.md.)
         planned.headers.remove("accept-encoding");
         let response = self.upstream.send(planned).await?;
         refuse_unasked_switch(response.status)?;
@@ -368,15 +393,15 @@ impl<U: Upstream, C: Clock> Gateway<U, C> {
             }
             return Ok(Reply {
                 status,
-                headers: plan::response_headers(headers, self.rules.cookies.name()),
+                headers: relay::response_headers(headers, self.rules.cookies.name()),
                 body: ReplyBody::Full(body),
             });
         }
         let login = self.rules.login.extract(&body)?;
-        let issued = self.rules.cookies.issue(&login.token, now)?;
+        let issued = self.rules.cookies.issue(&login.token, now, &self.random)?;
 
         let secret = login.token.expose().as_bytes();
-        let mut headers = plan::response_headers(headers, self.rules.cookies.name());
+        let mut headers = relay::response_headers(headers, self.rules.cookies.name());
         headers.retain(|name, value| {
             // The body is tokenjar's now, so the API's description of its
             // own body no longer holds; and no header may carry the token.
@@ -417,8 +442,4 @@ fn settle<B>(result: Result<Reply<B>, FlowError>) -> (Reply<B>, Option<FlowError
 fn no_store<B>(mut reply: Reply<B>) -> Reply<B> {
     reply.headers.set("cache-control", "no-store");
     reply
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
