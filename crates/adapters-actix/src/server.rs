@@ -128,9 +128,18 @@ impl Application {
             .serving(settings.frontend.pages(), settings.ops.listen.is_some());
         let rules = Arc::new(rules);
         let server = &settings.server;
-        let listener = TcpListener::bind((server.host.as_str(), server.port))?;
+        let listener = TcpListener::bind((server.host.as_str(), server.port)).map_err(|e| {
+            let address = host_port(&server.host, server.port);
+            cannot_listen(e, &address, "server.host, server.port")
+        })?;
         let port = listener.local_addr()?.port();
-        let ops_listener = settings.ops.listen.map(TcpListener::bind).transpose()?;
+        let ops_listener = settings
+            .ops
+            .listen
+            .map(|addr| {
+                TcpListener::bind(addr).map_err(|e| cannot_listen(e, &addr.to_string(), "ops.listen"))
+            })
+            .transpose()?;
         let ops_addr = ops_listener.as_ref().map(TcpListener::local_addr).transpose()?;
         let metrics = Metrics::new().map_err(io::Error::other)?;
         let shared = Arc::new(Shared {
@@ -226,11 +235,7 @@ impl Application {
 
     /// `http://host:port`, for the start-up log line.
     pub fn url(&self) -> String {
-        if self.host.contains(':') {
-            format!("http://[{}]:{}", self.host, self.port)
-        } else {
-            format!("http://{}:{}", self.host, self.port)
-        }
+        format!("http://{}", host_port(&self.host, self.port))
     }
 
     /// `http://host:port` of the operator listener, when there is one.
@@ -433,6 +438,24 @@ fn respond(reply: Reply<ResponseBody>, head: bool) -> HttpResponse {
             BodySize::Stream | BodySize::None => builder.body(NoBody::new()),
         },
     }
+}
+
+/// `host:port`, the host bracketed when it is an IPv6 address.
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// A bind failure that names the address and the settings that choose it:
+/// "Address already in use" alone does not say which port, or how to move.
+fn cannot_listen(error: io::Error, address: &str, settings: &str) -> io::Error {
+    io::Error::new(
+        error.kind(),
+        format!("cannot listen on {address} ({settings}): {error}"),
+    )
 }
 
 /// Waits for whichever signal comes first and names it.
