@@ -31,6 +31,8 @@ pub mod forwarding;
 pub mod headers;
 pub mod login;
 pub mod memory;
+#[cfg(feature = "test-util")]
+pub mod oracle;
 pub mod path;
 pub mod plan;
 pub mod ports;
