@@ -4,7 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tokenjar_fuzz::{contains, LOGIN_RULES};
+use tokenjar_domain::oracle::contains;
+use tokenjar_fuzz::LOGIN_RULES;
 
 fuzz_target!(|data: &[u8]| {
     for rules in LOGIN_RULES.iter() {

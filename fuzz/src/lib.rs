@@ -1,19 +1,12 @@
-//! Shared pieces of the fuzz targets: the fixed rules they run against and the oracles that
-//! judge a result (where a URL's path really lands, whether bytes hold a token).
+//! The fuzz targets' fixtures: the fixed jars, login rules and routes they run against, built
+//! once per process. The oracles that judge a result (and `NOW`, `BASE`) are not here but in
+//! `tokenjar_domain::oracle` (feature `test-util`), shared with the property tests.
 
 use std::sync::LazyLock;
 
 use base64::Engine as _;
+use tokenjar_domain::oracle::BASE;
 use tokenjar_domain::{CookieJar, CookieKeys, CookiePolicy, LoginRules, Routes, UpstreamBase};
-
-/// The clock every target runs at, in Unix seconds.
-pub const NOW: i64 = 1_700_000_000;
-
-/// The upstream base URL; its path is what a proxied request must stay under.
-pub const BASE: &str = "http://api:9000/v1";
-
-/// The path of [`BASE`].
-pub const BASE_PATH: &str = "/v1";
 
 /// A fixed cookie key: the same bytes every run, so that a crash reproduces.
 pub fn key_bytes(seed: u8) -> [u8; 64] {
@@ -66,52 +59,3 @@ pub static ROUTES: LazyLock<[Routes; 2]> = LazyLock::new(|| {
 /// [`BASE`], parsed.
 pub static UPSTREAM: LazyLock<UpstreamBase> =
     LazyLock::new(|| UpstreamBase::parse(BASE).expect("valid base"));
-
-/// Whether `needle` occurs in `haystack` (an empty needle never does).
-pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-/// The path `url` lands on, read as leniently as any server might: parsed as a browser
-/// would (`url`), each segment percent-decoded once, split again at a `/` or `\` that the
-/// decoding revealed, a `;parameter` cut, dot segments removed. `None` when `url` is not a
-/// URL or names another host or port.
-pub fn resolved_path(url: &str) -> Option<String> {
-    let parsed = url::Url::parse(url).ok()?;
-    if parsed.host_str() != Some("api") || parsed.port() != Some(9000) {
-        return None;
-    }
-    let path = parsed.path();
-    let mut pieces: Vec<String> = Vec::new();
-    for segment in path.split('/').skip(1) {
-        let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
-        pieces.extend(decoded.split(['/', '\\']).map(str::to_owned));
-    }
-    let mut out: Vec<String> = Vec::new();
-    let last = pieces.len().saturating_sub(1);
-    for (i, piece) in pieces.iter().enumerate() {
-        match piece.split(';').next().unwrap_or_default() {
-            "." => {}
-            ".." => {
-                out.pop();
-            }
-            _ => {
-                out.push(piece.clone());
-                continue;
-            }
-        }
-        // A dot segment at the end leaves a directory: `/a/b/..` is `/a/`.
-        if i == last {
-            out.push(String::new());
-        }
-    }
-    Some(format!("/{}", out.join("/")))
-}
-
-/// Whether a resolved path is the base path or below it.
-pub fn stays_under_base(resolved: &str) -> bool {
-    resolved == BASE_PATH
-        || resolved
-            .strip_prefix(BASE_PATH)
-            .is_some_and(|r| r.starts_with('/'))
-}

@@ -52,6 +52,8 @@ mod login;
 #[cfg(any(test, feature = "test-util"))]
 pub mod memory;
 mod method;
+#[cfg(feature = "test-util")]
+pub mod oracle;
 mod ports;
 mod relay;
 pub mod request_id;

@@ -9,17 +9,16 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::{json, Value};
 use tokenjar_domain::memory::SeededRandom;
+// The judges of a result, shared with the fuzz targets; see the module's doc for why they
+// stay apart from the rules they judge.
+use tokenjar_domain::oracle::{contains, resolved_path, stays_under_base, BASE, BASE_PATH, NOW};
 use tokenjar_domain::{CookieError, Rejection, DEFAULT_NAME, MAX_COOKIE_BYTES, MAX_TOKEN_LEN};
 use tokenjar_domain::{
     CookieJar, CookieKeys, CookiePolicy, CookieState, LoginRules, Route, Routes, Session, Token, UpstreamBase,
 };
 
-const NOW: i64 = 1_700_000_000;
-
 /// Nonces and keys: different on each call, the same on each run.
 static RANDOM: SeededRandom = SeededRandom::new(11);
-const BASE: &str = "http://api:9000/v1";
-const BASE_PATH: &str = "/v1";
 
 /// Failures are not persisted to a `proptest-regressions/` file: a case that ever fails
 /// becomes a named regression test at the end of this file instead, where it is read.
@@ -128,49 +127,6 @@ fn path_from(atoms: &'static [&'static str]) -> impl Strategy<Value = String> {
     ]
 }
 
-/// Whatever a path resolves to where it lands: the URL parsed as a browser or `url` would,
-/// then every segment percent-decoded (once), split again at any `/` or `\` the decoding
-/// revealed, a `;parameter` cut (as servlet containers do), and dot segments removed. This is
-/// deliberately more lenient than most servers, so that a path safe here is safe there.
-fn resolved_path(url: &str) -> String {
-    let parsed = url::Url::parse(url).unwrap_or_else(|e| panic!("{url:?} is not a URL: {e}"));
-    assert_eq!(parsed.host_str(), Some("api"), "{url:?} changed host");
-    assert_eq!(parsed.port(), Some(9000), "{url:?} changed port");
-    let mut out: Vec<String> = Vec::new();
-    let path = parsed.path();
-    let segments = path.split('/').skip(1);
-    let count = path.split('/').count() - 1;
-    for (i, segment) in segments.enumerate() {
-        let decoded = percent_encoding::percent_decode_str(segment)
-            .decode_utf8_lossy()
-            .into_owned();
-        let pieces: Vec<&str> = decoded.split(['/', '\\']).collect();
-        let last_piece = pieces.len() - 1;
-        for (j, piece) in pieces.iter().enumerate() {
-            let is_last = i + 1 == count && j == last_piece;
-            match piece.split(';').next().unwrap_or_default() {
-                "." => {
-                    if is_last {
-                        out.push(String::new());
-                    }
-                }
-                ".." => {
-                    out.pop();
-                    if is_last {
-                        out.push(String::new());
-                    }
-                }
-                _ => out.push((*piece).to_owned()),
-            }
-        }
-    }
-    format!("/{}", out.join("/"))
-}
-
-fn stays_under_base(resolved: &str) -> bool {
-    resolved == BASE_PATH || resolved.starts_with(&format!("{BASE_PATH}/"))
-}
-
 /// Checks the planned URL for a path that `routes` proxies; returns whether it was proxied.
 fn check_planned_path(routes: &Routes, path: &str) -> Result<bool, TestCaseError> {
     let base = UpstreamBase::parse(BASE).unwrap();
@@ -179,7 +135,8 @@ fn check_planned_path(routes: &Routes, path: &str) -> Result<bool, TestCaseError
     };
     let url = base.url(&rest, None);
     prop_assert!(url.starts_with(BASE), "{path:?} -> {url:?}");
-    let resolved = resolved_path(&url);
+    // A URL off the upstream server fails the case outright, as a panic proptest shrinks.
+    let resolved = resolved_path(&url).unwrap_or_else(|e| panic!("{url:?} {e}"));
     prop_assert!(
         stays_under_base(&resolved),
         "{path:?} -> {url:?} resolves to {resolved:?}, outside {BASE_PATH}"
@@ -330,10 +287,6 @@ fn any_json() -> impl Strategy<Value = Value> {
             .prop_map(|members| Value::Object(members.into_iter().collect())),
         ]
     })
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 // ---------------------------------------------------------------------------------------------
