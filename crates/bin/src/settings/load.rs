@@ -1,6 +1,7 @@
 //! Loading the layers of SPEC §2 with the `config` crate: where they come
 //! from ([`Sources`]), the one generic loader every section goes through, and
-//! the one check for unknown keys, against the fields of the section types.
+//! the one check for unknown keys (against the fields of the section types),
+//! which also names a mistyped `TOKENJAR_*` variable.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -71,7 +72,8 @@ pub fn describe_dir(dir: &Path) -> String {
 }
 
 /// The layers, merged, and what loading each section found.
-pub struct Loader {
+pub struct Loader<'a> {
+    sources: &'a Sources,
     merged: Config,
     defaults: Config,
     /// Each section loaded so far, with the keys its type takes.
@@ -90,14 +92,14 @@ pub struct Loaded {
     pub failed: Vec<&'static str>,
 }
 
-impl Loader {
+impl<'a> Loader<'a> {
     /// Merges the layers, later winning: the compiled-in defaults,
     /// `DIR/default.toml`, `DIR/{env}.toml`, the environment.
     ///
     /// # Errors
     /// A file that cannot be read or parsed, or a variable that is not
     /// Unicode: nothing can be checked then.
-    pub fn new(sources: &Sources) -> Result<Self, Vec<Problem>> {
+    pub fn new(sources: &'a Sources) -> Result<Self, Vec<Problem>> {
         let built = |config: config::ConfigBuilder<config::builder::DefaultState>| {
             config
                 .build()
@@ -122,6 +124,7 @@ impl Loader {
         )?;
         let defaults = built(Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml)))?;
         Ok(Self {
+            sources,
             merged,
             defaults,
             known: Vec::new(),
@@ -206,9 +209,41 @@ impl Loader {
         problems
     }
 
-    /// A top-level value where a `[section]` belongs.
+    /// A top-level value where a `[section]` belongs. From the environment
+    /// it is nearly always a single `_` where `__` was meant, so the
+    /// variable is named, with the right spelling when there is one.
     fn not_a_section(&self, name: &str) -> Problem {
-        Problem::new(name, "unknown key (expected a [section])")
+        let variable = format!("{PREFIX}_{name}");
+        let Some(var) = self
+            .sources
+            .vars
+            .keys()
+            .find(|var| var.eq_ignore_ascii_case(&variable))
+        else {
+            return Problem::new(name, "unknown key (expected a [section])");
+        };
+        let meant = name.match_indices('_').find_map(|(at, _)| {
+            let (section, key) = (&name[..at], &name[at + 1..]);
+            self.fields(section).contains(&key).then(|| {
+                format!(
+                    "{PREFIX}_{}__{}",
+                    section.to_ascii_uppercase(),
+                    key.to_ascii_uppercase()
+                )
+            })
+        });
+        match meant {
+            Some(meant) => Problem::new(
+                var,
+                format!("unknown variable; did you mean {meant} (two underscores between section and key)?"),
+            ),
+            None => Problem::new(
+                var,
+                format!(
+                    "unknown variable (settings are {PREFIX}_<SECTION>__<KEY>, e.g. {PREFIX}_SERVER__PORT)"
+                ),
+            ),
+        }
     }
 
     /// The keys section `name` takes; none if no such section was loaded.
@@ -301,7 +336,38 @@ impl<'de> Deserializer<'de> for FieldProbe<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::testing::load;
     use crate::settings::Settings;
+
+    fn shown(vars: &[(&str, &str)]) -> Vec<String> {
+        load(vars)
+            .err()
+            .unwrap_or_default()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn a_single_underscore_names_the_variable_and_the_right_spelling() {
+        assert_eq!(
+            shown(&[("TOKENJAR_UPSTREAM_URL", "http://api:9000")]),
+            ["TOKENJAR_UPSTREAM_URL: unknown variable; did you mean TOKENJAR_UPSTREAM__URL (two underscores between section and key)?"]
+        );
+        // A key with underscores of its own, and a variable spelled in lower case.
+        assert_eq!(
+            shown(&[("TOKENJAR_server_public_origin", "https://app.example")]),
+            ["TOKENJAR_server_public_origin: unknown variable; did you mean TOKENJAR_SERVER__PUBLIC_ORIGIN (two underscores between section and key)?"]
+        );
+    }
+
+    #[test]
+    fn a_variable_that_is_no_setting_is_named_without_a_guess() {
+        assert_eq!(
+            shown(&[("TOKENJAR_LOG_LEVEL", "debug")]),
+            ["TOKENJAR_LOG_LEVEL: unknown variable (settings are TOKENJAR_<SECTION>__<KEY>, e.g. TOKENJAR_SERVER__PORT)"]
+        );
+    }
 
     #[test]
     fn a_top_level_key_in_a_file_keeps_its_message() {

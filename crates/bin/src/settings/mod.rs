@@ -135,7 +135,7 @@ impl Settings {
 
     /// Every section, each read by the one generic loader, falling back to
     /// its part of `defaults`.
-    fn from_loader(loader: &mut Loader, defaults: Self) -> Self {
+    fn from_loader(loader: &mut Loader<'_>, defaults: Self) -> Self {
         Self {
             server: loader.section(defaults.server),
             upstream: loader.section(defaults.upstream),
