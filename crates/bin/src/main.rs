@@ -7,7 +7,7 @@ mod settings;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use tokenjar_adapters_actix::{Application, DemoApiServer, Frontend, DEMO_PAGE};
 use tokenjar_domain::CookieKeys;
 use tracing_subscriber::EnvFilter;
@@ -29,7 +29,10 @@ const BAD_CONFIG: u8 = 2;
 #[command(name = "tokenjar", version, about, long_about = None)]
 struct Cli {
     /// Folder with default.toml and {TOKENJAR_ENV}.toml [default: ./config]
-    #[arg(long, global = true, env = "TOKENJAR_CONFIG_DIR", value_name = "DIR")]
+    // Not `global`: keygen reads no configuration and should not offer it.
+    // It stays here for `tokenjar --config-dir DIR [COMMAND]` and for plain
+    // `tokenjar --config-dir DIR`, which serves.
+    #[arg(long, env = "TOKENJAR_CONFIG_DIR", value_name = "DIR")]
     config_dir: Option<PathBuf>,
 
     #[command(subcommand)]
@@ -39,25 +42,48 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the proxy (the default)
-    Serve,
+    Serve(ConfigDir),
     /// Run tokenjar in front of an embedded demo API, with a demo page at /
-    Demo,
+    Demo(ConfigDir),
     /// Print a fresh random cookie key (base64, 64 bytes) and exit
     Keygen,
     /// Load and validate the configuration, print it with secrets redacted
-    CheckConfig,
+    CheckConfig(ConfigDir),
+}
+
+/// `--config-dir` after a subcommand that reads the configuration.
+#[derive(Debug, Default, Args)]
+struct ConfigDir {
+    /// Folder with default.toml and {TOKENJAR_ENV}.toml [default: TOKENJAR_CONFIG_DIR, else ./config]
+    // No `env` here: the variable is read for the flag before the
+    // subcommand, so that a flag on the command line, on either side, wins
+    // over it.
+    #[arg(long, value_name = "DIR")]
+    config_dir: Option<PathBuf>,
+}
+
+impl ConfigDir {
+    /// The folder given after the subcommand, else the one given before it
+    /// (or by `TOKENJAR_CONFIG_DIR`).
+    fn or(self, before: Option<PathBuf>) -> Option<PathBuf> {
+        self.config_dir.or(before)
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Serve) {
+    let before = cli.config_dir;
+    match cli
+        .command
+        .unwrap_or_else(|| Command::Serve(ConfigDir::default()))
+    {
         Command::Keygen => {
             println!("{}", CookieKeys::generate_base64());
             ExitCode::SUCCESS
         }
-        Command::CheckConfig => check_config(cli.config_dir),
-        Command::Serve => serve(cli.config_dir),
-        Command::Demo => demo(cli.config_dir),
+        Command::CheckConfig(dir) => check_config(dir.or(before)),
+        Command::Serve(dir) => serve(dir.or(before)),
+        Command::Demo(dir) => demo(dir.or(before)),
     }
 }
 
