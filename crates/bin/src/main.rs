@@ -140,13 +140,25 @@ fn init_logging(json: bool) {
     }
 }
 
+/// Where requests go, logged at start-up so that a wrong URL shows there
+/// rather than as the first 502. Only URLs, which validation has checked
+/// to carry no credentials.
+fn log_destinations(settings: &Settings) {
+    let upstream = &settings.upstream.url;
+    match &settings.frontend.url {
+        Some(frontend) => tracing::info!("upstream API at {upstream}, web app at {frontend}"),
+        None => tracing::info!("upstream API at {upstream}"),
+    }
+}
+
 fn serve(config_dir: Option<PathBuf>) -> ExitCode {
-    let (_settings, validated, sources) = match load(config_dir) {
+    let (settings, validated, sources) = match load(config_dir) {
         Ok(loaded) => loaded,
         Err(problems) => return report(&problems),
     };
     init_logging(validated.json_logs);
     tracing::info!(config = %describe_dir(&sources.dir), env = %sources.env, "configuration loaded");
+    log_destinations(&settings);
     for warning in warnings(&validated) {
         tracing::warn!("{warning}");
     }
@@ -200,4 +212,49 @@ fn demo(config_dir: Option<PathBuf>) -> ExitCode {
         eprintln!("tokenjar: cannot run the demo: {e}");
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// The folder `args` choose, with `TOKENJAR_CONFIG_DIR` unset.
+    fn config_dir(args: &[&str]) -> Option<PathBuf> {
+        let cli = Cli::try_parse_from(args).unwrap();
+        let dir = match cli
+            .command
+            .unwrap_or_else(|| Command::Serve(ConfigDir::default()))
+        {
+            Command::Serve(dir) | Command::Demo(dir) | Command::CheckConfig(dir) => dir,
+            Command::Keygen => panic!("keygen reads no configuration"),
+        };
+        dir.or(cli.config_dir)
+    }
+
+    #[test]
+    fn the_config_dir_goes_before_or_after_the_subcommands_that_read_it() {
+        Cli::command().debug_assert();
+        let x = Some(PathBuf::from("x"));
+        for args in [
+            &["tokenjar", "--config-dir", "x"][..],
+            &["tokenjar", "--config-dir", "x", "serve"],
+            &["tokenjar", "serve", "--config-dir", "x"],
+            &["tokenjar", "demo", "--config-dir", "x"],
+            &["tokenjar", "--config-dir", "x", "check-config"],
+            &["tokenjar", "check-config", "--config-dir", "x"],
+            &[
+                "tokenjar",
+                "--config-dir",
+                "y",
+                "check-config",
+                "--config-dir",
+                "x",
+            ],
+        ] {
+            assert_eq!(config_dir(args), x, "{args:?}");
+        }
+        assert!(Cli::try_parse_from(["tokenjar", "keygen", "--config-dir", "x"]).is_err());
+    }
 }
