@@ -4,6 +4,7 @@
 
 mod settings;
 
+use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -151,6 +152,16 @@ fn log_destinations(settings: &Settings) {
     }
 }
 
+/// The settings that choose the addresses tokenjar binds, for a bind that
+/// failed because one is taken.
+fn bind_hint(error: &io::Error) -> &'static str {
+    if error.kind() == io::ErrorKind::AddrInUse {
+        " (set server.port / TOKENJAR_SERVER__PORT, or ops.listen for the operator listener)"
+    } else {
+        ""
+    }
+}
+
 fn serve(config_dir: Option<PathBuf>) -> ExitCode {
     let (settings, validated, sources) = match load(config_dir) {
         Ok(loaded) => loaded,
@@ -176,8 +187,9 @@ fn serve(config_dir: Option<PathBuf>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            tracing::error!("cannot serve: {e}");
-            eprintln!("tokenjar: cannot serve: {e}");
+            let hint = bind_hint(&e);
+            tracing::error!("cannot serve: {e}{hint}");
+            eprintln!("tokenjar: cannot serve: {e}{hint}");
             ExitCode::FAILURE
         }
     }
@@ -208,8 +220,8 @@ fn demo(config_dir: Option<PathBuf>) -> ExitCode {
         api_handle.stop(true).await;
         served.map(|()| ExitCode::SUCCESS)
     });
-    result.unwrap_or_else(|e: std::io::Error| {
-        eprintln!("tokenjar: cannot run the demo: {e}");
+    result.unwrap_or_else(|e: io::Error| {
+        eprintln!("tokenjar: cannot run the demo: {e}{}", bind_hint(&e));
         ExitCode::FAILURE
     })
 }
@@ -256,5 +268,13 @@ mod tests {
             assert_eq!(config_dir(args), x, "{args:?}");
         }
         assert!(Cli::try_parse_from(["tokenjar", "keygen", "--config-dir", "x"]).is_err());
+    }
+
+    #[test]
+    fn a_taken_address_names_the_settings_that_move_it() {
+        let taken = io::Error::from(io::ErrorKind::AddrInUse);
+        assert!(bind_hint(&taken).contains("TOKENJAR_SERVER__PORT"));
+        assert!(bind_hint(&taken).contains("ops.listen"));
+        assert_eq!(bind_hint(&io::Error::from(io::ErrorKind::PermissionDenied)), "");
     }
 }
