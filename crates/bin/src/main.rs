@@ -4,10 +4,11 @@
 
 mod settings;
 
+use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use tokenjar_adapters_actix::{Application, DemoApiServer, Frontend, OsRandom, DEMO_PAGE};
 use tokenjar_domain::CookieKeys;
 use tracing_subscriber::EnvFilter;
@@ -29,7 +30,10 @@ const BAD_CONFIG: u8 = 2;
 #[command(name = "tokenjar", version, about, long_about = None)]
 struct Cli {
     /// Folder with default.toml and {TOKENJAR_ENV}.toml [default: ./config]
-    #[arg(long, global = true, env = "TOKENJAR_CONFIG_DIR", value_name = "DIR")]
+    // Not `global`: keygen reads no configuration and should not offer it.
+    // It stays here for `tokenjar --config-dir DIR [COMMAND]` and for plain
+    // `tokenjar --config-dir DIR`, which serves.
+    #[arg(long, env = "TOKENJAR_CONFIG_DIR", value_name = "DIR")]
     config_dir: Option<PathBuf>,
 
     #[command(subcommand)]
@@ -39,18 +43,41 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the proxy (the default)
-    Serve,
+    Serve(ConfigDir),
     /// Run tokenjar in front of an embedded demo API, with a demo page at /
-    Demo,
+    Demo(ConfigDir),
     /// Print a fresh random cookie key (base64, 64 bytes) and exit
     Keygen,
     /// Load and validate the configuration, print it with secrets redacted
-    CheckConfig,
+    CheckConfig(ConfigDir),
+}
+
+/// `--config-dir` after a subcommand that reads the configuration.
+#[derive(Debug, Default, Args)]
+struct ConfigDir {
+    /// Folder with default.toml and {TOKENJAR_ENV}.toml [default: TOKENJAR_CONFIG_DIR, else ./config]
+    // No `env` here: the variable is read for the flag before the
+    // subcommand, so that a flag on the command line, on either side, wins
+    // over it.
+    #[arg(long, value_name = "DIR")]
+    config_dir: Option<PathBuf>,
+}
+
+impl ConfigDir {
+    /// The folder given after the subcommand, else the one given before it
+    /// (or by `TOKENJAR_CONFIG_DIR`).
+    fn or(self, before: Option<PathBuf>) -> Option<PathBuf> {
+        self.config_dir.or(before)
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Serve) {
+    let before = cli.config_dir;
+    match cli
+        .command
+        .unwrap_or_else(|| Command::Serve(ConfigDir::default()))
+    {
         Command::Keygen => match CookieKeys::generate_base64(&OsRandom) {
             Ok(key) => {
                 println!("{key}");
@@ -61,9 +88,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::CheckConfig => check_config(cli.config_dir),
-        Command::Serve => serve(cli.config_dir),
-        Command::Demo => demo(cli.config_dir),
+        Command::CheckConfig(dir) => check_config(dir.or(before)),
+        Command::Serve(dir) => serve(dir.or(before)),
+        Command::Demo(dir) => demo(dir.or(before)),
     }
 }
 
@@ -123,13 +150,25 @@ fn init_logging(json: bool) {
     }
 }
 
+/// Where requests go, logged at start-up so that a wrong URL shows there
+/// rather than as the first 502. Only URLs, which validation has checked
+/// to carry no credentials.
+fn log_destinations(settings: &Settings) {
+    let upstream = &settings.upstream.url;
+    match &settings.frontend.url {
+        Some(frontend) => tracing::info!("upstream API at {upstream}, web app at {frontend}"),
+        None => tracing::info!("upstream API at {upstream}"),
+    }
+}
+
 fn serve(config_dir: Option<PathBuf>) -> ExitCode {
-    let (_settings, validated, sources) = match load(config_dir) {
+    let (settings, validated, sources) = match load(config_dir) {
         Ok(loaded) => loaded,
         Err(problems) => return report(&problems),
     };
     init_logging(validated.json_logs);
     tracing::info!(config = %describe_dir(&sources.dir), env = %sources.env, "configuration loaded");
+    log_destinations(&settings);
     for warning in warnings(&validated) {
         tracing::warn!("{warning}");
     }
@@ -147,6 +186,8 @@ fn serve(config_dir: Option<PathBuf>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
+            // A failed bind names its address and settings (the adapter's
+            // message), so this line needs nothing more.
             tracing::error!("cannot serve: {e}");
             eprintln!("tokenjar: cannot serve: {e}");
             ExitCode::FAILURE
@@ -179,8 +220,53 @@ fn demo(config_dir: Option<PathBuf>) -> ExitCode {
         api_handle.stop(true).await;
         served.map(|()| ExitCode::SUCCESS)
     });
-    result.unwrap_or_else(|e: std::io::Error| {
+    result.unwrap_or_else(|e: io::Error| {
         eprintln!("tokenjar: cannot run the demo: {e}");
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// The folder `args` choose, with `TOKENJAR_CONFIG_DIR` unset.
+    fn config_dir(args: &[&str]) -> Option<PathBuf> {
+        let cli = Cli::try_parse_from(args).unwrap();
+        let dir = match cli
+            .command
+            .unwrap_or_else(|| Command::Serve(ConfigDir::default()))
+        {
+            Command::Serve(dir) | Command::Demo(dir) | Command::CheckConfig(dir) => dir,
+            Command::Keygen => panic!("keygen reads no configuration"),
+        };
+        dir.or(cli.config_dir)
+    }
+
+    #[test]
+    fn the_config_dir_goes_before_or_after_the_subcommands_that_read_it() {
+        Cli::command().debug_assert();
+        let x = Some(PathBuf::from("x"));
+        for args in [
+            &["tokenjar", "--config-dir", "x"][..],
+            &["tokenjar", "--config-dir", "x", "serve"],
+            &["tokenjar", "serve", "--config-dir", "x"],
+            &["tokenjar", "demo", "--config-dir", "x"],
+            &["tokenjar", "--config-dir", "x", "check-config"],
+            &["tokenjar", "check-config", "--config-dir", "x"],
+            &[
+                "tokenjar",
+                "--config-dir",
+                "y",
+                "check-config",
+                "--config-dir",
+                "x",
+            ],
+        ] {
+            assert_eq!(config_dir(args), x, "{args:?}");
+        }
+        assert!(Cli::try_parse_from(["tokenjar", "keygen", "--config-dir", "x"]).is_err());
+    }
 }
