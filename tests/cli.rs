@@ -423,3 +423,116 @@ async fn demo_runs_an_api_and_a_page_in_one_process() {
         session.text()
     );
 }
+
+/// Runs `tokenjar serve` against a port another socket holds, with stderr a
+/// pipe and no `NO_COLOR`: what an operator redirecting the log to a file
+/// gets.
+fn serve_on_a_taken_port() -> (u16, Run) {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let cwd = TempDir::new("cwd");
+    let config = TempDir::new("config");
+    let mut cmd = Command::new(tokenjar_bin());
+    cmd.args(["serve", "--config-dir", config.path().to_str().unwrap()])
+        .current_dir(cwd.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG");
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("TOKENJAR_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.envs([
+        ("TOKENJAR_SERVER__HOST", "127.0.0.1"),
+        ("TOKENJAR_SERVER__PORT", port.as_str()),
+        ("TOKENJAR_UPSTREAM__URL", "http://127.0.0.1:9"),
+        ("TOKENJAR_COOKIE__SECURE", "false"),
+        ("TOKENJAR_COOKIE__NAME", "auth-token"),
+        ("TOKENJAR_COOKIE__KEYS", KEY_1),
+    ]);
+    let output = cmd.output().expect("run tokenjar");
+    drop(taken);
+    let run = Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
+    (port.parse().unwrap(), run)
+}
+
+#[test]
+fn a_taken_port_names_the_address_and_the_settings_that_move_it() {
+    let (port, run) = serve_on_a_taken_port();
+    run.assert_code(1);
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("tokenjar: cannot serve:"))
+        .unwrap_or_else(|| panic!("no `cannot serve` line:\n{}", run.stderr));
+    let address = format!("127.0.0.1:{port}");
+    for word in [address.as_str(), "server.port", "in use"] {
+        assert!(line.contains(word), "{word:?} missing from {line:?}");
+    }
+}
+
+#[test]
+fn logs_written_to_a_pipe_carry_no_colour_codes() {
+    let (_, run) = serve_on_a_taken_port();
+    assert!(
+        run.stderr.contains("configuration loaded"),
+        "the log should have started:\n{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains('\u{1b}'),
+        "ANSI escape codes in a redirected log:\n{:?}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_section_key_with_one_underscore_suggests_two() {
+    let dir = TempDir::new("config");
+    let run = check_config(&dir, &[("TOKENJAR_UPSTREAM_URL", "http://api:9000")]);
+    run.assert_config_error(&["TOKENJAR_UPSTREAM_URL"]);
+    assert!(
+        run.output().contains("TOKENJAR_UPSTREAM__URL"),
+        "the message should suggest the two-underscore spelling:\n{}",
+        run.output()
+    );
+}
+
+#[test]
+fn only_the_commands_that_read_configuration_offer_config_dir() {
+    let cwd = TempDir::new("cwd");
+    let keygen = run(&cwd, &["keygen", "--help"], &[]);
+    keygen.assert_code(0);
+    assert!(!keygen.stdout.contains("--config-dir"), "{}", keygen.stdout);
+    for command in ["serve", "demo", "check-config"] {
+        let help = run(&cwd, &[command, "--help"], &[]);
+        help.assert_code(0);
+        assert!(help.stdout.contains("--config-dir"), "{command}: {}", help.stdout);
+    }
+}
+
+#[actix_web::test]
+async fn the_log_names_the_api_at_start_and_the_address_a_502_failed_to_reach() {
+    let unreachable = tokenjar_e2e::refused_url();
+    let app = tokenjar_e2e::spawn_app(&unreachable, &[]);
+    assert!(
+        app.wait_for_log(&format!("upstream API at {unreachable}"), Duration::from_secs(5)),
+        "{:#?}",
+        app.logs()
+    );
+    let reply = app.get_api("/api/users", None).await;
+    reply.assert_error(502, "upstream_unavailable");
+    let named = |l: &String| l.contains("request failed") && l.contains(&unreachable);
+    assert!(
+        app.wait_for_log("request failed", Duration::from_secs(5)) && app.logs().iter().any(named),
+        "the 502's log line should name {unreachable}: {:#?}",
+        app.logs()
+    );
+}
