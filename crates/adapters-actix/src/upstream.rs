@@ -144,7 +144,10 @@ impl Upstream for AwcUpstream {
 
     /// A cheap reachability check: any HTTP answer from the API counts.
     async fn probe(&self, url: &str) -> Result<u16, UpstreamError> {
-        let response = response_head(self.timeout, self.client.get(url).send(), &BodyFlags::default())
+        // No body and so no `Content-Length: 0` (awc's `send()` would add
+        // one), as for every bodiless request.
+        let request = self.client.get(url).send_body(actix_web::body::None::new());
+        let response = response_head(self.timeout, request, &BodyFlags::default())
             .await
             .map_err(|e| naming(e, url))?;
         Ok(response.status().as_u16())

@@ -604,8 +604,6 @@ contract!(
     an_error_status_is_an_answer,
     answers_without_a_body_have_none,
     probe_returns_the_status_of_any_answer,
-    #[awc ignore = "finding: AwcUpstream::probe sends `Content-Length: 0` (awc's send() sends an empty \
-                    body; AwcUpstream::send uses an explicit no-body instead)"]
     a_probe_has_no_body,
     an_unreachable_api_is_unavailable,
 );
