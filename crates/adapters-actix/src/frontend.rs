@@ -36,26 +36,41 @@ impl Frontend {
     }
 }
 
-/// Serves the built-in page ([`tokenjar_domain::Route::PageBuiltIn`]); `html` is `None` for
-/// a path the router found nothing at ([`tokenjar_domain::Route::PageMissing`]).
+/// Serves the built-in page ([`tokenjar_domain::Route::PageBuiltIn`]).
 ///
 /// # Errors
-/// [`FlowError`] for a method other than GET and HEAD, or no page.
-pub fn page(html: Option<&'static str>, request: &HttpRequest) -> Result<HttpResponse, FlowError> {
+/// [`FlowError`] for a method other than GET and HEAD, or no built-in page.
+pub fn page(frontend: &Frontend, request: &HttpRequest) -> Result<HttpResponse, FlowError> {
     FlowError::read_only(&request.method().as_str().into())?;
-    let html = html.ok_or(FlowError::NotFound)?;
+    let Frontend::Page(html) = frontend else {
+        return Err(FlowError::NotFound);
+    };
     Ok(HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header(("cache-control", "no-store"))
-        .body(html))
+        .body(*html))
+}
+
+/// Nothing at this path beside the built-in page
+/// ([`tokenjar_domain::Route::PageMissing`]): a read-only route still, so
+/// 405 for other methods, else 404.
+///
+/// # Errors
+/// Always: [`FlowError::MethodNotAllowed`] or [`FlowError::NotFound`].
+pub fn missing(request: &HttpRequest) -> Result<HttpResponse, FlowError> {
+    FlowError::read_only(&request.method().as_str().into())?;
+    Err(FlowError::NotFound)
 }
 
 /// Serves a file from the web app's folder ([`tokenjar_domain::Route::PageFile`]).
 ///
 /// # Errors
 /// [`FlowError`] for a method other than GET and HEAD, or no such file.
-pub async fn file(dir: &Path, request: &HttpRequest) -> Result<HttpResponse, FlowError> {
+pub async fn file(frontend: &Frontend, request: &HttpRequest) -> Result<HttpResponse, FlowError> {
     FlowError::read_only(&request.method().as_str().into())?;
+    let Frontend::Dir(dir) = frontend else {
+        return Err(FlowError::NotFound);
+    };
     let file = resolve(dir, request.path()).ok_or(FlowError::NotFound)?;
     let named = NamedFile::open_async(&file)
         .await

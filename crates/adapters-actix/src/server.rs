@@ -270,17 +270,19 @@ impl Application {
 async fn handle(request: HttpRequest, payload: web::Payload, worker: web::Data<Worker>) -> HttpResponse {
     let shared = &worker.shared;
     let head = request.method() == Method::HEAD;
-    let path = request.uri().path();
     let listener = if shared.ops_addr == Some(request.app_config().local_addr()) {
         Listener::Ops
     } else {
         Listener::Main
     };
-    let route = worker.gateway.route(listener, path);
-    let class = route.as_ref().map_or(RouteClass::Api, Route::class);
-    request.extensions_mut().insert(class);
+    let route = worker.gateway.route(listener, request.uri().path());
+    request
+        .extensions_mut()
+        .insert(route.as_ref().map_or(RouteClass::Api, Route::class));
 
-    let route = match route {
+    // Where the request goes is the router's answer; each arm only serves it.
+    let handled = match route {
+        Err(error) => worker.gateway.refuse(error),
         Ok(Route::Ops(op)) => {
             let answer = ops::answer(
                 op,
@@ -295,27 +297,52 @@ async fn handle(request: HttpRequest, payload: web::Payload, worker: web::Data<W
             return answer.unwrap_or_else(|error| fail(&error, &shared.metrics, head, &request));
         }
         Ok(Route::OpsNotFound) => return fail(&FlowError::NotFound, &shared.metrics, head, &request),
-        Err(error) => {
-            let handled = worker.gateway.refuse(error);
-            shared.metrics.record(&handled);
-            report(&handled, &request);
-            return respond(handled.reply, head);
+        Ok(Route::PageFile) => {
+            let page = frontend::file(&shared.frontend, &request);
+            return served(&request, payload, &worker, page).await;
         }
-        Ok(route) => route,
+        Ok(Route::PageBuiltIn) => {
+            let page = async { frontend::page(&shared.frontend, &request) };
+            return served(&request, payload, &worker, page).await;
+        }
+        Ok(Route::PageMissing) => {
+            let page = async { frontend::missing(&request) };
+            return served(&request, payload, &worker, page).await;
+        }
+        Ok(Route::PageForwarded) => match (client_request(&request, payload, shared), &shared.frontend) {
+            (Ok(client), Frontend::Url(base)) => worker.gateway.forward(base, client).await,
+            (Ok(client), _) => worker.gateway.dispatch(Route::Outside, client).await,
+            (Err(error), _) => return fail(&error, &shared.metrics, head, &request),
+        },
+        Ok(route) => match client_request(&request, payload, shared) {
+            Ok(client) => worker.gateway.dispatch(route, client).await,
+            Err(error) => return fail(&error, &shared.metrics, head, &request),
+        },
     };
+    shared.metrics.record(&handled);
+    report(&handled, &request);
+    respond(handled.reply, head)
+}
 
+/// The domain's view of the request: its body a stream, refused at once
+/// when it announces more than `server.max_body_bytes`.
+fn client_request(
+    request: &HttpRequest,
+    payload: web::Payload,
+    shared: &Shared,
+) -> Result<ClientRequest<RequestBody>, FlowError> {
     let mut headers = headers::to_domain(request.headers());
     if let Some(limit) = shared.max_body_bytes {
         if matches!(BodySize::from_headers(&headers), BodySize::Sized(n) if n > limit) {
-            return fail(&FlowError::PayloadTooLarge, &shared.metrics, head, &request);
+            return Err(FlowError::PayloadTooLarge);
         }
     }
     if let Some(id) = request.extensions().get::<ChosenRequestId>() {
         headers.set(request_id::HEADER, id.0.as_bytes());
     }
-    let client = ClientRequest {
+    Ok(ClientRequest {
         method: request.method().as_str().into(),
-        path: path.to_owned(),
+        path: request.uri().path().to_owned(),
         query: request.uri().query().map(str::to_owned),
         headers,
         peer: request.peer_addr().map(|a| a.ip()),
@@ -325,43 +352,24 @@ async fn handle(request: HttpRequest, payload: web::Payload, worker: web::Data<W
             shared.max_body_bytes,
             shared.client_body_timeout,
         ),
-    };
-    let handled = match (route, &shared.frontend) {
-        (Route::PageForwarded, Frontend::Url(base)) => worker.gateway.forward(base, client).await,
-        (Route::PageFile, Frontend::Dir(dir)) => {
-            return served(&request, &client, &worker, frontend::file(dir, &request)).await;
-        }
-        (Route::PageBuiltIn, Frontend::Page(html)) => {
-            return served(&request, &client, &worker, async {
-                frontend::page(Some(html), &request)
-            })
-            .await;
-        }
-        (Route::PageMissing, _) => {
-            return served(&request, &client, &worker, async {
-                frontend::page(None, &request)
-            })
-            .await;
-        }
-        (route, _) => worker.gateway.dispatch(route, client).await,
-    };
-    shared.metrics.record(&handled);
-    report(&handled, &request);
-    respond(handled.reply, head)
+    })
 }
 
 /// A page served from this process: the same admission rules as every
 /// tokenjar route (method, host, CSRF), then the file or the built-in page.
 async fn served(
     request: &HttpRequest,
-    client: &ClientRequest<RequestBody>,
+    payload: web::Payload,
     worker: &Worker,
     page: impl std::future::Future<Output = Result<HttpResponse, FlowError>>,
 ) -> HttpResponse {
     let shared = &worker.shared;
-    let result = match worker.gateway.admit(client) {
+    let result = match client_request(request, payload, shared) {
         Err(error) => Err(error),
-        Ok(()) => page.await,
+        Ok(client) => match worker.gateway.admit(&client) {
+            Err(error) => Err(error),
+            Ok(()) => page.await,
+        },
     };
     result.unwrap_or_else(|error| fail(&error, &shared.metrics, request.method() == Method::HEAD, request))
 }
