@@ -14,10 +14,10 @@ serve:
 	$(CARGO) run -p tokenjar -- serve --config-dir config
 
 ## Every test: unit, flow (in-memory) and end-to-end (the binary on loopback).
-## The open-files limit goes up to the hard limit first: one endurance test
-## holds 10,000 connections.
+## The end-to-end tests build the tokenjar binary themselves (tests/support/
+## binary.rs). The open-files limit goes up to the hard limit first: one
+## endurance test holds 10,000 connections.
 test:
-	$(CARGO) build -p tokenjar
 	ulimit -n "$$(ulimit -Hn)" 2>/dev/null || true; $(CARGO) test --workspace
 
 ## Formatting and clippy, warnings as errors.
