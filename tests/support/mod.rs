@@ -8,7 +8,9 @@
 pub mod api;
 pub mod app;
 pub mod binary;
+pub mod endurance;
 pub mod external;
+pub mod hostile;
 pub mod hostile_api;
 pub mod load;
 pub mod metrics;
