@@ -16,8 +16,8 @@ serve:
 
 ## Every test: unit, flow (in-memory) and end-to-end (the binary on loopback).
 ## The end-to-end tests build the tokenjar binary themselves (tests/support/
-## binary.rs). The open-files limit goes up to the hard limit first: one
-## endurance test holds 10,000 connections.
+## binary.rs). The open-files limit goes up to the hard limit first:
+## tests/idle_connections.rs holds 10,000 connections.
 test:
 	ulimit -n "$$(ulimit -Hn)" 2>/dev/null || true; $(CARGO) test --workspace
 
