@@ -1,9 +1,10 @@
 # tokenjar's everyday commands. `make run` and `make test` are all a new
-# checkout needs (with a Rust toolchain).
+# checkout needs (with a Rust toolchain); `make check` is the quick loop
+# while editing.
 
 CARGO ?= cargo
 
-.PHONY: run serve test lint fmt build release bench soak clean
+.PHONY: run serve test check lint fmt build release bench soak clean
 
 ## The demo: tokenjar in front of an embedded demo API, with a demo page.
 run:
@@ -14,11 +15,30 @@ serve:
 	$(CARGO) run -p tokenjar -- serve --config-dir config
 
 ## Every test: unit, flow (in-memory) and end-to-end (the binary on loopback).
-## The open-files limit goes up to the hard limit first: one endurance test
-## holds 10,000 connections.
+## The end-to-end tests build the tokenjar binary themselves (tests/support/
+## binary.rs). The open-files limit goes up to the hard limit first:
+## tests/idle_connections.rs holds 10,000 connections.
 test:
-	$(CARGO) build -p tokenjar
 	ulimit -n "$$(ulimit -Hn)" 2>/dev/null || true; $(CARGO) test --workspace
+
+## The edit-test loop: `make lint`, then every test that needs no browser,
+## no nginx and no long run:
+## - the crates' unit tests, binary tests and integration tests (flow,
+##   properties, spellings) and the doc tests;
+## - the end-to-end targets in CHECK_E2E (tests/Cargo.toml says what each
+##   covers).
+## Left to `make test`: browser (Chromium), scale (nginx), soak (30 s) and
+## idle_connections (10,000 connections, a high open-files limit). A new
+## quick target goes into CHECK_E2E. Both runs select with --workspace so
+## that dependencies are built with the same features as `make test`'s and
+## neither rebuilds what the other built.
+CHECK_E2E = proxy auth streaming cli ops frontend answers forwarding lifecycle \
+	hostile_cookies hostile_login hostile_requests hostile_forgery \
+	api_restart broken_api slow_clients
+check: lint
+	$(CARGO) test --workspace --lib --bins --test flow --test properties --test spellings \
+		$(addprefix --test ,$(CHECK_E2E))
+	$(CARGO) test --workspace --doc
 
 ## Formatting and clippy, warnings as errors.
 lint:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# tokenjar's soak: the endurance suite's soak test
-# (tests/endurance.rs, a_30_second_soak_keeps_memory_and_descriptors_flat)
+# tokenjar's soak: the end-to-end suite's soak test
+# (tests/soak.rs, a_30_second_soak_keeps_memory_and_descriptors_flat)
 # run for 10 minutes against a release build. 16 keep-alive clients send a
 # steady mix of GETs with the sealed cookie, small POSTs, session checks and
 # logins; tokenjar's VmRSS and open fds after warm-up and at the end must
@@ -31,7 +31,7 @@ log=$(mktemp /tmp/tokenjar-soak.XXXXXX)
 status=0
 # The load generator stays a dev-profile test binary: it only paces blocking
 # sockets, and a release build of the test crate (fat LTO) would take minutes.
-"$CARGO" test -p tokenjar-e2e --test endurance -- \
+"$CARGO" test -p tokenjar-e2e --test soak -- \
     --exact a_30_second_soak_keeps_memory_and_descriptors_flat --nocapture 2>&1 |
     tee "$log" || status=$?
 

@@ -7,7 +7,10 @@
 
 pub mod api;
 pub mod app;
+pub mod binary;
+pub mod endurance;
 pub mod external;
+pub mod hostile;
 pub mod hostile_api;
 pub mod load;
 pub mod metrics;
@@ -20,6 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use api::{CannedReply, Recorded, RecordingApi};
 pub use app::{setup, setup_with, spawn_app, spawn_custom, tamper, Reply, SetCookie, TestApp};
+pub use binary::tokenjar_bin;
 pub use raw::{
     parse_responses, raw_conversation, raw_request, refused_url, RawResponse, RawStream, RawUpstream,
 };
@@ -43,37 +47,6 @@ pub fn workspace_root() -> PathBuf {
         .parent()
         .expect("the e2e package lives inside the workspace")
         .to_path_buf()
-}
-
-/// Path of the tokenjar binary built by `cargo build -p tokenjar`.
-///
-/// Honours `CARGO_TARGET_DIR` (relative values are taken from the workspace
-/// root); `E2E_TOKENJAR_BIN` names another binary to test instead (e.g. a
-/// release build). Panics with instructions when the binary is missing.
-pub fn tokenjar_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("E2E_TOKENJAR_BIN").filter(|b| !b.is_empty()) {
-        let bin = PathBuf::from(bin);
-        assert!(bin.is_file(), "E2E_TOKENJAR_BIN={} is not a file", bin.display());
-        return bin;
-    }
-    let target = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) if !dir.is_empty() => {
-            let dir = PathBuf::from(dir);
-            if dir.is_absolute() {
-                dir
-            } else {
-                workspace_root().join(dir)
-            }
-        }
-        _ => workspace_root().join("target"),
-    };
-    let bin = target.join("debug").join("tokenjar");
-    assert!(
-        bin.is_file(),
-        "tokenjar binary not found at {}: run `cargo build -p tokenjar` (or `make test`) first",
-        bin.display()
-    );
-    bin
 }
 
 /// Seconds since the Unix epoch.
