@@ -23,22 +23,19 @@ test:
 
 ## The edit-test loop: `make lint`, then every test that needs no browser,
 ## no nginx and no long run:
-## - the crates' unit tests, binary tests and integration tests (flow,
-##   properties, spellings) and the doc tests;
+## - every test of the crates (unit, integration, in-process, doc tests):
+##   all of them, so a new crate test is never left out;
 ## - the end-to-end targets in CHECK_E2E (tests/Cargo.toml says what each
 ##   covers).
 ## Left to `make test`: browser (Chromium), scale (nginx), soak (30 s) and
 ## idle_connections (10,000 connections, a high open-files limit). A new
-## quick target goes into CHECK_E2E. Both runs select with --workspace so
-## that dependencies are built with the same features as `make test`'s and
-## neither rebuilds what the other built.
+## quick end-to-end target goes into CHECK_E2E.
 CHECK_E2E = proxy auth streaming cli ops frontend answers forwarding lifecycle \
 	hostile_cookies hostile_login hostile_requests hostile_forgery \
 	api_restart broken_api slow_clients
 check: lint
-	$(CARGO) test --workspace --lib --bins --test flow --test properties --test spellings \
-		$(addprefix --test ,$(CHECK_E2E))
-	$(CARGO) test --workspace --doc
+	$(CARGO) test --workspace --exclude tokenjar-e2e
+	$(CARGO) test --workspace $(addprefix --test ,$(CHECK_E2E))
 
 ## Formatting and clippy, warnings as errors.
 lint:
