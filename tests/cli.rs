@@ -536,3 +536,33 @@ async fn the_log_names_the_api_at_start_and_the_address_a_502_failed_to_reach() 
         app.logs()
     );
 }
+
+#[test]
+fn variables_that_are_not_unicode_are_reported_not_a_panic() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let dir = TempDir::new("config");
+    let cwd = TempDir::new("cwd");
+    let not_unicode = std::ffi::OsStr::from_bytes(b"\xff\xfe");
+    let check = |name: &str| {
+        let mut cmd = Command::new(tokenjar_bin());
+        cmd.args(["check-config", "--config-dir", dir.path().to_str().unwrap()])
+            .current_dir(cwd.path())
+            .env(name, not_unicode)
+            .env_remove("RUST_BACKTRACE");
+        for (var, _) in std::env::vars_os() {
+            if var.to_string_lossy().starts_with("TOKENJAR_") {
+                cmd.env_remove(var);
+            }
+        }
+        let output = cmd.output().expect("run tokenjar");
+        Run {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    };
+    // Someone else's variable is none of tokenjar's business.
+    check("SOME_OTHER_VARIABLE").assert_code(0);
+    // tokenjar's own is a configuration problem naming the key.
+    check("TOKENJAR_UPSTREAM__URL").assert_config_error(&["upstream.url"]);
+}

@@ -33,7 +33,12 @@ pub struct Sources {
 impl Sources {
     /// The sources this process was started with.
     pub fn from_process(config_dir: Option<PathBuf>) -> Self {
-        let vars: HashMap<String, String> = std::env::vars().collect();
+        // `vars()` would panic on any variable that is not Unicode, even one
+        // that is none of tokenjar's; such bytes are read lossily instead, so
+        // that a bad `TOKENJAR_*` value is reported like any other.
+        let vars: HashMap<String, String> = std::env::vars_os()
+            .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
+            .collect();
         Self::from_vars(config_dir, vars)
     }
 

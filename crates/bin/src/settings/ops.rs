@@ -54,16 +54,13 @@ impl Section for OpsSection {
     fn validate(&self) -> Result<OpsSettings, Vec<Problem>> {
         let mut problems = Problems::in_section(Self::NAME);
         let listen = self.listen.as_deref().filter(|l| !l.trim().is_empty());
-        let listen = match listen.map(|l| l.trim().parse::<SocketAddr>()) {
+        let listen = match listen.map(|l| (l, l.trim().parse::<SocketAddr>())) {
             None => None,
-            Some(Ok(addr)) => Some(addr),
-            Some(Err(_)) => {
+            Some((_, Ok(addr))) => Some(addr),
+            Some((text, Err(_))) => {
                 problems.push(
                     "listen",
-                    format!(
-                        "{:?} is not an address and port, e.g. 127.0.0.1:9091",
-                        self.listen
-                    ),
+                    format!("{text:?} is not an address and port, e.g. 127.0.0.1:9091"),
                 );
                 None
             }
@@ -74,5 +71,24 @@ impl Section for OpsSection {
                 listen,
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_listen_address_is_quoted_as_written() {
+        let section = OpsSection {
+            listen: Some("localhost".into()),
+            metrics_token: String::new(),
+        };
+        let problems = section.validate().unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(
+            problems[0].to_string(),
+            "ops.listen: \"localhost\" is not an address and port, e.g. 127.0.0.1:9091"
+        );
     }
 }
