@@ -420,12 +420,12 @@ impl CookieJar {
     }
 
     /// The `Set-Cookie` value that stores `token`, at time `now` (Unix
-    /// seconds). Lifetime: `max_age_s` if set, else the JWT `exp`, else a
-    /// session cookie.
+    /// seconds), sealed with a nonce from `random`. Lifetime: `max_age_s` if
+    /// set, else the JWT `exp`, else a session cookie.
     ///
     /// # Errors
-    /// [`CookieError`] when the token cannot be stored in a cookie.
-    /// `random` gives the sealing nonce.
+    /// [`CookieError`] when the token cannot be stored in a cookie, or no
+    /// nonce could be had.
     pub fn issue(&self, token: &Token, now: i64, random: &dyn Random) -> Result<IssuedCookie, CookieError> {
         let expires_at = if self.policy.max_age_s > 0 {
             i64::try_from(self.policy.max_age_s)
