@@ -1,7 +1,8 @@
 //! Headless Chromium against `tokenjar demo` (SPEC §10, with §5–§7): a real
 //! browser logs in, calls the API, reloads and logs out while neither the page
 //! nor a script injected into it can read the token, and a page on another
-//! origin cannot log the user out.
+//! origin cannot log the user out; and a page's `EventSource` gets the API's
+//! server-sent events through tokenjar one by one (SPEC §13).
 //!
 //! Each test starts its own demo, chromedriver (port 0) and Chromium (fresh
 //! profile), so the tests run in parallel. Without Chromium or chromedriver a
@@ -687,5 +688,55 @@ async fn a_cross_origin_page_cannot_log_the_user_out() {
     assert_eq!(still.value(), cookie.value(), "the cookie must be untouched");
     assert_eq!(press(&browser, "me").await, 200, "still logged in");
     attacker.stop(false).await;
+    browser.close().await;
+}
+
+/// The web app's page for the event test: it opens an `EventSource` on the
+/// API and keeps what arrives where the test can read it.
+const EVENTS_PAGE: &str = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>events</title></head>
+<body><script>
+  window.received = [];
+  const source = new EventSource('/api/events');
+  source.onmessage = (event) => window.received.push(event.data);
+</script></body></html>
+"#;
+
+/// Server-sent events through tokenjar reach a page's `EventSource` one by
+/// one (SPEC §13): the API sends each next event only once the page has
+/// shown the one before, so events held back would stall the test.
+#[actix_web::test]
+async fn an_event_source_gets_each_event_as_the_api_sends_it() {
+    let Some(browser) = Browser::open().await else {
+        return;
+    };
+    const EVENTS: usize = 3;
+    let api = tokenjar_e2e::event_api::EventApi::start(EVENTS);
+    let site = TempDir::new("events-site");
+    site.write("index.html", EVENTS_PAGE);
+    let app = spawn_custom(
+        TempDir::new("events-config"),
+        Some("serve"),
+        Some(&api.url),
+        &[("TOKENJAR_FRONTEND__DIR", site.path().to_str().unwrap())],
+    );
+    browser.goto(&app.url("/")).await.expect("load the events page");
+    for n in 1..=EVENTS {
+        let received = wait_until(
+            &browser,
+            "return window.received || []",
+            &format!("event {n} in the page"),
+            |v| v.as_array().is_some_and(|a| a.len() >= n),
+        )
+        .await;
+        assert_eq!(
+            received.as_array().unwrap().last(),
+            Some(&json!(format!("event {n}"))),
+            "{received}"
+        );
+        if n < EVENTS {
+            api.next.send(()).unwrap();
+        }
+    }
     browser.close().await;
 }

@@ -6,73 +6,11 @@
 //! merely slowing it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::mpsc;
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 
+use tokenjar_e2e::event_api::{EventApi, STEP};
 use tokenjar_e2e::spawn_app;
-
-/// How long one step (an event's way through tokenjar) may take before the
-/// test calls it stalled: far above any real delay, only a bound on failure.
-const STEP: Duration = Duration::from_secs(10);
-
-/// An API with one event stream at any path: it answers with the stream's
-/// head, then sends event `n` each time it is told that event `n - 1`
-/// arrived, and ends the stream after the last.
-struct EventApi {
-    url: String,
-    /// Tells the API to send the next event.
-    next: mpsc::Sender<()>,
-    /// What the API received: the request head.
-    head: mpsc::Receiver<String>,
-    thread: JoinHandle<()>,
-}
-
-impl EventApi {
-    fn start(events: usize) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (next, go) = mpsc::channel::<()>();
-        let (report, head) = mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let (stream, _) = listener.accept().unwrap();
-            stream.set_read_timeout(Some(STEP)).unwrap();
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut request = String::new();
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
-                    break;
-                }
-                request.push_str(&line);
-            }
-            report.send(request).unwrap();
-            let mut out = stream;
-            out.write_all(
-                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\
-                  transfer-encoding: chunked\r\n\r\n",
-            )
-            .unwrap();
-            for n in 1..=events {
-                if n > 1 && go.recv_timeout(STEP).is_err() {
-                    return; // the client never saw the last event: the test fails there
-                }
-                let event = format!("id: {n}\ndata: event {n}\n\n");
-                write!(out, "{:x}\r\n{event}\r\n", event.len()).unwrap();
-                out.flush().unwrap();
-            }
-            out.write_all(b"0\r\n\r\n").unwrap();
-        });
-        Self {
-            url,
-            next,
-            head,
-            thread,
-        }
-    }
-}
 
 /// Reads from `stream` until `needle` has arrived; everything read so far.
 fn read_until(stream: &mut TcpStream, seen: &mut String, needle: &str) {

@@ -9,6 +9,7 @@ pub mod api;
 pub mod app;
 pub mod binary;
 pub mod endurance;
+pub mod event_api;
 pub mod external;
 pub mod hostile;
 pub mod hostile_api;
