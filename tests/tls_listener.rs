@@ -8,7 +8,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Output};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use awc::http::Version;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
@@ -153,9 +153,19 @@ impl TlsConn {
 
     /// `GET path` on this connection; the status and the body.
     fn get(&mut self, path: &str) -> (u16, String) {
+        self.send(path);
+        self.read_reply()
+    }
+
+    /// Sends `GET path` without waiting for the answer.
+    fn send(&mut self, path: &str) {
         let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
         self.stream.write_all(request.as_bytes()).unwrap();
         self.stream.flush().unwrap();
+    }
+
+    /// Reads one answer (with a `Content-Length`): its status and body.
+    fn read_reply(&mut self) -> (u16, String) {
         let mut raw = Vec::new();
         let mut byte = [0u8; 1];
         while !raw.ends_with(b"\r\n\r\n") {
@@ -230,6 +240,18 @@ fn sighup_serves_a_new_certificate_to_new_connections_only() {
     let mut kept = TlsConn::open(&ca, app.address);
     assert_eq!(kept.served(), first.der);
     assert_eq!(kept.get("/healthz").0, 200);
+    // A request held at the API across the reload.
+    let mut in_flight = TlsConn::open(&ca, app.address);
+    let before = api.received();
+    in_flight.send("/api/held/gate");
+    let deadline = Instant::now() + LOG_WAIT;
+    while api.received() == before {
+        assert!(
+            Instant::now() < deadline,
+            "the held request never reached the API"
+        );
+        std::thread::yield_now();
+    }
 
     let second = ca.server_cert("second");
     files.install(&second.cert_pem, &second.key_pem);
@@ -239,7 +261,10 @@ fn sighup_serves_a_new_certificate_to_new_connections_only() {
         "{:#?}",
         app.logs()
     );
-    // The open connection carries on; a new one gets the new certificate.
+    // Open connections carry on, the held request completes; a new
+    // connection gets the new certificate.
+    api.open_gate();
+    assert_eq!(in_flight.read_reply().0, 200);
     assert_eq!(kept.get("/healthz").0, 200);
     let mut fresh = TlsConn::open(&ca, app.address);
     assert_eq!(fresh.served(), second.der);
@@ -272,6 +297,12 @@ fn sighup_serves_a_new_certificate_to_new_connections_only() {
         assert!(!logs.contains(body), "key material logged:\n{logs}");
     }
     assert!(!logs.contains("PRIVATE KEY"), "{logs}");
+
+    // SIGTERM still stops it gracefully with SIGHUP handled.
+    let mut app = app;
+    app.signal("TERM");
+    let status = app.wait_exit(LOG_WAIT).expect("tokenjar to stop on SIGTERM");
+    assert!(status.success(), "{status:?}");
 }
 
 #[test]
