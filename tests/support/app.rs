@@ -183,6 +183,8 @@ pub fn tamper(pair: &str) -> String {
 pub struct TestApp {
     /// The address tokenjar listens on (from its log line).
     pub address: SocketAddr,
+    /// `http`, or `https` when tokenjar listens with TLS (from the same line).
+    pub scheme: &'static str,
     /// The child's process id.
     pub pid: u32,
     child: Child,
@@ -285,16 +287,16 @@ pub fn spawn_custom(
     let logs = Arc::new(Mutex::new(Vec::new()));
     let output = Arc::new(OutputWatch::default());
     output.state.lock().expect("lock").1 = 2;
-    let (tx, rx) = mpsc::channel::<Option<SocketAddr>>();
+    let (tx, rx) = mpsc::channel::<Option<(&'static str, SocketAddr)>>();
     let stderr = child.stderr.take().expect("piped stderr");
     let stdout = child.stdout.take().expect("piped stdout");
     drain(stderr, "", Arc::clone(&logs), Arc::clone(&output), tx.clone());
     drain(stdout, "stdout: ", Arc::clone(&logs), Arc::clone(&output), tx);
 
     let mut open_streams = 2;
-    let address = loop {
+    let (scheme, address) = loop {
         match rx.recv_timeout(READY_TIMEOUT) {
-            Ok(Some(addr)) => break addr,
+            Ok(Some(found)) => break found,
             Ok(None) => {
                 open_streams -= 1;
                 if open_streams == 0 {
@@ -309,7 +311,7 @@ pub fn spawn_custom(
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!(
-                    "tokenjar did not log `listening on http://…` within {READY_TIMEOUT:?}; output:\n{}",
+                    "tokenjar did not log `listening on http(s)://…` within {READY_TIMEOUT:?}; output:\n{}",
                     logs.lock().expect("lock").join("\n")
                 );
             }
@@ -317,6 +319,7 @@ pub fn spawn_custom(
     };
     TestApp {
         address,
+        scheme,
         pid,
         child,
         logs,
@@ -332,7 +335,7 @@ fn drain(
     prefix: &'static str,
     logs: Arc<Mutex<Vec<String>>>,
     output: Arc<OutputWatch>,
-    tx: mpsc::Sender<Option<SocketAddr>>,
+    tx: mpsc::Sender<Option<(&'static str, SocketAddr)>>,
 ) {
     std::thread::spawn(move || {
         let mut reader = BufReader::new(stream);
@@ -346,7 +349,7 @@ fn drain(
             let line = strip_ansi(&String::from_utf8_lossy(&raw));
             let line = line.trim_end().to_owned();
             if let Some(addr) = listening_address(&line) {
-                let _ = tx.send(Some(addr));
+                let _ = tx.send(Some((listening_scheme(&line), addr)));
             }
             logs.lock().expect("lock").push(format!("{prefix}{line}"));
             output.line();
@@ -374,10 +377,13 @@ fn strip_ansi(text: &str) -> String {
     out
 }
 
-/// The port in a `listening on http://HOST:PORT` line, as a loopback address.
+/// The port in a `listening on http://HOST:PORT` (or `https://`) line, as a
+/// loopback address.
 fn listening_address(line: &str) -> Option<SocketAddr> {
-    let at = line.find("listening on http://")?;
-    let rest = &line[at + "listening on http://".len()..];
+    let scheme = listening_scheme(line);
+    let marker = format!("listening on {scheme}://");
+    let at = line.find(&marker)?;
+    let rest = &line[at + marker.len()..];
     let authority: String = rest
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']' | '-'))
@@ -386,10 +392,21 @@ fn listening_address(line: &str) -> Option<SocketAddr> {
     Some(SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
+/// The scheme of a `listening on` line: `https` for tokenjar's TLS
+/// listener, else `http`.
+fn listening_scheme(line: &str) -> &'static str {
+    if line.contains("listening on https://") {
+        "https"
+    } else {
+        "http"
+    }
+}
+
 impl TestApp {
-    /// `http://ADDRESS` followed by `path`.
+    /// `SCHEME://ADDRESS` followed by `path` (`http`, or `https` on a TLS
+    /// listener).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.address)
+        format!("{}://{}{path}", self.scheme, self.address)
     }
 
     /// Everything the child wrote so far, one entry per line (stdout lines
@@ -578,7 +595,7 @@ impl Drop for TestApp {
 
 #[cfg(test)]
 mod tests {
-    use super::{listening_address, strip_ansi, SetCookie};
+    use super::{listening_address, listening_scheme, strip_ansi, SetCookie};
 
     #[test]
     fn finds_the_listening_port() {
@@ -588,6 +605,10 @@ mod tests {
         let json = r#"{"fields":{"message":"listening on http://127.0.0.1:5555"}}"#;
         assert_eq!(listening_address(json).map(|a| a.port()), Some(5555));
         assert_eq!(listening_address("starting"), None);
+        let tls = "INFO tokenjar: listening on https://127.0.0.1:8443";
+        assert_eq!(listening_address(tls).map(|a| a.port()), Some(8443));
+        assert_eq!(listening_scheme(tls), "https");
+        assert_eq!(listening_scheme(&line), "http");
     }
 
     #[test]

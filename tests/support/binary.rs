@@ -97,6 +97,17 @@ fn build() -> Result<PathBuf, String> {
         .arg(crate::workspace_root().join("Cargo.toml"))
         .args(["-p", "tokenjar", "--bin", "tokenjar"])
         .arg("--message-format=json-render-diagnostics");
+    // Cargo gives the running test the test package's CARGO_MANIFEST_DIR
+    // and CARGO_PKG_* variables. Passed on, they would differ from the
+    // environment the outer cargo built in, and a build script that watches
+    // one (ring's watches CARGO_MANIFEST_DIR) would make both cargos rebuild
+    // it, and everything above it, on every run.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_MANIFEST_") || name.starts_with("CARGO_PKG_") {
+            cmd.env_remove(name.as_ref());
+        }
+    }
     if let Some(layout) = Layout::of_current_exe() {
         cmd.arg("--profile")
             .arg(&layout.profile)

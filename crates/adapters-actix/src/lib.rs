@@ -14,6 +14,7 @@ mod ops;
 mod random;
 mod server;
 mod telemetry;
+mod tls;
 mod upstream;
 
 pub use body::RequestBody;
@@ -24,4 +25,5 @@ pub use metrics::Metrics;
 pub use ops::OpsSettings;
 pub use random::OsRandom;
 pub use server::{AppSettings, Application, ServerSettings};
+pub use tls::{TlsFile, TlsFileError, TlsFiles, TlsListener, TlsSettings};
 pub use upstream::{AwcUpstream, UpstreamSettings};

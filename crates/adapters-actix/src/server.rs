@@ -30,6 +30,7 @@ use crate::metrics::Metrics;
 use crate::ops::{self, OpsSettings, Readiness};
 use crate::random::OsRandom;
 use crate::telemetry::{ChosenRequestId, RequestSpan};
+use crate::tls::{TlsListener, TlsSettings};
 use crate::upstream::{AwcUpstream, ResponseBody, UpstreamSettings};
 
 /// The server's own settings (the `server.*` keys).
@@ -53,6 +54,8 @@ pub struct ServerSettings {
     pub keep_alive: Duration,
     /// Longest pause between two reads of a request body.
     pub client_body_timeout: Duration,
+    /// Listen with TLS, with this certificate; plain HTTP without.
+    pub tls: Option<TlsSettings>,
 }
 
 impl Default for ServerSettings {
@@ -67,6 +70,7 @@ impl Default for ServerSettings {
             client_request_timeout: Duration::from_secs(5),
             keep_alive: Duration::from_secs(5),
             client_body_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -110,6 +114,8 @@ pub struct Application {
     port: u16,
     host: String,
     ops_addr: Option<SocketAddr>,
+    /// The certificate SIGHUP reloads, on a TLS listener.
+    tls: Option<TlsListener>,
     server: Server,
 }
 
@@ -216,7 +222,11 @@ impl Application {
         if server.max_connections > 0 {
             http = http.max_connections(server.max_connections);
         }
-        http = http.listen(listener)?;
+        let tls = server.tls.as_ref().map(TlsListener::new);
+        http = match &tls {
+            Some(tls) => http.listen_rustls_0_23(listener, tls.server_config()?)?,
+            None => http.listen(listener)?,
+        };
         if let Some(ops_listener) = ops_listener {
             http = http.listen(ops_listener)?;
         }
@@ -224,6 +234,7 @@ impl Application {
             port,
             host: server.host.clone(),
             ops_addr,
+            tls,
             server: http.run(),
         })
     }
@@ -233,9 +244,11 @@ impl Application {
         self.port
     }
 
-    /// `http://host:port`, for the start-up log line.
+    /// `http://host:port`, or `https://` on a TLS listener, for the
+    /// start-up log line.
     pub fn url(&self) -> String {
-        format!("http://{}", host_port(&self.host, self.port))
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", host_port(&self.host, self.port))
     }
 
     /// `http://host:port` of the operator listener, when there is one.
@@ -250,7 +263,8 @@ impl Application {
 
     /// Serves until SIGTERM or SIGINT, or a stop through the handle. On a
     /// signal it stops accepting and lets in-flight requests finish for up to
-    /// `server.shutdown_timeout`.
+    /// `server.shutdown_timeout`. On a TLS listener, SIGHUP re-reads the
+    /// certificate and key for new connections.
     ///
     /// # Errors
     /// The server failed while running, or signals could not be watched.
@@ -263,6 +277,16 @@ impl Application {
             tracing::info!("{name} received; finishing in-flight requests, then stopping");
             handle.stop(true).await;
         });
+        if let Some(tls) = self.tls {
+            // Only with TLS: without it SIGHUP keeps its default meaning.
+            let mut hangup = signal(SignalKind::hangup())?;
+            actix_web::rt::spawn(async move {
+                while hangup.recv().await.is_some() {
+                    tracing::info!("SIGHUP received; reloading the TLS certificate");
+                    tls.reload();
+                }
+            });
+        }
         self.server.await
     }
 }
@@ -346,7 +370,13 @@ fn client_request(
         query: request.uri().query().map(str::to_owned),
         headers,
         peer: request.peer_addr().map(|a| a.ip()),
-        scheme: "http",
+        // actix-web marks the TLS listener's requests secure; the ops
+        // listener stays plain.
+        scheme: if request.app_config().secure() {
+            "https"
+        } else {
+            "http"
+        },
         body: RequestBody::new(
             payload.into_inner(),
             shared.max_body_bytes,

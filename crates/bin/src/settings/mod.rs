@@ -227,6 +227,9 @@ impl Settings {
         demo.frontend = FrontendSection::default();
         // The demo is reached on loopback, whatever site is configured.
         demo.server.public_origin = None;
+        // The demo is plain http on loopback (its cookie is not Secure).
+        demo.server.tls_cert_file = None;
+        demo.server.tls_key_file = None;
         demo
     }
 }

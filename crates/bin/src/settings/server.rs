@@ -1,11 +1,12 @@
-//! `[server]`: the listener (address, workers, limits, timeouts) for the
-//! adapter, and whom to believe about the browser (public origin, trusted
+//! `[server]`: the listener (address, workers, limits, timeouts, TLS
+//! certificate) for the adapter, and whom to believe about the browser (public origin, trusted
 //! proxies) for the domain's forwarding rules.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokenjar_adapters_actix::ServerSettings;
+use tokenjar_adapters_actix::{ServerSettings, TlsFiles, TlsSettings};
 use tokenjar_domain::Forwarding;
 
 use super::section::{Problem, Problems, Section};
@@ -39,6 +40,12 @@ pub struct ServerSection {
     pub public_origin: Option<String>,
     /// CIDR blocks of trusted load balancers.
     pub trusted_proxies: Vec<String>,
+    /// PEM certificate chain: listen with TLS (with `tls_key_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key for `tls_cert_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Section for ServerSection {
@@ -56,6 +63,7 @@ impl Section for ServerSection {
         }
         problems.nonzero("client_request_timeout_ms", self.client_request_timeout_ms);
         problems.nonzero("client_body_timeout_ms", self.client_body_timeout_ms);
+        let tls = self.tls(&mut problems);
         problems.finish(|| {
             Some(ServerSettings {
                 host: self.host.clone(),
@@ -67,8 +75,38 @@ impl Section for ServerSection {
                 client_request_timeout: Duration::from_millis(self.client_request_timeout_ms),
                 keep_alive: Duration::from_secs(self.keep_alive_s),
                 client_body_timeout: Duration::from_millis(self.client_body_timeout_ms),
+                tls: tls?,
             })
         })
+    }
+}
+
+impl ServerSection {
+    /// The TLS certificate, read and checked now so that `check-config`
+    /// reports a bad file too: `Some(None)` for plain HTTP, `None` when a
+    /// problem was pushed.
+    fn tls(&self, problems: &mut Problems) -> Option<Option<TlsSettings>> {
+        let (cert_file, key_file) = match (&self.tls_cert_file, &self.tls_key_file) {
+            (None, None) => return Some(None),
+            (Some(cert_file), Some(key_file)) => (cert_file.clone(), key_file.clone()),
+            (Some(_), None) => {
+                problems.push("tls_key_file", "must be set with server.tls_cert_file");
+                return None;
+            }
+            (None, Some(_)) => {
+                problems.push("tls_cert_file", "must be set with server.tls_key_file");
+                return None;
+            }
+        };
+        match TlsSettings::load(TlsFiles { cert_file, key_file }) {
+            Ok(tls) => Some(Some(tls)),
+            Err(errors) => {
+                for error in errors {
+                    problems.push(error.file.key(), error.message);
+                }
+                None
+            }
+        }
     }
 }
 
@@ -111,5 +149,26 @@ mod tests {
                 "server.client_request_timeout_ms"
             ]
         );
+    }
+
+    #[test]
+    fn tls_files_come_in_pairs_and_must_be_readable() {
+        let settings = load(&[("TOKENJAR_SERVER__TLS_CERT_FILE", "/nonexistent/cert.pem")]).unwrap();
+        assert_eq!(problem_keys(settings.validate()), ["server.tls_key_file"]);
+        let settings = load(&[("TOKENJAR_SERVER__TLS_KEY_FILE", "/nonexistent/key.pem")]).unwrap();
+        assert_eq!(problem_keys(settings.validate()), ["server.tls_cert_file"]);
+        // Both files missing: both named, at once.
+        let settings = load(&[
+            ("TOKENJAR_SERVER__TLS_CERT_FILE", "/nonexistent/cert.pem"),
+            ("TOKENJAR_SERVER__TLS_KEY_FILE", "/nonexistent/key.pem"),
+        ])
+        .unwrap();
+        assert_eq!(
+            problem_keys(settings.validate()),
+            ["server.tls_cert_file", "server.tls_key_file"]
+        );
+        // Unset: plain HTTP.
+        let validated = load(&[]).unwrap().validate().unwrap();
+        assert!(validated.adapter.server.tls.is_none());
     }
 }
