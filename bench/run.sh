@@ -6,6 +6,9 @@
 # per request, peak RSS of each scenario) and the tokenjar/nginx ratios.
 #
 #   bench/run.sh                      # 5 rounds × 10 s per scenario and proxy
+#   (tls-listener and tls-handshake: both proxies terminate TLS for wrk, with
+#   one self-signed P-256 certificate made here; keep-alive, and a new
+#   connection per request)
 #   ROUNDS=1 DURATION=3 bench/run.sh  # a quick look
 #   SCENARIOS="get-cookie login" bench/run.sh
 #   BENCH_BIN=/tmp/tokenjar-before bench/run.sh   # another build
@@ -18,13 +21,14 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
-SCENARIOS=${SCENARIOS:-"get-cookie get-nocookie post-64k post-1m download-100m login"}
+SCENARIOS=${SCENARIOS:-"get-cookie get-nocookie post-64k post-1m download-100m login tls-listener tls-handshake"}
 
 need() { command -v "$1" >/dev/null || { echo "bench: '$1' is missing (apt-get install $2)" >&2; exit 1; }; }
 need wrk wrk
 need nginx nginx
 need curl curl
 need python3 python3
+need openssl openssl
 
 work=$(mktemp -d /tmp/tokenjar-bench.XXXXXX)
 # nginx workers run as an unprivileged user: they must be able to read the files.
@@ -59,7 +63,7 @@ fi
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 wait_http() {
     for _ in $(seq 1 200); do
-        curl -s -o /dev/null "$1" && return 0
+        curl -sk -o /dev/null "$1" && return 0
         sleep 0.05
     done
     echo "bench: $1 never answered" >&2
@@ -69,15 +73,21 @@ wait_http() {
 UPSTREAM_PORT=$(free_port)
 TOKENJAR_PORT=$(free_port)
 NGINX_PORT=$(free_port)
+TOKENJAR_TLS_PORT=$(free_port)
+NGINX_TLS_PORT=$(free_port)
 JWT=$(python3 -c 'import base64, json
 e = lambda d: base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
 print(e({"alg": "HS256", "typ": "JWT"}) + "." + e({"sub": "bench", "exp": 4102444800}) + ".c2lnbmF0dXJlLWJ5LXRoZS1hcGk")')
 head -c $((100 * 1024 * 1024)) /dev/zero > "$work/big.bin"
 mkdir -p "$work/ub" "$work/pb" "$work/pt" "$work/none"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+    -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+    -keyout "$work/tls.key" -out "$work/tls.crt" 2> /dev/null
+chmod 644 "$work/tls.key"
 
 render() {
     sed -e "s|@WORK@|$work|g" -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" -e "s|@NGINX_PORT@|$NGINX_PORT|g" \
-        -e "s|@JWT@|$JWT|g" "bench/$1" > "$work/$1"
+        -e "s|@NGINX_TLS_PORT@|$NGINX_TLS_PORT|g" -e "s|@JWT@|$JWT|g" "bench/$1" > "$work/$1"
 }
 render upstream.conf
 render nginx-proxy.conf
@@ -99,15 +109,24 @@ stop() {
         wait "$1" 2>/dev/null || true
     fi
 }
+# start_tokenjar [BINARY] [tls]: with "tls", tokenjar terminates TLS itself
+# (server.tls_cert_file) on its TLS port.
 start_tokenjar() {
-    local bin=${1:-$BIN}
+    local bin=${1:-$BIN} port=$TOKENJAR_PORT url tls=()
     stop "$TOKENJAR_PID"
-    TOKENJAR_SERVER__PORT=$TOKENJAR_PORT TOKENJAR_SERVER__WORKERS=1 \
-    TOKENJAR_UPSTREAM__URL="http://127.0.0.1:$UPSTREAM_PORT" \
+    if [ "${2:-}" = tls ]; then
+        port=$TOKENJAR_TLS_PORT
+        tls=(TOKENJAR_SERVER__TLS_CERT_FILE="$work/tls.crt" TOKENJAR_SERVER__TLS_KEY_FILE="$work/tls.key")
+        url="https://127.0.0.1:$port/healthz"
+    else
+        url="http://127.0.0.1:$port/healthz"
+    fi
+    env TOKENJAR_SERVER__PORT="$port" TOKENJAR_SERVER__WORKERS=1 \
+    TOKENJAR_UPSTREAM__URL="http://127.0.0.1:$UPSTREAM_PORT" "${tls[@]}" \
     TOKENJAR_COOKIE__SECURE=false TOKENJAR_COOKIE__NAME=auth-token TOKENJAR_COOKIE__KEYS="$KEY" RUST_LOG=warn \
         "${PROXY_CPU[@]}" "$bin" serve --config-dir "$work/none" 2>> "$work/tokenjar.log" &
     TOKENJAR_PID=$!
-    wait_http "http://127.0.0.1:$TOKENJAR_PORT/healthz"
+    wait_http "$url"
 }
 start_nginx() {
     stop "$NGINX_MASTER"
@@ -155,8 +174,17 @@ run() {
     else
         port=$TOKENJAR_PORT cookie=$SEALED
     fi
-    local url="http://127.0.0.1:$port/api/echo" conns=$CONNS
+    local url="http://127.0.0.1:$port/api/echo" conns=$CONNS tls=
     case $scenario in
+        tls-listener | tls-handshake)
+            # The build before this scenario existed cannot listen with TLS.
+            [ "$target" = base ] && return 0
+            tls=tls
+            if [ "$target" = nginx ]; then port=$NGINX_TLS_PORT; else port=$TOKENJAR_TLS_PORT; fi
+            url="https://127.0.0.1:$port/api/echo"
+            args=(-H "Cookie: $cookie")
+            # A new connection, so a full handshake, for every request.
+            [ "$scenario" = tls-handshake ] && args+=(-H "Connection: close") ;;
         get-cookie) args=(-H "Cookie: $cookie") ;;
         get-nocookie) ;;
         post-64k) args=(-H "Cookie: $cookie" -s bench/post.lua) ;;
@@ -170,7 +198,7 @@ run() {
         start_nginx
         procs=("$NGINX_MASTER" "$NGINX_WORKER")
     else
-        if [ "$target" = base ]; then start_tokenjar "$BENCH_BASE"; else start_tokenjar; fi
+        if [ "$target" = base ]; then start_tokenjar "$BENCH_BASE"; else start_tokenjar "$BIN" "$tls"; fi
         procs=("$TOKENJAR_PID")
     fi
     # One second of the same load first: connection pools and caches filled.
