@@ -1,6 +1,6 @@
 //! `[server]`: the listener (address, workers, limits, timeouts, TLS
-//! certificate) for the adapter, and whom to believe about the browser (public origin, trusted
-//! proxies) for the domain's forwarding rules.
+//! certificate) for the adapter, and whom to believe about the browser
+//! (public origin, trusted proxies) for the domain's forwarding rules.
 
 use std::path::PathBuf;
 use std::time::Duration;
