@@ -111,6 +111,11 @@ impl Browser {
     /// Starts chromedriver and Chromium, or returns `None` (after printing
     /// why) when they are not installed and this is not CI.
     async fn open() -> Option<Self> {
+        Self::open_with(&[]).await
+    }
+
+    /// The same, with more Chromium command-line switches.
+    async fn open_with(extra_args: &[String]) -> Option<Self> {
         let found = vec![
             Some(PathBuf::from(CHROMIUM)).filter(|path| path.is_file()),
             find_program("chromedriver", &["/usr/bin/chromedriver"]),
@@ -122,22 +127,23 @@ impl Browser {
         )?;
         let driver = Driver::start(&found[1]);
         let profile = TempDir::new("chromium-profile");
+        let mut args: Vec<String> = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+        ]
+        .map(str::to_owned)
+        .into();
+        args.push(format!("--user-data-dir={}", profile.path().display()));
+        args.extend(extra_args.iter().cloned());
         let mut capabilities = serde_json::Map::new();
         capabilities.insert(
             "goog:chromeOptions".to_owned(),
-            json!({
-                "binary": found[0],
-                "args": [
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    "--no-first-run",
-                    format!("--user-data-dir={}", profile.path().display()),
-                ],
-            }),
+            json!({ "binary": found[0], "args": args }),
         );
         let client = ClientBuilder::new(HttpConnector::new())
             .capabilities(capabilities)
@@ -309,12 +315,17 @@ async fn log_in(client: &Client) {
 /// The auth cookie as the browser stores it (WebDriver sees HttpOnly cookies,
 /// page scripts do not).
 async fn auth_cookie(client: &Client) -> Option<Cookie<'static>> {
+    cookie_named(client, COOKIE).await
+}
+
+/// The browser's cookie called `name`.
+async fn cookie_named(client: &Client, name: &str) -> Option<Cookie<'static>> {
     client
         .get_all_cookies()
         .await
         .expect("read the browser's cookies")
         .into_iter()
-        .find(|cookie| cookie.name() == COOKIE)
+        .find(|cookie| cookie.name() == name)
 }
 
 /// Whether `text` holds something shaped like a JWT (`ey….ey….`): the demo
@@ -738,5 +749,70 @@ async fn an_event_source_gets_each_event_as_the_api_sends_it() {
             api.next.send(()).unwrap();
         }
     }
+    browser.close().await;
+}
+
+/// The production cookie (`__Host-auth-token`, `Secure`, `HttpOnly`,
+/// `SameSite=Lax`) in a real browser over tokenjar's own TLS listener
+/// (SPEC §12, §6): the demo logs in, calls the API and logs out over https.
+/// Chromium trusts the certificate made here through
+/// `--ignore-certificate-errors-spki-list` (the base64 SHA-256 of its public
+/// key): that switch trusts this one key and nothing else, and needs no
+/// certificate database.
+#[actix_web::test]
+async fn the_production_cookie_works_over_tokenjars_own_tls_listener() {
+    use base64::Engine as _;
+    use rcgen::PublicKeyData as _;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let spki = ring::digest::digest(&ring::digest::SHA256, &key.subject_public_key_info());
+    let spki = base64::engine::general_purpose::STANDARD.encode(spki.as_ref());
+    let Some(browser) = Browser::open_with(&[format!("--ignore-certificate-errors-spki-list={spki}")]).await
+    else {
+        return;
+    };
+    let files = TempDir::new("tls-files");
+    files.write("cert.pem", &cert.pem());
+    files.write("key.pem", &key.serialize_pem());
+    let cert_file = files.path().join("cert.pem");
+    let key_file = files.path().join("key.pem");
+    let app = spawn_custom(
+        TempDir::new("demo-config"),
+        Some("demo"),
+        None,
+        &[
+            ("TOKENJAR_SERVER__WORKERS", "1"),
+            ("TOKENJAR_SERVER__TLS_CERT_FILE", cert_file.to_str().unwrap()),
+            ("TOKENJAR_SERVER__TLS_KEY_FILE", key_file.to_str().unwrap()),
+            // The compiled-in production cookie, not the harness's plain-http one.
+            ("TOKENJAR_COOKIE__NAME", "__Host-auth-token"),
+            ("TOKENJAR_COOKIE__SECURE", "true"),
+        ],
+    );
+    assert!(app.url("/").starts_with("https://"), "{}", app.url("/"));
+
+    open_demo(&browser, &app, false).await;
+    assert_eq!(press(&browser, "me").await, 401, "GET /api/me before logging in");
+    log_in(&browser).await;
+    let cookie = cookie_named(&browser, "__Host-auth-token")
+        .await
+        .expect("the login set the __Host- cookie");
+    assert_eq!(cookie.secure(), Some(true), "{cookie}");
+    assert_eq!(cookie.http_only(), Some(true), "{cookie}");
+    assert_eq!(cookie.path(), Some("/"), "{cookie}");
+    assert_eq!(
+        cookie.same_site().map(|s| s.to_string()).as_deref(),
+        Some("Lax"),
+        "{cookie}"
+    );
+    assert_eq!(press(&browser, "me").await, 200, "GET /api/me with the cookie");
+    assert_eq!(press(&browser, "logout").await, 200, "log out");
+    wait_for(&browser, "#state[data-logged-in=\"false\"]").await;
+    assert!(
+        cookie_named(&browser, "__Host-auth-token").await.is_none(),
+        "the logout deleted the cookie"
+    );
+    assert_eq!(press(&browser, "me").await, 401, "GET /api/me after logging out");
     browser.close().await;
 }

@@ -226,6 +226,9 @@ async fn https_with_http2_and_http1_and_the_scheme_reaching_the_api() {
         let seen = api.last_request();
         assert_eq!(seen.target, "/v1/things?x=1");
         assert_eq!(seen.header("x-forwarded-proto"), Some("https"), "{seen:?}");
+        // HTTP/2 names the host in `:authority`; it still reaches the API.
+        let host = app.url("").trim_start_matches("https://").to_owned();
+        assert_eq!(seen.header("x-forwarded-host"), Some(host.as_str()), "{seen:?}");
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use actix_web::body::{None as NoBody, SizedStream};
 use actix_web::dev::{Server, Service as _};
 use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::http::{KeepAlive, Method, StatusCode};
+use actix_web::http::{KeepAlive, Method, StatusCode, Version};
 use actix_web::rt::signal::unix::{signal, SignalKind};
 use actix_web::{web, App, HttpMessage, HttpRequest, HttpResponse, HttpServer};
 use tokenjar_domain::{
@@ -356,6 +356,15 @@ fn client_request(
     shared: &Shared,
 ) -> Result<ClientRequest<RequestBody>, FlowError> {
     let mut headers = headers::to_domain(request.headers());
+    // An HTTP/2 request names its host in `:authority`, not in a `Host`
+    // header (RFC 9113 §8.3.1); the rules (CSRF's own origin, the public
+    // origin's host, X-Forwarded-Host) read `Host`, as an HTTP/1.1 request
+    // carries it.
+    if request.version() == Version::HTTP_2 && !headers.contains("host") {
+        if let Some(authority) = request.uri().authority() {
+            headers.append("host", authority.as_str());
+        }
+    }
     if let Some(limit) = shared.max_body_bytes {
         if matches!(BodySize::from_headers(&headers), BodySize::Sized(n) if n > limit) {
             return Err(FlowError::PayloadTooLarge);

@@ -218,18 +218,21 @@ impl Settings {
             upstream_scheme: String::new(),
             drop_client_headers: self.token.drop_client_headers.clone(),
         };
-        demo.cookie.secure = false;
-        if demo.cookie.name.starts_with("__") {
-            // __Host- and __Secure- names require Secure.
-            demo.cookie.name = "auth-token".to_owned();
+        let tls = self.server.tls_cert_file.is_some() || self.server.tls_key_file.is_some();
+        if !tls {
+            // Plain http on loopback: a Secure cookie would never come back.
+            demo.cookie.secure = false;
+            if demo.cookie.name.starts_with("__") {
+                // __Host- and __Secure- names require Secure.
+                demo.cookie.name = "auth-token".to_owned();
+            }
         }
+        // With tokenjar's own TLS listener configured, the demo serves https
+        // and keeps the configured (production) cookie.
         demo.cookie.same_site = SameSiteSetting::Lax;
         demo.frontend = FrontendSection::default();
         // The demo is reached on loopback, whatever site is configured.
         demo.server.public_origin = None;
-        // The demo is plain http on loopback (its cookie is not Secure).
-        demo.server.tls_cert_file = None;
-        demo.server.tls_key_file = None;
         demo
     }
 }
