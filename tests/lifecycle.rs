@@ -1,7 +1,7 @@
 //! The process around the requests: no secret in any log line at any level
 //! (SPEC §8, §9), and graceful shutdown on a real SIGTERM/SIGINT (SPEC §9):
 //! stop accepting, let in-flight downloads finish within
-//! `server.shutdown_timeout_s`, exit 0.
+//! `server.shutdown_timeout_s`, exit 0; and SIGHUP, which never stops it.
 //!
 //! Downloads go through the recording API's gated endpoint, whose pieces exist
 //! only once the test releases them, so every step waits on a condition
@@ -350,4 +350,26 @@ fn a_download_that_never_finishes_is_cut_after_the_shutdown_timeout() {
         check.received(),
         pieces * CHUNK_LEN as u64
     );
+}
+
+/// SIGHUP (`systemctl reload`, a certificate hook) never stops tokenjar:
+/// without a TLS listener there is nothing to reload, and it says so.
+#[actix_web::test]
+async fn sighup_without_tls_changes_nothing_and_stops_nothing() {
+    let (api, mut app) = setup();
+    app.signal("HUP");
+    assert!(
+        app.wait_for_log("SIGHUP received; nothing to reload", Duration::from_secs(10)),
+        "{:#?}",
+        app.logs()
+    );
+    assert_eq!(
+        app.exit_status(),
+        None,
+        "SIGHUP stopped tokenjar: {:#?}",
+        app.logs()
+    );
+    let reply = app.get_api("/api/still-here", None).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(api.last_request().target, "/v1/still-here");
 }

@@ -264,7 +264,8 @@ impl Application {
     /// Serves until SIGTERM or SIGINT, or a stop through the handle. On a
     /// signal it stops accepting and lets in-flight requests finish for up to
     /// `server.shutdown_timeout`. On a TLS listener, SIGHUP re-reads the
-    /// certificate and key for new connections.
+    /// certificate and key for new connections; without one it changes
+    /// nothing.
     ///
     /// # Errors
     /// The server failed while running, or signals could not be watched.
@@ -277,16 +278,22 @@ impl Application {
             tracing::info!("{name} received; finishing in-flight requests, then stopping");
             handle.stop(true).await;
         });
-        if let Some(tls) = self.tls {
-            // Only with TLS: without it SIGHUP keeps its default meaning.
-            let mut hangup = signal(SignalKind::hangup())?;
-            actix_web::rt::spawn(async move {
-                while hangup.recv().await.is_some() {
-                    tracing::info!("SIGHUP received; reloading the TLS certificate");
-                    tls.reload();
+        // Caught with or without TLS: `systemctl reload` or a certificate
+        // hook sends it, and its default meaning (stop at once) would drop
+        // every request in flight.
+        let mut hangup = signal(SignalKind::hangup())?;
+        let tls = self.tls;
+        actix_web::rt::spawn(async move {
+            while hangup.recv().await.is_some() {
+                match &tls {
+                    Some(tls) => {
+                        tracing::info!("SIGHUP received; reloading the TLS certificate");
+                        tls.reload();
+                    }
+                    None => tracing::info!("SIGHUP received; nothing to reload (no TLS listener)"),
                 }
-            });
-        }
+            }
+        });
         self.server.await
     }
 }
