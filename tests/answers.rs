@@ -3,7 +3,8 @@
 //! under concurrent load on shared API connections; a body shorter than its
 //! length is never passed on as complete (a login cut that way logs no one
 //! in); an answer that runs until the close arrives whole; stray bytes after
-//! an answer and an unasked protocol switch reach nobody (SPEC §3, §4).
+//! an answer and an unasked protocol switch reach nobody; a 304 or 204 that
+//! announces a length leaves the client's connection usable (SPEC §3, §4).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
@@ -327,4 +328,43 @@ fn a_refused_login_that_carries_a_token_is_502() {
     assert_eq!(reply.json(), serde_json::json!({"error": "bad credentials"}));
     assert!(reply.set_cookie_for("auth-token").is_none());
     assert_eq!(recording.requests().len(), 1);
+}
+
+/// A `304` or `204` has no body whatever its head announces (RFC 9112
+/// §6.3): an API that sends `Content-Length` with one (a 304 may, for the
+/// representation it stands for) must not leave the client's connection
+/// waiting for bytes that never come. The next request on the same
+/// connection is answered.
+#[test]
+fn a_bodiless_status_with_a_length_leaves_the_connection_usable() {
+    use std::io::{Read as _, Write as _};
+    for head in [
+        "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\nETag: \"v1\"\r\n\r\n",
+        "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+    ] {
+        let api = tokenjar_e2e::RawUpstream::answering(head.as_bytes());
+        let app = spawn_app(&api.url(""), &[]);
+        let mut client = std::net::TcpStream::connect(app.address).unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let status = head.split("\r\n").next().unwrap().split(' ').nth(1).unwrap();
+        for round in 1..=2 {
+            let request = format!("GET /api/cached/{round} HTTP/1.1\r\nHost: app.test\r\n\r\n");
+            client.write_all(request.as_bytes()).unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = client
+                    .read(&mut buf)
+                    .unwrap_or_else(|e| panic!("{status}, request {round}: no answer ({e}); got {seen:?}"));
+                assert!(
+                    n > 0,
+                    "{status}, request {round}: connection closed; got {seen:?}; {:#?}",
+                    app.logs()
+                );
+                seen.extend_from_slice(&buf[..n]);
+            }
+            let text = String::from_utf8_lossy(&seen);
+            assert!(text.starts_with(&format!("HTTP/1.1 {status}")), "{text}");
+        }
+    }
 }

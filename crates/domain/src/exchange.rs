@@ -36,15 +36,19 @@ impl BodySize {
         }
     }
 
-    /// The body shape of the API's response to `method` with `status`.
-    /// Answers to HEAD and 1xx, 204 and 304 answers have no body, whatever
-    /// their headers announce (RFC 9112 §6.3); any other answer with
-    /// neither length nor chunking runs until the API closes, so it streams.
+    /// The body shape of the API's response to `method` with `status`
+    /// (RFC 9112 §6.3). A 1xx, 204 or 304 answer has no body, whatever its
+    /// head announces: `None`, since a length taken from it would have the
+    /// client wait for bytes that never come. An answer to HEAD keeps the
+    /// length it announces (the client is told it) and has no body either;
+    /// any other answer with neither length nor chunking runs until the
+    /// API closes, so it streams.
     pub fn of_response(method: &Method, status: u16, headers: &Headers) -> Self {
-        let bodiless =
-            *method == Method::Head || (100..200).contains(&status) || status == 204 || status == 304;
+        if (100..200).contains(&status) || status == 204 || status == 304 {
+            return Self::None;
+        }
         match Self::from_headers(headers) {
-            Self::None if !bodiless => Self::Stream,
+            Self::None if *method != Method::Head => Self::Stream,
             size => size,
         }
     }
@@ -238,6 +242,13 @@ mod tests {
             BodySize::of_response(&Method::Head, 200, &length),
             BodySize::Sized(5)
         );
+        // A length announced with a status that has no body is not one.
+        for status in [101, 204, 304] {
+            assert_eq!(
+                BodySize::of_response(&Method::Get, status, &length),
+                BodySize::None
+            );
+        }
     }
 
     #[test]
