@@ -77,12 +77,6 @@ impl<R: Random + ?Sized> Random for Arc<R> {
     }
 }
 
-impl<R: Random + ?Sized> Random for &R {
-    fn fill(&self, dest: &mut [u8]) -> Result<(), RandomError> {
-        (**self).fill(dest)
-    }
-}
-
 /// The random source failed (the operating system's generator could not
 /// be read).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
