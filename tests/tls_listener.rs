@@ -7,85 +7,16 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Output};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use awc::http::Version;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use rustls::{ClientConnection, StreamOwned};
+use tokenjar_e2e::pki::{IssuedCert, TestCa};
 use tokenjar_e2e::{mentions_word, spawn_app, tokenjar_bin, RecordingApi, TempDir, TestApp, KEY_1};
 
 /// How long a log line (a reload) may take to appear.
 const LOG_WAIT: Duration = Duration::from_secs(10);
-
-/// A test CA that signs server certificates for 127.0.0.1 and localhost.
-struct TestCa {
-    issuer: Issuer<'static, KeyPair>,
-    der: CertificateDer<'static>,
-}
-
-/// A server certificate and its key, as PEM, and the certificate's DER to
-/// compare with what a handshake served.
-struct ServerCert {
-    cert_pem: String,
-    key_pem: String,
-    der: CertificateDer<'static>,
-}
-
-impl TestCa {
-    fn new() -> Self {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "tokenjar test CA");
-        let cert = params.self_signed(&key).unwrap();
-        Self {
-            issuer: Issuer::new(params, key),
-            der: cert.der().clone(),
-        }
-    }
-
-    /// A server certificate named `name` (its common name).
-    fn server_cert(&self, name: &str) -> ServerCert {
-        let key = KeyPair::generate().unwrap();
-        let mut params =
-            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        ServerCert {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            der: cert.der().clone(),
-        }
-    }
-
-    /// A rustls client trusting only this CA, offering `alpn`.
-    fn client_config(&self, alpn: &[&[u8]]) -> Arc<ClientConfig> {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.der.clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        Arc::new(config)
-    }
-
-    /// An awc client over TLS; `h2` offers HTTP/2 besides HTTP/1.1.
-    fn awc(&self, h2: bool) -> awc::Client {
-        let alpn: &[&[u8]] = if h2 { &[b"h2", b"http/1.1"] } else { &[b"http/1.1"] };
-        let connector = awc::Connector::new().rustls_0_23(self.client_config(alpn));
-        awc::Client::builder()
-            .connector(connector)
-            .timeout(Duration::from_secs(30))
-            .finish()
-    }
-}
 
 /// The folder holding `cert.pem` and `key.pem`, and the variables that
 /// point tokenjar at them.
@@ -94,7 +25,7 @@ struct CertFiles {
 }
 
 impl CertFiles {
-    fn new(cert: &ServerCert) -> Self {
+    fn new(cert: &IssuedCert) -> Self {
         let files = Self {
             dir: TempDir::new("tls"),
         };

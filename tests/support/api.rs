@@ -201,6 +201,8 @@ impl PieceGate {
 /// The recording API server; stopped on drop.
 pub struct RecordingApi {
     addr: SocketAddr,
+    /// Served over TLS with this configuration, when set.
+    tls: Option<rustls::ServerConfig>,
     handle: ServerHandle,
     state: Arc<State>,
     /// The thread running the server's System; ends once the server stopped.
@@ -218,10 +220,24 @@ impl std::fmt::Debug for RecordingApi {
 impl RecordingApi {
     /// Starts the API on 127.0.0.1 port 0 and waits until it is bound.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Like [`RecordingApi::start`], but over https with `tls`.
+    pub fn start_tls(tls: rustls::ServerConfig) -> Self {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<rustls::ServerConfig>) -> Self {
         let state = Arc::new(State::default());
-        let (addr, handle, thread) = serve(SocketAddr::from(([127, 0, 0, 1], 0)), Arc::clone(&state));
+        let (addr, handle, thread) = serve(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            Arc::clone(&state),
+            tls.clone(),
+        );
         Self {
             addr,
+            tls,
             handle,
             state,
             thread: Some(thread),
@@ -253,7 +269,7 @@ impl RecordingApi {
     /// accepts connections.
     pub fn restart(&mut self) {
         self.stop();
-        let (addr, handle, thread) = serve(self.addr, Arc::clone(&self.state));
+        let (addr, handle, thread) = serve(self.addr, Arc::clone(&self.state), self.tls.clone());
         assert_eq!(addr, self.addr, "the API must come back on the same address");
         self.handle = handle;
         self.thread = Some(thread);
@@ -276,9 +292,11 @@ impl RecordingApi {
         self.addr
     }
 
-    /// `http://127.0.0.1:PORT` followed by `path` (e.g. a base path `/v1`).
+    /// `http://127.0.0.1:PORT` (`https://` over TLS) followed by `path`
+    /// (e.g. a base path `/v1`).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.addr)
     }
 
     /// Every request received so far, in arrival order.
@@ -330,7 +348,11 @@ impl Drop for RecordingApi {
 
 /// Runs the API server on `addr` on a thread of its own; its bound address,
 /// handle and thread once it accepts connections.
-fn serve(addr: SocketAddr, shared: Arc<State>) -> (SocketAddr, ServerHandle, JoinHandle<()>) {
+fn serve(
+    addr: SocketAddr,
+    shared: Arc<State>,
+    tls: Option<rustls::ServerConfig>,
+) -> (SocketAddr, ServerHandle, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("recording-api".to_owned())
@@ -343,8 +365,11 @@ fn serve(addr: SocketAddr, shared: Arc<State>) -> (SocketAddr, ServerHandle, Joi
                 })
                 .workers(1)
                 .disable_signals()
-                .shutdown_timeout(0)
-                .bind(addr);
+                .shutdown_timeout(0);
+                let server = match tls {
+                    None => server.bind(addr),
+                    Some(tls) => server.bind_rustls_0_23(addr, tls),
+                };
                 let server = match server {
                     Ok(server) => server,
                     Err(err) => {

@@ -16,6 +16,7 @@ pub mod hostile_api;
 pub mod load;
 pub mod metrics;
 pub mod pattern;
+pub mod pki;
 pub mod raw;
 
 use std::path::{Path, PathBuf};

@@ -320,6 +320,7 @@ pub fn refused_url() -> String {
 #[derive(Debug)]
 pub struct RawUpstream {
     addr: SocketAddr,
+    tls: bool,
     stop: Arc<AtomicBool>,
     heads: Arc<Mutex<Vec<String>>>,
 }
@@ -327,16 +328,23 @@ pub struct RawUpstream {
 impl RawUpstream {
     /// Answers every request with `response` (exact bytes) and closes.
     pub fn answering(response: &[u8]) -> Self {
-        Self::start(Some(response.to_vec()))
+        Self::start(Some(response.to_vec()), None)
+    }
+
+    /// Like [`RawUpstream::answering`], over TLS with `tls`: the bytes
+    /// are what the TLS session carries.
+    pub fn answering_tls(response: &[u8], tls: rustls::ServerConfig) -> Self {
+        Self::start(Some(response.to_vec()), Some(Arc::new(tls)))
     }
 
     /// Closes every connection after reading the request head, answering
     /// nothing.
     pub fn closing() -> Self {
-        Self::start(None)
+        Self::start(None, None)
     }
 
-    fn start(response: Option<Vec<u8>>) -> Self {
+    fn start(response: Option<Vec<u8>>, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
+        let over_tls = tls.is_some();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         let stop = Arc::new(AtomicBool::new(false));
@@ -349,8 +357,15 @@ impl RawUpstream {
                     if stop_flag.load(Ordering::SeqCst) {
                         break;
                     }
-                    let Ok(mut conn) = conn else { continue };
-                    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                    let Ok(tcp) = conn else { continue };
+                    let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut conn = match &tls {
+                        None => Conn::Plain(tcp),
+                        Some(tls) => match rustls::ServerConnection::new(Arc::clone(tls)) {
+                            Ok(session) => Conn::Tls(Box::new(rustls::StreamOwned::new(session, tcp))),
+                            Err(_) => continue,
+                        },
+                    };
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 4096];
                     while find(&buf, b"\r\n\r\n").is_none() {
@@ -370,21 +385,73 @@ impl RawUpstream {
                         let _ = conn.write_all(response);
                         let _ = conn.flush();
                     }
-                    let _ = conn.shutdown(std::net::Shutdown::Both);
+                    conn.close();
                 }
             })
             .expect("spawn the raw upstream thread");
-        Self { addr, stop, heads }
+        Self {
+            addr,
+            tls: over_tls,
+            stop,
+            heads,
+        }
     }
 
-    /// `http://127.0.0.1:PORT` followed by `path`.
+    /// `http://127.0.0.1:PORT` (`https://` over TLS) followed by `path`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.addr)
     }
 
     /// The request heads received so far (request line and headers).
     pub fn heads(&self) -> Vec<String> {
         self.heads.lock().expect("lock").clone()
+    }
+}
+
+/// A raw upstream's connection: plain, or a TLS session over it.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
+}
+
+impl Conn {
+    /// Ends the connection (TLS: with its close_notify first).
+    fn close(&mut self) {
+        if let Self::Tls(tls) = self {
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+        let tcp = match self {
+            Self::Plain(tcp) => tcp,
+            Self::Tls(tls) => &mut tls.sock,
+        };
+        let _ = tcp.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Plain(tcp) => tcp.read(buf),
+            Self::Tls(tls) => tls.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Plain(tcp) => tcp.write(buf),
+            Self::Tls(tls) => tls.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::Plain(tcp) => tcp.flush(),
+            Self::Tls(tls) => tls.flush(),
+        }
     }
 }
 

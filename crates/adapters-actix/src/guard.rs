@@ -38,12 +38,14 @@ use std::task::{ready, Context, Poll};
 use actix_codec::{AsyncRead, AsyncWrite, Decoder as _, ReadBuf};
 use actix_http::h1::{ClientCodec, ClientPayloadCodec, MessageType};
 use actix_http::ServiceConfig;
-use actix_rt::net::{ActixStream, Ready, TcpStream};
+use actix_rt::net::{ActixStream, Ready};
 use actix_service::Service;
 use actix_tls::connect::{ConnectError, ConnectInfo, Connection, ConnectorService};
 use awc::http::Uri;
 use bytes::{Buf as _, BytesMut};
 use futures_core::future::LocalBoxFuture;
+
+use crate::outbound::{OutboundTls, Transport};
 
 /// Where the connection is in its current exchange.
 enum Exchange {
@@ -84,10 +86,10 @@ enum Head {
 const MAX_HEADERS: usize = 96;
 const MAX_HEAD: usize = 131_072;
 
-/// A TCP connection to the API that lets through exactly one complete
-/// answer per request (see the module documentation).
+/// A connection to the API (TCP, or TLS over it) that lets through
+/// exactly one complete answer per request (see the module documentation).
 pub struct GuardedStream {
-    io: TcpStream,
+    io: Transport,
     /// Boxed: awc moves its connections by value several times per
     /// request, so the stream itself stays as small as the socket.
     state: Box<State>,
@@ -115,7 +117,7 @@ impl fmt::Debug for GuardedStream {
 }
 
 impl GuardedStream {
-    fn new(io: TcpStream, config: ServiceConfig) -> Self {
+    fn new(io: Transport, config: ServiceConfig) -> Self {
         Self {
             io,
             state: Box::new(State {
@@ -529,13 +531,25 @@ impl ActixStream for GuardedStream {
 }
 
 /// awc's own TCP connector (the same resolver and connect logic), handing
-/// out [`GuardedStream`]s.
+/// out [`GuardedStream`]s; with [`OutboundTls`], every connection is TLS
+/// (the handshake below the guard, so that the guard reads plain HTTP).
 #[derive(Clone, Default)]
 pub struct GuardedConnector {
     tcp: ConnectorService,
+    tls: Option<OutboundTls>,
     /// The decoder's settings, made on the first connection: making them
     /// starts a timer task, which needs the worker's runtime.
     config: Rc<OnceCell<ServiceConfig>>,
+}
+
+impl GuardedConnector {
+    /// A connector whose every connection is TLS with `tls`.
+    pub fn tls(tls: OutboundTls) -> Self {
+        Self {
+            tls: Some(tls),
+            ..Self::default()
+        }
+    }
 }
 
 impl fmt::Debug for GuardedConnector {
@@ -553,11 +567,21 @@ impl Service<ConnectInfo<Uri>> for GuardedConnector {
     actix_service::always_ready!();
 
     fn call(&self, info: ConnectInfo<Uri>) -> Self::Future {
+        let host = info.hostname().to_owned();
         let connecting = self.tcp.call(info);
+        let tls = self.tls.clone();
         let config = self.config.get_or_init(ServiceConfig::default).clone();
         Box::pin(async move {
             let (tcp, request) = connecting.await?.into_parts();
-            Ok(Connection::new(request, GuardedStream::new(tcp, config)))
+            let io = match tls {
+                None => Transport::Plain(tcp),
+                // awc's connect timeout runs over this future: it covers
+                // the handshake too.
+                Some(tls) => {
+                    Transport::Tls(Box::new(tls.connect(&host, tcp).await.map_err(ConnectError::Io)?))
+                }
+            };
+            Ok(Connection::new(request, GuardedStream::new(io, config)))
         })
     }
 }

@@ -63,7 +63,7 @@ impl fmt::Display for TlsFileError {
 /// The crypto provider, chosen explicitly: rustls is built without a
 /// default one (aws-lc-rs needs cmake and a C toolchain), and asking it for
 /// the process default would panic.
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -97,7 +97,7 @@ impl TlsSettings {
     }
 }
 
-fn certified_key(files: &TlsFiles) -> Result<Arc<CertifiedKey>, Vec<TlsFileError>> {
+pub(crate) fn certified_key(files: &TlsFiles) -> Result<Arc<CertifiedKey>, Vec<TlsFileError>> {
     let provider = provider();
     let chain = read_chain(files);
     let key = read_key(files, &provider);
@@ -168,7 +168,7 @@ fn read_key(
 
 /// A PEM error described without quoting the file: some variants carry
 /// the offending line, which in a key file is secret.
-fn pem_problem(error: &pem::Error) -> &'static str {
+pub(crate) fn pem_problem(error: &pem::Error) -> &'static str {
     match error {
         pem::Error::MissingSectionEnd { .. } => "a section has no END line",
         pem::Error::IllegalSectionStart { .. } => "a BEGIN line is malformed",

@@ -6,11 +6,13 @@
 //! complete answer per request (see [`crate::guard`]): interim answers are
 //! dropped and a body the API cut short ends in an error.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::time::Duration;
 
+use actix_http::error::ParseError;
 use actix_web::body::SizedStream;
 use actix_web::http::Method;
 use awc::error::{ConnectError, PayloadError, SendRequestError};
@@ -22,6 +24,7 @@ use tokenjar_domain::{
 use crate::body::{BodyFlags, RequestBody};
 use crate::guard::GuardedConnector;
 use crate::headers;
+use crate::outbound::{self, OutboundTls};
 
 /// The body of the API's response, streamed back to the browser: awc's
 /// response itself. A body the API cut short ends in an error (from
@@ -42,6 +45,8 @@ pub struct UpstreamSettings {
     /// Request bodies up to this size are read whole before a connection
     /// is taken (`server.client_body_buffer_bytes`).
     pub buffer_bytes: u64,
+    /// TLS for `https://` URLs (`[tls]`); without it they are refused.
+    pub tls: Option<OutboundTls>,
 }
 
 impl Default for UpstreamSettings {
@@ -51,26 +56,32 @@ impl Default for UpstreamSettings {
             timeout: Duration::from_secs(30),
             pool_size: 0,
             buffer_bytes: 64 * 1024,
+            tls: None,
         }
     }
 }
 
 /// The API, reached with awc.
 pub struct AwcUpstream {
-    /// Every request whose body is in hand (none, or read whole).
-    client: awc::Client,
-    /// Requests whose body streams as the client sends it: a pool of their
-    /// own, so that slow uploaders can only hold connections of other
-    /// large uploads, never those of everyone's ordinary requests.
-    uploads: awc::Client,
+    plain: Clients,
+    /// The same over TLS, for `https://` URLs (see [`crate::outbound`]).
+    tls: Option<Clients>,
     timeout: Duration,
     buffer_bytes: u64,
 }
 
-impl AwcUpstream {
-    /// A client for this worker.
-    pub fn new(settings: &UpstreamSettings) -> Self {
-        let guarded = GuardedConnector::default();
+/// A pair of awc clients over one kind of connection.
+struct Clients {
+    /// Every request whose body is in hand (none, or read whole).
+    buffered: awc::Client,
+    /// Requests whose body streams as the client sends it: a pool of their
+    /// own, so that slow uploaders can only hold connections of other
+    /// large uploads, never those of everyone's ordinary requests.
+    uploads: awc::Client,
+}
+
+impl Clients {
+    fn new(settings: &UpstreamSettings, guarded: &GuardedConnector) -> Self {
         let client = |guarded: GuardedConnector| {
             let mut connector = awc::Connector::new()
                 .connector(guarded)
@@ -88,11 +99,83 @@ impl AwcUpstream {
                 .finish()
         };
         Self {
-            client: client(guarded.clone()),
-            uploads: client(guarded),
+            buffered: client(guarded.clone()),
+            uploads: client(guarded.clone()),
+        }
+    }
+}
+
+/// Where awc is sent for one URL: the client pair, the URL as awc gets it,
+/// and the `Host` to name when it differs from that URL's.
+struct Target<'a> {
+    clients: &'a Clients,
+    url: Cow<'a, str>,
+    host: Option<&'a str>,
+}
+
+impl AwcUpstream {
+    /// A client for this worker.
+    pub fn new(settings: &UpstreamSettings) -> Self {
+        Self {
+            plain: Clients::new(settings, &GuardedConnector::default()),
+            tls: settings
+                .tls
+                .clone()
+                .map(|tls| Clients::new(settings, &GuardedConnector::tls(tls))),
             timeout: settings.timeout,
             buffer_bytes: settings.buffer_bytes,
         }
+    }
+
+    /// The API side of a WebSocket handshake to `url` (`ws://`, or
+    /// `wss://` over the TLS clients).
+    ///
+    /// # Errors
+    /// A `wss://` URL without TLS settings.
+    pub fn websocket(&self, url: &str) -> Result<awc::ws::WebsocketsRequest, UpstreamError> {
+        let target = self.target(url)?;
+        let mut request = target.clients.buffered.ws(target.url.as_ref());
+        if let Some(host) = target.host {
+            request = request.set_header(actix_web::http::header::HOST, host);
+        }
+        Ok(request)
+    }
+
+    /// The clients for `url`. An `https://` (`wss://`) URL goes to the TLS
+    /// clients as `http://host:port` (`ws://`), with the port spelt out
+    /// (443 by default) and its own `Host`: their connector does the
+    /// handshake itself.
+    fn target<'a>(&'a self, url: &'a str) -> Result<Target<'a>, UpstreamError> {
+        let (plain_scheme, rest) = match (url.strip_prefix("https://"), url.strip_prefix("wss://")) {
+            (Some(rest), _) => ("http", rest),
+            (None, Some(rest)) => ("ws", rest),
+            (None, None) => {
+                return Ok(Target {
+                    clients: &self.plain,
+                    url: Cow::Borrowed(url),
+                    host: None,
+                })
+            }
+        };
+        let Some(clients) = &self.tls else {
+            return Err(UpstreamError::Unavailable(format!(
+                "{}: https without TLS settings",
+                origin_of(url)
+            )));
+        };
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(end);
+        // A port follows the last colon, unless that colon is inside an
+        // IPv6 literal's brackets.
+        let has_port = authority
+            .rfind(':')
+            .is_some_and(|colon| !authority[colon..].contains(']'));
+        let port = if has_port { "" } else { ":443" };
+        Ok(Target {
+            clients,
+            url: Cow::Owned(format!("{plain_scheme}://{authority}{port}{path}")),
+            host: Some(authority),
+        })
     }
 }
 
@@ -123,12 +206,13 @@ impl Upstream for AwcUpstream {
                 .map_err(|e| body_error(&e, &flags))?
                 .map(Some),
         };
+        let target = self.target(&url)?;
         let client = if in_hand.is_some() {
-            &self.client
+            &target.clients.buffered
         } else {
-            &self.uploads
+            &target.clients.uploads
         };
-        let outgoing = build(client, &method, &url, headers)?;
+        let outgoing = build(client, &method, &target, headers)?;
         let send = match (in_hand, body_size) {
             // No body at all: no `Content-Length: 0` either.
             (Some(None), _) => outgoing.send_body(actix_web::body::None::new()),
@@ -146,7 +230,12 @@ impl Upstream for AwcUpstream {
     async fn probe(&self, url: &str) -> Result<u16, UpstreamError> {
         // No body and so no `Content-Length: 0` (awc's `send()` would add
         // one), as for every bodiless request.
-        let request = self.client.get(url).send_body(actix_web::body::None::new());
+        let target = self.target(url)?;
+        let mut request = target.clients.buffered.get(target.url.as_ref());
+        if let Some(host) = target.host {
+            request = request.insert_header((actix_web::http::header::HOST, host));
+        }
+        let request = request.send_body(actix_web::body::None::new());
         let response = response_head(self.timeout, request, &BodyFlags::default())
             .await
             .map_err(|e| naming(e, url))?;
@@ -243,7 +332,7 @@ fn origin_of(url: &str) -> &str {
 fn build(
     client: &awc::Client,
     method: &tokenjar_domain::Method,
-    url: &str,
+    target: &Target<'_>,
     headers: Headers,
 ) -> Result<awc::ClientRequest, UpstreamError> {
     let method = Method::from_bytes(method.as_str().as_bytes())
@@ -251,8 +340,13 @@ fn build(
     // awc decompresses nothing (built without its compression features), so
     // bodies pass through as the API encoded them; when the request has no
     // `Accept-Encoding`, awc adds `identity`, which the login relies on.
-    let mut outgoing = client.request(method, url);
+    let mut outgoing = client.request(method, target.url.as_ref());
     let map = outgoing.headers_mut();
+    if let Some(host) = target.host {
+        let host = actix_web::http::header::HeaderValue::from_str(host)
+            .map_err(|_| UpstreamError::Unavailable("the API's host name is not a valid header".into()))?;
+        map.insert(actix_web::http::header::HOST, host);
+    }
     for (name, value) in headers::to_actix(headers) {
         map.append(name, value);
     }
@@ -275,6 +369,21 @@ fn convert(
 }
 
 fn map_send_error(error: SendRequestError) -> UpstreamError {
+    // A TLS alert after the handshake (under TLS 1.3, the server refusing
+    // tokenjar's client certificate, or missing one) comes with the first
+    // read or write of the request.
+    let after_handshake = match &error {
+        SendRequestError::Send(io) | SendRequestError::Response(ParseError::Io(io)) => {
+            outbound::rustls_error(io)
+        }
+        _ => None,
+    };
+    if let Some(tls) = after_handshake {
+        return UpstreamError::Unavailable(format!(
+            "TLS with the API failed: {}",
+            outbound::explain(tls, "the API")
+        ));
+    }
     match error {
         SendRequestError::Timeout | SendRequestError::Connect(ConnectError::Timeout) => {
             UpstreamError::Timeout
@@ -305,5 +414,51 @@ mod tests {
             naming(UpstreamError::Timeout, "http://a/b"),
             UpstreamError::Timeout
         );
+    }
+
+    #[test]
+    fn https_urls_go_to_the_tls_clients_as_http_with_the_port_spelt_out() {
+        let tls = OutboundTls::load(&crate::OutboundTlsFiles::default()).unwrap();
+        let upstream = AwcUpstream::new(&UpstreamSettings {
+            tls: Some(tls),
+            ..UpstreamSettings::default()
+        });
+        let cases = [
+            (
+                "https://api.example/v1/x?q=1",
+                "http://api.example:443/v1/x?q=1",
+                "api.example",
+            ),
+            (
+                "https://api.example:8443/",
+                "http://api.example:8443/",
+                "api.example:8443",
+            ),
+            ("https://[::1]/x", "http://[::1]:443/x", "[::1]"),
+            ("https://[::1]:9443?q", "http://[::1]:9443?q", "[::1]:9443"),
+            ("wss://api.example/ws", "ws://api.example:443/ws", "api.example"),
+        ];
+        for (url, awc_url, host) in cases {
+            let target = upstream.target(url).unwrap();
+            assert!(
+                std::ptr::eq(target.clients, upstream.tls.as_ref().unwrap()),
+                "{url}"
+            );
+            assert_eq!(target.url, awc_url);
+            assert_eq!(target.host, Some(host), "{url}");
+        }
+        let plain = upstream.target("http://api.example/v1").unwrap();
+        assert!(std::ptr::eq(plain.clients, &upstream.plain));
+        assert_eq!(plain.url, "http://api.example/v1");
+        assert_eq!(plain.host, None);
+    }
+
+    #[test]
+    fn https_without_tls_settings_is_unavailable_naming_the_origin() {
+        let upstream = AwcUpstream::new(&UpstreamSettings::default());
+        let Err(UpstreamError::Unavailable(why)) = upstream.target("https://api.example/v1") else {
+            panic!("https without TLS settings must be refused");
+        };
+        assert!(why.starts_with("https://api.example:"), "{why}");
     }
 }

@@ -162,7 +162,7 @@ impl UpstreamBase {
     pub fn parse(text: &str) -> Result<Self, UrlError> {
         let url = url::Url::parse(text).map_err(|e| UrlError(format!("{text:?} is not a URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(UrlError(format!("{text:?} must be an http:// URL")));
+            return Err(UrlError(format!("{text:?} must be an http:// or https:// URL")));
         }
         let host = url
             .host_str()

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tokenjar_adapters_actix::Frontend;
 
 use super::section::{Problem, Problems, Section};
-use super::upstream::plain_http;
+use super::upstream::http_url;
 
 /// `frontend.*`
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -27,7 +27,7 @@ impl Section for FrontendSection {
     fn validate(&self) -> Result<Frontend, Vec<Problem>> {
         let mut problems = Problems::in_section(Self::NAME);
         let frontend = match &self.url {
-            Some(url) => plain_http(&mut problems, "url", url).map(Frontend::Url),
+            Some(url) => http_url(&mut problems, "url", url).map(Frontend::Url),
             None => Some(self.dir.clone().map_or(Frontend::None, Frontend::Dir)),
         };
         if self.url.is_some() && self.dir.is_some() {
@@ -47,12 +47,9 @@ mod tests {
     use crate::settings::testing::{load, problem_keys};
 
     #[test]
-    fn an_https_frontend_url_is_refused_too() {
+    fn an_https_frontend_url_is_accepted() {
         let settings = load(&[("TOKENJAR_FRONTEND__URL", "https://app.example")]).unwrap();
-        let problems = settings.validate().err().unwrap();
-        assert_eq!(problems.len(), 1, "{problems:?}");
-        assert_eq!(problems[0].key, "frontend.url");
-        assert!(problems[0].message.contains("https"));
+        assert!(settings.validate().is_ok());
     }
 
     #[test]

@@ -38,6 +38,7 @@ mod section;
 mod server;
 #[cfg(test)]
 mod testing;
+mod tls;
 mod token;
 mod upstream;
 
@@ -60,6 +61,7 @@ use self::ops::OpsSection;
 use self::routes::RoutesSection;
 use self::section::{Problems, Section};
 use self::server::ServerSection;
+use self::tls::TlsSection;
 use self::token::TokenSection;
 use self::upstream::UpstreamSection;
 
@@ -84,6 +86,9 @@ pub struct Settings {
     /// `frontend.*`
     #[serde(default)]
     pub frontend: FrontendSection,
+    /// `tls.*`
+    #[serde(default)]
+    pub tls: TlsSection,
     /// `ops.*`
     pub ops: OpsSection,
     /// `log.*`
@@ -144,6 +149,7 @@ impl Settings {
             cookie: loader.section(defaults.cookie),
             csrf: loader.section(defaults.csrf),
             frontend: loader.section(defaults.frontend),
+            tls: loader.section(defaults.tls),
             ops: loader.section(defaults.ops),
             log: loader.section(defaults.log),
         }
@@ -165,6 +171,7 @@ impl Settings {
         let cookies = problems.take(self.cookie.validate());
         let csrf = problems.take(self.csrf.validate());
         let frontend = problems.take(self.frontend.validate());
+        let tls = problems.take(self.tls.validate());
         let json_logs = problems.take(self.log.validate());
         problems.finish(|| {
             let (upstream, token, cookies) = (upstream?, token?, cookies?);
@@ -181,6 +188,7 @@ impl Settings {
                 server: server?,
                 upstream: UpstreamSettings {
                     buffer_bytes: self.server.client_body_buffer_bytes,
+                    tls: Some(tls?),
                     ..upstream.client
                 },
                 ops: ops?,

@@ -26,8 +26,9 @@ pub struct UpstreamSection {
 pub struct Upstream {
     /// The API's base URL, for the domain.
     pub base: UpstreamBase,
-    /// The HTTP client's settings; `buffer_bytes` is 0 here, since it is
-    /// `server.client_body_buffer_bytes` (`Settings::validate` sets it).
+    /// The HTTP client's settings; `buffer_bytes` is 0 and `tls` unset
+    /// here, since they come from `server.client_body_buffer_bytes` and
+    /// `[tls]` (`Settings::validate` sets them).
     pub client: UpstreamSettings,
 }
 
@@ -37,7 +38,7 @@ impl Section for UpstreamSection {
 
     fn validate(&self) -> Result<Upstream, Vec<Problem>> {
         let mut problems = Problems::in_section(Self::NAME);
-        let base = plain_http(&mut problems, "url", &self.url);
+        let base = http_url(&mut problems, "url", &self.url);
         problems.nonzero("connect_timeout_ms", self.connect_timeout_ms);
         problems.nonzero("timeout_ms", self.timeout_ms);
         problems.finish(|| {
@@ -48,25 +49,18 @@ impl Section for UpstreamSection {
                     timeout: Duration::from_millis(self.timeout_ms),
                     pool_size: self.pool_size,
                     buffer_bytes: 0,
+                    tls: None,
                 },
             })
         })
     }
 }
 
-/// A URL tokenjar's HTTP client will call (`upstream.url`, `frontend.url`):
-/// parsed, and refused when it is https, since the client is built without
-/// TLS (a lean tree; the API and the web app's server sit on a private
-/// network or a sidecar).
-pub fn plain_http(problems: &mut Problems, key: &str, url: &str) -> Option<UpstreamBase> {
+/// A URL tokenjar's HTTP client will call (`upstream.url`, `frontend.url`),
+/// `http://` or `https://` (verified against the web roots and
+/// `tls.ca_file`).
+pub fn http_url(problems: &mut Problems, key: &str, url: &str) -> Option<UpstreamBase> {
     match UpstreamBase::parse(url) {
-        Ok(base) if base.scheme() == "https" => {
-            problems.push(
-                key,
-                "https is not supported (the HTTP client has no TLS): reach it over plain http on a private network",
-            );
-            None
-        }
         Ok(base) => Some(base),
         Err(e) => {
             problems.push(key, e.to_string());
@@ -80,10 +74,11 @@ mod tests {
     use crate::settings::testing::load;
 
     #[test]
-    fn https_upstreams_are_refused_with_a_reason() {
-        let settings = load(&[("TOKENJAR_UPSTREAM__URL", "https://api.example")]).unwrap();
+    fn https_upstreams_are_accepted_and_other_schemes_refused() {
+        let settings = load(&[("TOKENJAR_UPSTREAM__URL", "https://api.example/v1")]).unwrap();
+        assert!(settings.validate().is_ok());
+        let settings = load(&[("TOKENJAR_UPSTREAM__URL", "ftp://api.example")]).unwrap();
         let problems = settings.validate().err().unwrap();
         assert_eq!(problems[0].key, "upstream.url");
-        assert!(problems[0].message.contains("https"));
     }
 }
