@@ -18,7 +18,7 @@ wait_http() { for _ in $(seq 1 600); do curl -s -o /dev/null "$1" && return 0; s
 UP=$(port); TJ=$(port)
 JWT="eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJiZW5jaCIsImV4cCI6NDEwMjQ0NDgwMH0.c2lnbmF0dXJl"
 mkdir -p "$work/ub"
-sed -e "s|@WORK@|$work|g" -e "s|@UPSTREAM_PORT@|$UP|g" -e "s|@JWT@|$JWT|g" bench/upstream.conf > "$work/up.conf"
+sed -e "s|@WORK@|$work|g" -e "s|@UPSTREAM_PORT@|$UP|g" -e "s|@JWT@|$JWT|g" -e "s|@UPSTREAM_TLS@||g" bench/upstream.conf > "$work/up.conf"
 nginx -p "$work" -c "$work/up.conf" & pids+=($!)
 wait_http "http://127.0.0.1:$UP/"
 TOKENJAR_SERVER__PORT=$TJ TOKENJAR_SERVER__WORKERS=1 TOKENJAR_UPSTREAM__URL="http://127.0.0.1:$UP" \

@@ -7,8 +7,9 @@
 #
 #   bench/run.sh                      # 5 rounds × 10 s per scenario and proxy
 #   (tls-listener and tls-handshake: both proxies terminate TLS for wrk, with
-#   one self-signed P-256 certificate made here; keep-alive, and a new
-#   connection per request)
+#   one P-256 certificate from a CA made here; keep-alive, and a new
+#   connection per request. get-cookie-https: both proxies call the
+#   upstream's https port with that certificate, verified, kept alive)
 #   ROUNDS=1 DURATION=3 bench/run.sh  # a quick look
 #   SCENARIOS="get-cookie login" bench/run.sh
 #   BENCH_BIN=/tmp/tokenjar-before bench/run.sh   # another build
@@ -21,7 +22,7 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
-SCENARIOS=${SCENARIOS:-"get-cookie get-nocookie post-64k post-1m download-100m login tls-listener tls-handshake"}
+SCENARIOS=${SCENARIOS:-"get-cookie get-nocookie post-64k post-1m download-100m login tls-listener tls-handshake get-cookie-https"}
 
 need() { command -v "$1" >/dev/null || { echo "bench: '$1' is missing (apt-get install $2)" >&2; exit 1; }; }
 need wrk wrk
@@ -75,19 +76,31 @@ TOKENJAR_PORT=$(free_port)
 NGINX_PORT=$(free_port)
 TOKENJAR_TLS_PORT=$(free_port)
 NGINX_TLS_PORT=$(free_port)
+UPSTREAM_TLS_PORT=$(free_port)
+NGINX_HTTPS_UP_PORT=$(free_port)
 JWT=$(python3 -c 'import base64, json
 e = lambda d: base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
 print(e({"alg": "HS256", "typ": "JWT"}) + "." + e({"sub": "bench", "exp": 4102444800}) + ".c2lnbmF0dXJlLWJ5LXRoZS1hcGk")')
 head -c $((100 * 1024 * 1024)) /dev/zero > "$work/big.bin"
 mkdir -p "$work/ub" "$work/pb" "$work/pt" "$work/none"
+# A CA and a server certificate for 127.0.0.1 signed by it: the proxies'
+# TLS listeners and the upstream's https port use the same one, and both
+# proxies verify the upstream against the CA.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
-    -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
-    -keyout "$work/tls.key" -out "$work/tls.crt" 2> /dev/null
+    -subj "/CN=tokenjar bench CA" -keyout "$work/ca.key" -out "$work/ca.crt" 2> /dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=127.0.0.1 \
+    -keyout "$work/tls.key" -out "$work/tls.csr" 2> /dev/null
+printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > "$work/tls.ext"
+openssl x509 -req -in "$work/tls.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" -CAcreateserial \
+    -days 1 -extfile "$work/tls.ext" -out "$work/tls.crt" 2> /dev/null
 chmod 644 "$work/tls.key"
 
 render() {
     sed -e "s|@WORK@|$work|g" -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" -e "s|@NGINX_PORT@|$NGINX_PORT|g" \
-        -e "s|@NGINX_TLS_PORT@|$NGINX_TLS_PORT|g" -e "s|@JWT@|$JWT|g" "bench/$1" > "$work/$1"
+        -e "s|@NGINX_TLS_PORT@|$NGINX_TLS_PORT|g" -e "s|@JWT@|$JWT|g" \
+        -e "s|@UPSTREAM_TLS_PORT@|$UPSTREAM_TLS_PORT|g" -e "s|@NGINX_HTTPS_UP_PORT@|$NGINX_HTTPS_UP_PORT|g" \
+        -e "s|@UPSTREAM_TLS@|listen 127.0.0.1:$UPSTREAM_TLS_PORT ssl backlog=4096; ssl_certificate $work/tls.crt; ssl_certificate_key $work/tls.key;|g" \
+        "bench/$1" > "$work/$1"
 }
 render upstream.conf
 render nginx-proxy.conf
@@ -109,10 +122,11 @@ stop() {
         wait "$1" 2>/dev/null || true
     fi
 }
-# start_tokenjar [BINARY] [tls]: with "tls", tokenjar terminates TLS itself
-# (server.tls_cert_file) on its TLS port.
+# start_tokenjar [BINARY] [MODE]: with "tls", tokenjar terminates TLS itself
+# (server.tls_cert_file) on its TLS port; with "https-upstream", it calls
+# the upstream's https port, trusting the bench CA (tls.ca_file).
 start_tokenjar() {
-    local bin=${1:-$BIN} port=$TOKENJAR_PORT url tls=()
+    local bin=${1:-$BIN} port=$TOKENJAR_PORT url tls=() upstream="http://127.0.0.1:$UPSTREAM_PORT"
     stop "$TOKENJAR_PID"
     if [ "${2:-}" = tls ]; then
         port=$TOKENJAR_TLS_PORT
@@ -121,8 +135,12 @@ start_tokenjar() {
     else
         url="http://127.0.0.1:$port/healthz"
     fi
+    if [ "${2:-}" = https-upstream ]; then
+        upstream="https://127.0.0.1:$UPSTREAM_TLS_PORT"
+        tls=(TOKENJAR_TLS__CA_FILE="$work/ca.crt")
+    fi
     env TOKENJAR_SERVER__PORT="$port" TOKENJAR_SERVER__WORKERS=1 \
-    TOKENJAR_UPSTREAM__URL="http://127.0.0.1:$UPSTREAM_PORT" "${tls[@]}" \
+    TOKENJAR_UPSTREAM__URL="$upstream" "${tls[@]}" \
     TOKENJAR_COOKIE__SECURE=false TOKENJAR_COOKIE__NAME=auth-token TOKENJAR_COOKIE__KEYS="$KEY" RUST_LOG=warn \
         "${PROXY_CPU[@]}" "$bin" serve --config-dir "$work/none" 2>> "$work/tokenjar.log" &
     TOKENJAR_PID=$!
@@ -186,6 +204,13 @@ run() {
             # A new connection, so a full handshake, for every request.
             [ "$scenario" = tls-handshake ] && args+=(-H "Connection: close") ;;
         get-cookie) args=(-H "Cookie: $cookie") ;;
+        get-cookie-https)
+            # The build before outbound https cannot call an https API.
+            [ "$target" = base ] && return 0
+            tls=https-upstream
+            [ "$target" = nginx ] && port=$NGINX_HTTPS_UP_PORT
+            url="http://127.0.0.1:$port/api/echo"
+            args=(-H "Cookie: $cookie") ;;
         get-nocookie) ;;
         post-64k) args=(-H "Cookie: $cookie" -s bench/post.lua) ;;
         post-1m) args=(-H "Cookie: $cookie" -s bench/post-1m.lua); url="http://127.0.0.1:$port/api/upload" ;;
