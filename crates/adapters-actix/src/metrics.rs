@@ -62,7 +62,7 @@ impl Metrics {
         let logouts = IntCounter::new("tokenjar_logouts_total", "Logouts answered.")?;
         let csrf_refused = IntCounter::new(
             "tokenjar_csrf_refused_total",
-            "Requests refused by the CSRF rules.",
+            "Requests refused by the CSRF rules, and WebSocket handshakes by the Origin rule.",
         )?;
         let cookies_rejected = IntCounter::new(
             "tokenjar_cookies_rejected_total",
@@ -125,7 +125,9 @@ impl Metrics {
     pub fn record_error(&self, error: &FlowError) {
         let upstream = |kind: &str| self.upstream_errors.with_label_values(&[kind]).inc();
         match error.kind() {
-            ErrorKind::Csrf => self.csrf_refused.inc(),
+            // A handshake from a foreign origin is the WebSocket form of a
+            // forgery (Cross-Site WebSocket Hijacking).
+            ErrorKind::Csrf | ErrorKind::Origin => self.csrf_refused.inc(),
             ErrorKind::UpstreamUnavailable => upstream("unavailable"),
             ErrorKind::UpstreamTimeout => upstream("timeout"),
             ErrorKind::BadLoginResponse => upstream("bad_login_response"),
