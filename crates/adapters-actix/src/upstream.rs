@@ -63,6 +63,10 @@ pub struct AwcUpstream {
     /// own, so that slow uploaders can only hold connections of other
     /// large uploads, never those of everyone's ordinary requests.
     uploads: awc::Client,
+    /// WebSockets: a pool of their own without a limit, since each open
+    /// socket holds its connection (and a pool permit) for as long as it
+    /// lives, and must not starve ordinary requests.
+    websockets: awc::Client,
     timeout: Duration,
     buffer_bytes: u64,
 }
@@ -71,11 +75,14 @@ impl AwcUpstream {
     /// A client for this worker.
     pub fn new(settings: &UpstreamSettings) -> Self {
         let guarded = GuardedConnector::default();
-        let client = |guarded: GuardedConnector| {
+        let client = |guarded: GuardedConnector, unlimited: bool| {
             let mut connector = awc::Connector::new()
                 .connector(guarded)
                 .timeout(settings.connect_timeout);
-            if settings.pool_size > 0 {
+            if unlimited {
+                // awc's "no limit".
+                connector = connector.limit(0);
+            } else if settings.pool_size > 0 {
                 connector = connector.limit(settings.pool_size);
             }
             awc::Client::builder()
@@ -88,11 +95,18 @@ impl AwcUpstream {
                 .finish()
         };
         Self {
-            client: client(guarded.clone()),
-            uploads: client(guarded),
+            client: client(guarded.clone(), false),
+            uploads: client(guarded.clone(), false),
+            websockets: client(guarded, true),
             timeout: settings.timeout,
             buffer_bytes: settings.buffer_bytes,
         }
+    }
+
+    /// A WebSocket handshake to `url` (`ws://`), on the WebSockets' own
+    /// pool; the relay (`crate::websocket`) adds the planned headers.
+    pub fn websocket(&self, url: &str) -> awc::ws::WebsocketsRequest {
+        self.websockets.ws(url)
     }
 }
 

@@ -73,6 +73,10 @@ pub struct WebSocketPlan {
 pub enum CloseCode {
     /// 1001: tokenjar is shutting down.
     GoingAway,
+    /// 1002: a side sent a broken frame.
+    Protocol,
+    /// 1007: a text message that is not UTF-8.
+    InvalidText,
     /// 1008: the session ended (its token expired).
     Policy,
     /// 1009: a message over `websocket.max_message_bytes`.
@@ -84,6 +88,8 @@ impl CloseCode {
     pub fn code(self) -> u16 {
         match self {
             Self::GoingAway => 1001,
+            Self::Protocol => 1002,
+            Self::InvalidText => 1007,
             Self::Policy => 1008,
             Self::TooBig => 1009,
         }
@@ -94,6 +100,8 @@ impl CloseCode {
     pub fn reason(self) -> &'static str {
         match self {
             Self::GoingAway => "tokenjar is shutting down",
+            Self::Protocol => "protocol error",
+            Self::InvalidText => "text message is not UTF-8",
             Self::Policy => "the session has expired",
             Self::TooBig => "message too big",
         }
@@ -232,6 +240,8 @@ mod tests {
     fn close_codes_are_rfc_6455s() {
         for (code, wire) in [
             (CloseCode::GoingAway, 1001),
+            (CloseCode::Protocol, 1002),
+            (CloseCode::InvalidText, 1007),
             (CloseCode::Policy, 1008),
             (CloseCode::TooBig, 1009),
         ] {

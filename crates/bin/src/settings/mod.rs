@@ -40,6 +40,7 @@ mod server;
 mod testing;
 mod token;
 mod upstream;
+mod websocket;
 
 use std::sync::Arc;
 
@@ -62,6 +63,7 @@ use self::section::{Problems, Section};
 use self::server::ServerSection;
 use self::token::TokenSection;
 use self::upstream::UpstreamSection;
+use self::websocket::WebSocketSection;
 
 /// The compiled-in defaults: the repository's `config/default.toml`.
 pub const DEFAULTS: &str = include_str!("../../../../config/default.toml");
@@ -81,6 +83,9 @@ pub struct Settings {
     pub cookie: CookieSection,
     /// `csrf.*`
     pub csrf: CsrfSection,
+    /// `websocket.*`
+    #[serde(default)]
+    pub websocket: WebSocketSection,
     /// `frontend.*`
     #[serde(default)]
     pub frontend: FrontendSection,
@@ -143,6 +148,7 @@ impl Settings {
             token: loader.section(defaults.token),
             cookie: loader.section(defaults.cookie),
             csrf: loader.section(defaults.csrf),
+            websocket: loader.section(defaults.websocket),
             frontend: loader.section(defaults.frontend),
             ops: loader.section(defaults.ops),
             log: loader.section(defaults.log),
@@ -164,6 +170,7 @@ impl Settings {
         let ops = problems.take(self.ops.validate());
         let cookies = problems.take(self.cookie.validate());
         let csrf = problems.take(self.csrf.validate());
+        let websocket = problems.take(self.websocket.validate());
         let frontend = problems.take(self.frontend.validate());
         let json_logs = problems.take(self.log.validate());
         problems.finish(|| {
@@ -185,6 +192,7 @@ impl Settings {
                 },
                 ops: ops?,
                 frontend: frontend?,
+                websocket: websocket?,
             };
             Some(Validated {
                 rules: Arc::new(rules),
