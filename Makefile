@@ -32,7 +32,7 @@ test:
 ## quick end-to-end target goes into CHECK_E2E.
 CHECK_E2E = proxy auth streaming cli ops frontend answers forwarding lifecycle \
 	hostile_cookies hostile_login hostile_requests hostile_forgery \
-	api_restart broken_api slow_clients events tls_listener
+	api_restart broken_api slow_clients events tls_listener websocket
 check: lint
 	$(CARGO) test --workspace --exclude tokenjar-e2e
 	$(CARGO) test --workspace $(addprefix --test ,$(CHECK_E2E))

@@ -17,6 +17,7 @@ pub mod load;
 pub mod metrics;
 pub mod pattern;
 pub mod raw;
+pub mod ws_api;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
