@@ -10,6 +10,9 @@
 #   one P-256 certificate from a CA made here; keep-alive, and a new
 #   connection per request. get-cookie-https: both proxies call the
 #   upstream's https port with that certificate, verified, kept alive)
+#   (websocket: echo round trips per second through each proxy's
+#   WebSocket relay, CONNS sockets with one 128-byte message in flight
+#   each, against tests/ws_bench's echo API and load generator)
 #   ROUNDS=1 DURATION=3 bench/run.sh  # a quick look
 #   SCENARIOS="get-cookie login" bench/run.sh
 #   BENCH_BIN=/tmp/tokenjar-before bench/run.sh   # another build
@@ -22,7 +25,7 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
-SCENARIOS=${SCENARIOS:-"get-cookie get-nocookie post-64k post-1m download-100m login tls-listener tls-handshake get-cookie-https"}
+SCENARIOS=${SCENARIOS:-"get-cookie get-nocookie post-64k post-1m download-100m login tls-listener tls-handshake get-cookie-https websocket"}
 
 need() { command -v "$1" >/dev/null || { echo "bench: '$1' is missing (apt-get install $2)" >&2; exit 1; }; }
 need wrk wrk
@@ -50,6 +53,13 @@ else
     cargo build --release -p tokenjar >&2
     BIN=$PWD/target/release/tokenjar
 fi
+# The websocket scenario's echo API and load generator.
+WS_BENCH=$PWD/target/release/ws-bench
+case " $SCENARIOS " in
+    *" websocket "*)
+        echo "bench: building ws-bench (release)" >&2
+        cargo build --release -p tokenjar-e2e --bin ws-bench >&2 ;;
+esac
 
 if [ "$(nproc)" -ge 2 ]; then
     PROXY_CPU=(taskset -c 0)
@@ -78,6 +88,7 @@ TOKENJAR_TLS_PORT=$(free_port)
 NGINX_TLS_PORT=$(free_port)
 UPSTREAM_TLS_PORT=$(free_port)
 NGINX_HTTPS_UP_PORT=$(free_port)
+WS_PORT=$(free_port)
 JWT=$(python3 -c 'import base64, json
 e = lambda d: base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
 print(e({"alg": "HS256", "typ": "JWT"}) + "." + e({"sub": "bench", "exp": 4102444800}) + ".c2lnbmF0dXJlLWJ5LXRoZS1hcGk")')
@@ -97,7 +108,7 @@ chmod 644 "$work/tls.key"
 
 render() {
     sed -e "s|@WORK@|$work|g" -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" -e "s|@NGINX_PORT@|$NGINX_PORT|g" \
-        -e "s|@NGINX_TLS_PORT@|$NGINX_TLS_PORT|g" -e "s|@JWT@|$JWT|g" \
+        -e "s|@NGINX_TLS_PORT@|$NGINX_TLS_PORT|g" -e "s|@WS_PORT@|$WS_PORT|g" -e "s|@JWT@|$JWT|g" \
         -e "s|@UPSTREAM_TLS_PORT@|$UPSTREAM_TLS_PORT|g" -e "s|@NGINX_HTTPS_UP_PORT@|$NGINX_HTTPS_UP_PORT|g" \
         -e "s|@UPSTREAM_TLS@|listen 127.0.0.1:$UPSTREAM_TLS_PORT ssl backlog=4096; ssl_certificate $work/tls.crt; ssl_certificate_key $work/tls.key;|g" \
         "bench/$1" > "$work/$1"
@@ -108,6 +119,11 @@ render nginx-proxy.conf
 "${LOAD_CPU[@]}" nginx -p "$work" -c "$work/upstream.conf" &
 pids+=($!)
 wait_http "http://127.0.0.1:$UPSTREAM_PORT/"
+if [ -x "$WS_BENCH" ]; then
+    "${LOAD_CPU[@]}" "$WS_BENCH" echo "$WS_PORT" &
+    pids+=($!)
+    wait_http "http://127.0.0.1:$WS_PORT/"
+fi
 
 # Each wrk run gets freshly started proxies (same key, so the sealed cookie
 # stays valid): a proxy's peak RSS is then the scenario's own, not what the
@@ -124,9 +140,11 @@ stop() {
 }
 # start_tokenjar [BINARY] [MODE]: with "tls", tokenjar terminates TLS itself
 # (server.tls_cert_file) on its TLS port; with "https-upstream", it calls
-# the upstream's https port, trusting the bench CA (tls.ca_file).
+# the upstream's https port, trusting the bench CA (tls.ca_file); with
+# "ws", its API is the WebSocket echo API.
 start_tokenjar() {
     local bin=${1:-$BIN} port=$TOKENJAR_PORT url tls=() upstream="http://127.0.0.1:$UPSTREAM_PORT"
+    [ "${2:-}" = ws ] && upstream="http://127.0.0.1:$WS_PORT"
     stop "$TOKENJAR_PID"
     if [ "${2:-}" = tls ]; then
         port=$TOKENJAR_TLS_PORT
@@ -218,6 +236,10 @@ run() {
         login)
             [ "$target" = nginx ] && return 0 # nginx cannot take a token out of JSON
             args=(-s bench/login.lua); url="http://127.0.0.1:$port/api/login" ;;
+        websocket)
+            # The build before WebSockets cannot relay them.
+            [ "$target" = base ] && return 0
+            tls=ws ;;
     esac
     if [ "$target" = nginx ]; then
         start_nginx
@@ -226,12 +248,22 @@ run() {
         if [ "$target" = base ]; then start_tokenjar "$BENCH_BASE"; else start_tokenjar "$BIN" "$tls"; fi
         procs=("$TOKENJAR_PID")
     fi
+    # drive SECONDS: the load, wrk's or (websocket) ws-bench's, which
+    # prints wrk's summary lines.
+    drive() {
+        if [ "$scenario" = websocket ]; then
+            "${LOAD_CPU[@]}" "$WS_BENCH" load "ws://127.0.0.1:$port/api/ws" "http://127.0.0.1:$port" \
+                "$cookie" "$conns" "$1" 128
+        else
+            "${LOAD_CPU[@]}" wrk -t1 -c"$conns" -d"$1s" --latency "${args[@]}" "$url"
+        fi
+    }
     # One second of the same load first: connection pools and caches filled.
-    "${LOAD_CPU[@]}" wrk -t1 -c"$conns" -d1s "${args[@]}" "$url" > /dev/null
+    drive 1 > /dev/null
     local before after out
     reset_hwm "${procs[@]}"
     before=$(ticks "${procs[@]}")
-    out=$("${LOAD_CPU[@]}" wrk -t1 -c"$conns" -d"${DURATION}s" --latency "${args[@]}" "$url")
+    out=$(drive "$DURATION")
     after=$(ticks "${procs[@]}")
     echo "$out" > "$work/wrk-$scenario-$target-$round.txt"
     python3 - "$scenario" "$target" "$round" "$((after - before))" "$CLK_TCK" "$(sum_hwm "${procs[@]}")" \

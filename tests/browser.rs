@@ -1,8 +1,9 @@
 //! Headless Chromium against `tokenjar demo` (SPEC §10, with §5–§7): a real
 //! browser logs in, calls the API, reloads and logs out while neither the page
 //! nor a script injected into it can read the token, and a page on another
-//! origin cannot log the user out; and a page's `EventSource` gets the API's
-//! server-sent events through tokenjar one by one (SPEC §13).
+//! origin cannot log the user out; a page's `EventSource` gets the API's
+//! server-sent events through tokenjar one by one, and a page's `WebSocket`
+//! reaches the API as the logged-in user (SPEC §13).
 //!
 //! Each test starts its own demo, chromedriver (port 0) and Chromium (fresh
 //! profile), so the tests run in parallel. Without Chromium or chromedriver a
@@ -699,6 +700,43 @@ async fn a_cross_origin_page_cannot_log_the_user_out() {
     assert_eq!(still.value(), cookie.value(), "the cookie must be untouched");
     assert_eq!(press(&browser, "me").await, 200, "still logged in");
     attacker.stop(false).await;
+    browser.close().await;
+}
+
+/// Opens a WebSocket on `/api/hello` from the page and resolves with the
+/// first message, or `closed CODE` when the socket fails or closes first.
+const OPEN_HELLO_SOCKET: &str = r#"
+const done = arguments[0];
+const socket = new WebSocket(location.origin.replace(/^http/, 'ws') + '/api/hello');
+socket.onmessage = (event) => { done(event.data); socket.close(1000, 'thanks'); };
+socket.onclose = (event) => done('closed ' + event.code);
+"#;
+
+/// A page's `WebSocket` through tokenjar (SPEC §13): before logging in the
+/// demo API refuses the handshake; after the demo login the socket opens
+/// with the cookie's token and the API greets the logged-in user by name.
+#[actix_web::test]
+async fn a_websocket_from_the_page_reaches_the_api_as_the_logged_in_user() {
+    let Some(browser) = Browser::open().await else {
+        return;
+    };
+    let app = start_demo();
+    open_demo(&browser, &app, false).await;
+    let refused = browser
+        .execute_async(OPEN_HELLO_SOCKET, vec![])
+        .await
+        .expect("open a socket before logging in");
+    // The browser reports a refused handshake as an abnormal close.
+    assert_eq!(refused, json!("closed 1006"), "no token, no greeting");
+
+    log_in(&browser).await;
+    let greeting = browser
+        .execute_async(OPEN_HELLO_SOCKET, vec![])
+        .await
+        .expect("open a socket after logging in");
+    let greeting: Value = serde_json::from_str(greeting.as_str().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("the API's greeting is JSON ({e}): {greeting}"));
+    assert_eq!(greeting, json!({ "hello": "demo" }));
     browser.close().await;
 }
 

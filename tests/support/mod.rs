@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod pattern;
 pub mod pki;
 pub mod raw;
+pub mod ws_api;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,5 +1,7 @@
 //! The demo of `tokenjar demo`: the domain's [`DemoApi`] served over HTTP on
-//! an ephemeral loopback port, and the demo page tokenjar serves at `/`.
+//! an ephemeral loopback port, with one WebSocket (`/hello`, reached as
+//! `/api/hello`) that greets the token's user, and the demo page tokenjar
+//! serves at `/`.
 
 use std::io;
 use std::net::TcpListener;
@@ -40,6 +42,7 @@ impl DemoApiServer {
             App::new()
                 .app_data(web::Data::from(Arc::clone(&api)))
                 .app_data(web::PayloadConfig::new(64 * 1024))
+                .route("/hello", web::get().to(hello))
                 .default_service(web::to(answer))
         })
         .workers(1)
@@ -68,11 +71,49 @@ impl DemoApiServer {
     }
 }
 
-async fn answer(request: HttpRequest, body: web::Bytes, api: web::Data<DemoApi>) -> HttpResponse {
-    let token = request
+/// The `auth-token` header, as the demo API reads it.
+fn token_of(request: &HttpRequest) -> Option<&str> {
+    request
         .headers()
         .get(DemoApi::TOKEN_HEADER)
-        .and_then(|v| v.to_str().ok());
+        .and_then(|v| v.to_str().ok())
+}
+
+/// The demo's WebSocket: for a token it issued, a greeting naming the
+/// user, then an echo of every text until the close; 401 otherwise.
+async fn hello(request: HttpRequest, body: web::Payload, api: web::Data<DemoApi>) -> HttpResponse {
+    let Some(user) = api.user(token_of(&request)) else {
+        return HttpResponse::Unauthorized().json(serde_json::json!({ "error": "unauthorized" }));
+    };
+    let (response, mut session, mut messages) = match actix_ws::handle(&request, body) {
+        Ok(switched) => switched,
+        Err(e) => return HttpResponse::BadRequest().body(e.to_string()),
+    };
+    actix_web::rt::spawn(async move {
+        let greeting = serde_json::json!({ "hello": user }).to_string();
+        if session.text(greeting).await.is_err() {
+            return;
+        }
+        while let Some(Ok(message)) = messages.recv().await {
+            let sent = match message {
+                actix_ws::Message::Text(text) => session.text(text).await,
+                actix_ws::Message::Ping(bytes) => session.pong(&bytes).await,
+                actix_ws::Message::Close(reason) => {
+                    let _ = session.close(reason).await;
+                    return;
+                }
+                _ => Ok(()),
+            };
+            if sent.is_err() {
+                return;
+            }
+        }
+    });
+    response
+}
+
+async fn answer(request: HttpRequest, body: web::Bytes, api: web::Data<DemoApi>) -> HttpResponse {
+    let token = token_of(&request);
     let (status, json) = api.answer(
         request.method().as_str(),
         request.uri().path(),

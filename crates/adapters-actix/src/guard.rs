@@ -26,6 +26,13 @@
 //! - Bytes past the end of the answer, bytes arriving while no request is
 //!   in flight, and a new request before the last answer ended poison the
 //!   connection: every later read or write fails, so awc's pool drops it.
+//! - A `101 Switching Protocols` answer to a request that asked to switch
+//!   (an `Upgrade` header: awc's WebSocket handshake) turns the connection
+//!   into a tunnel: from then on bytes pass unchanged both ways for the
+//!   rest of its life, and it never carries another HTTP request (awc
+//!   takes a tunnelled connection out of its pool for good). A `101` to a
+//!   request that did not ask is read until the close like any body
+//!   without a length, and any later write poisons the connection.
 
 use std::cell::OnceCell;
 use std::fmt;
@@ -57,6 +64,9 @@ enum Exchange {
         /// The request was `HEAD`: its answer has no body, whatever its
         /// headers say.
         head_request: bool,
+        /// The request asked to switch protocols (it has an `Upgrade`
+        /// header): only then does a `101` make a tunnel.
+        upgrade: bool,
     },
     /// A body with a length: this many bytes still to come.
     Length(u64),
@@ -69,6 +79,9 @@ enum Exchange {
     UntilClose,
     /// The API closed the connection after a close-delimited body.
     Closed,
+    /// The API switched protocols as asked: a tunnel (a WebSocket) whose
+    /// bytes pass unchanged both ways until the connection ends.
+    Switched,
 }
 
 /// What [`GuardedStream::take_head`] found at the front of the bytes.
@@ -156,10 +169,12 @@ impl State {
             Exchange::Idle if !first.is_empty() => {
                 self.exchange = Exchange::Head {
                     head_request: first.starts_with(b"HEAD "),
+                    upgrade: asks_to_switch(first),
                 };
                 Ok(())
             }
-            Exchange::Idle | Exchange::Head { .. } => Ok(()),
+            // A tunnel's bytes are the switched protocol's, not requests.
+            Exchange::Idle | Exchange::Head { .. } | Exchange::Switched => Ok(()),
             _ => Err(self.poison("a new request was sent before the last answer ended")),
         }
     }
@@ -168,7 +183,7 @@ impl State {
     /// interim one to drop, or the final one, whose body framing then
     /// becomes the exchange (a close-delimited HTTP/1.1 head is rewritten
     /// in place as HTTP/1.0, see the module documentation).
-    fn take_head(&mut self, bytes: &mut [u8], head_request: bool) -> io::Result<Head> {
+    fn take_head(&mut self, bytes: &mut [u8], head_request: bool, upgrade: bool) -> io::Result<Head> {
         let (len, version, status, framing) = {
             let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
             let mut response = httparse::Response::new(&mut []);
@@ -191,6 +206,12 @@ impl State {
         let Ok(framing) = framing else {
             return Err(self.poison("the API sent a malformed answer head"));
         };
+        if status == 101 && upgrade {
+            // What follows the head is the new protocol's, however the
+            // head describes a body.
+            self.exchange = Exchange::Switched;
+            return Ok(Head::Final(len));
+        }
         self.exchange = match framing {
             _ if head_request => Exchange::Idle,
             Framing::None if version == 1 && is_close_delimited(status, &bytes[..len]) => {
@@ -217,10 +238,10 @@ impl State {
     /// dropped, a final one moves to `outbox` with whatever of its body
     /// came along. Returns with the head still incomplete, or the exchange
     /// moved on.
-    fn take_heads(&mut self, head_request: bool) -> io::Result<()> {
+    fn take_heads(&mut self, head_request: bool, upgrade: bool) -> io::Result<()> {
         loop {
             let mut inbox = std::mem::take(&mut self.inbox);
-            let head = self.take_head(&mut inbox, head_request);
+            let head = self.take_head(&mut inbox, head_request, upgrade);
             self.inbox = inbox;
             match head? {
                 Head::Partial => return Ok(()),
@@ -268,7 +289,7 @@ impl State {
                 self.exchange = Exchange::Idle;
                 belongs
             }
-            Exchange::UntilClose => return Ok(fresh.len()),
+            Exchange::UntilClose | Exchange::Switched => return Ok(fresh.len()),
             Exchange::Idle | Exchange::Closed | Exchange::Head { .. } => 0,
         };
         if belongs < fresh.len() {
@@ -281,7 +302,7 @@ impl State {
     /// The end of the connection, as the exchange sees it.
     fn end_of_stream(&mut self) -> io::Result<()> {
         match self.exchange {
-            Exchange::Idle | Exchange::Closed => Ok(()),
+            Exchange::Idle | Exchange::Closed | Exchange::Switched => Ok(()),
             Exchange::UntilClose => {
                 self.exchange = Exchange::Closed;
                 Ok(())
@@ -381,6 +402,23 @@ fn framing(version: u8, status: u16, headers: &[httparse::Header<'_>]) -> Result
     })
 }
 
+/// Whether a request's first written bytes ask to switch protocols: an
+/// `Upgrade` header line in its head. awc writes a request head in one
+/// write; a head split before that line only means a `101` is not taken
+/// as a tunnel, which fails safe (the connection is retired).
+fn asks_to_switch(first: &[u8]) -> bool {
+    let head = head_end(first).map_or(first, |end| &first[..end]);
+    head.split(|&b| b == b'\n').skip(1).any(|line| {
+        let name = b"upgrade:";
+        line.len() > name.len() && line[..name.len()].eq_ignore_ascii_case(name)
+    })
+}
+
+/// Where a head ends (before its blank line), when it is whole.
+fn head_end(bytes: &[u8]) -> Option<usize> {
+    bytes.windows(4).position(|w| w == b"\r\n\r\n")
+}
+
 /// An HTTP/1.1 answer with neither a length nor chunking (whose body runs
 /// until the API closes, RFC 9112 §6.3) that actix-http would take as
 /// bodiless: any status but 1xx, 204 and 304, and no `Content-Length`
@@ -454,10 +492,13 @@ impl AsyncRead for GuardedStream {
                 return Poll::Ready(this.end_of_stream());
             }
             match this.exchange {
-                Exchange::Head { head_request } if this.inbox.is_empty() => {
+                Exchange::Head {
+                    head_request,
+                    upgrade,
+                } if this.inbox.is_empty() => {
                     // The usual case: the whole head came in one read,
                     // straight into awc's buffer, and stays there.
-                    match this.take_head(&mut buf.filled_mut()[before..], head_request)? {
+                    match this.take_head(&mut buf.filled_mut()[before..], head_request, upgrade)? {
                         Head::Final(len) => {
                             let belongs = this.body_bytes(&buf.filled()[before + len..])?;
                             buf.set_filled(before + len + belongs);
@@ -468,16 +509,22 @@ impl AsyncRead for GuardedStream {
                         Head::Partial | Head::Interim(_) => {
                             this.inbox.extend_from_slice(&buf.filled()[before..]);
                             buf.set_filled(before);
-                            this.take_heads(head_request)?;
+                            this.take_heads(head_request, upgrade)?;
                         }
                     }
                 }
-                Exchange::Head { head_request } => {
+                Exchange::Head {
+                    head_request,
+                    upgrade,
+                } => {
                     this.inbox.extend_from_slice(&buf.filled()[before..]);
                     buf.set_filled(before);
-                    this.take_heads(head_request)?;
+                    this.take_heads(head_request, upgrade)?;
                 }
-                Exchange::Length(_) | Exchange::Chunked { .. } | Exchange::UntilClose => {
+                Exchange::Length(_)
+                | Exchange::Chunked { .. }
+                | Exchange::UntilClose
+                | Exchange::Switched => {
                     let belongs = this.body_bytes(&buf.filled()[before..])?;
                     buf.set_filled(before + belongs);
                     return Poll::Ready(Ok(()));
@@ -688,6 +735,119 @@ mod tests {
                 }
             }
         });
+    }
+
+    /// A guarded connection to a plain socket this test plays the API on.
+    async fn guarded_pair() -> (GuardedStream, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp = actix_rt::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (api, _) = listener.accept().unwrap();
+        (
+            GuardedStream::new(Transport::Plain(tcp), ServiceConfig::default()),
+            api,
+        )
+    }
+
+    async fn write(stream: &mut GuardedStream, bytes: &[u8]) -> io::Result<()> {
+        let mut sent = 0;
+        while sent < bytes.len() {
+            sent += std::future::poll_fn(|cx| Pin::new(&mut *stream).poll_write(cx, &bytes[sent..])).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads until `len` bytes came through the guard.
+    async fn read(stream: &mut GuardedStream, len: usize) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1024];
+        while out.len() < len {
+            let mut read_buf = ReadBuf::new(&mut buf);
+            std::future::poll_fn(|cx| Pin::new(&mut *stream).poll_read(cx, &mut read_buf)).await?;
+            let filled = read_buf.filled();
+            if filled.is_empty() {
+                break;
+            }
+            out.extend_from_slice(filled);
+        }
+        Ok(out)
+    }
+
+    /// The API's side: reads a request head whole.
+    fn read_head(api: &mut std::net::TcpStream) -> Vec<u8> {
+        use std::io::Read as _;
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(api.read(&mut byte).unwrap(), 1, "the request head ended early");
+            head.push(byte[0]);
+        }
+        head
+    }
+
+    const SWITCHED: &[u8] =
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n";
+
+    /// After a `101` to a request that asked to switch, bytes pass both
+    /// ways unchanged (WebSocket frames would otherwise count as stray
+    /// bytes), even after the API closes its side.
+    #[test]
+    fn a_switch_that_was_asked_for_makes_a_tunnel() {
+        use std::io::{Read as _, Write as _};
+        actix_rt::System::new().block_on(async {
+            let (mut guarded, mut api) = guarded_pair().await;
+            let request =
+                b"GET /ws HTTP/1.1\r\nhost: api\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n";
+            write(&mut guarded, request).await.unwrap();
+            read_head(&mut api);
+            // A frame right behind the head, in the same segment.
+            let mut answer = SWITCHED.to_vec();
+            answer.extend_from_slice(b"\x81\x02hi");
+            api.write_all(&answer).unwrap();
+            assert_eq!(read(&mut guarded, answer.len()).await.unwrap(), answer);
+            // The client's frames go out, more of the API's come in.
+            write(&mut guarded, b"\x81\x82abcdXX").await.unwrap();
+            let mut frame = [0u8; 8];
+            api.read_exact(&mut frame).unwrap();
+            assert_eq!(&frame, b"\x81\x82abcdXX");
+            api.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+            assert_eq!(read(&mut guarded, 18).await.unwrap(), b"GET / HTTP/1.1\r\n\r\n");
+            api.shutdown(std::net::Shutdown::Write).unwrap();
+            assert_eq!(read(&mut guarded, 1).await.unwrap(), b"");
+            write(&mut guarded, b"\x88\x80abcd").await.unwrap();
+        });
+    }
+
+    /// A `101` nobody asked for is no tunnel: the connection is read until
+    /// the close, and nothing may be written on it again.
+    #[test]
+    fn an_unasked_switch_retires_the_connection() {
+        use std::io::Write as _;
+        actix_rt::System::new().block_on(async {
+            let (mut guarded, mut api) = guarded_pair().await;
+            write(&mut guarded, b"GET /plain HTTP/1.1\r\nhost: api\r\n\r\n")
+                .await
+                .unwrap();
+            read_head(&mut api);
+            api.write_all(SWITCHED).unwrap();
+            assert_eq!(read(&mut guarded, SWITCHED.len()).await.unwrap(), SWITCHED);
+            let next = write(&mut guarded, b"GET /next HTTP/1.1\r\nhost: api\r\n\r\n").await;
+            assert_eq!(next.unwrap_err().kind(), io::ErrorKind::InvalidData);
+        });
+    }
+
+    #[test]
+    fn a_request_asks_to_switch_with_an_upgrade_header() {
+        assert!(asks_to_switch(b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"));
+        assert!(asks_to_switch(b"GET / HTTP/1.1\r\nhost: a\r\nupgrade: h2c\r\n"));
+        assert!(!asks_to_switch(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n"));
+        assert!(!asks_to_switch(b"GET / HTTP/1.1\r\nx-upgrade: websocket\r\n\r\n"));
+        // A body that looks like a header is not the head.
+        assert!(!asks_to_switch(
+            b"POST / HTTP/1.1\r\ncontent-length: 20\r\n\r\nupgrade: websocket\r\n"
+        ));
+        assert!(!asks_to_switch(b"upgrade: websocket\r\n"));
     }
 
     #[test]

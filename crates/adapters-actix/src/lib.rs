@@ -1,7 +1,8 @@
 //! tokenjar's adapters for the actix world: the actix-web server that turns
 //! HTTP requests into [`tokenjar_domain::ClientRequest`]s and replies back
 //! into responses, and [`AwcUpstream`], the awc client behind the domain's
-//! [`tokenjar_domain::Upstream`] port. Bodies stream both ways.
+//! [`tokenjar_domain::Upstream`] port. Bodies stream both ways; WebSockets
+//! are relayed message by message.
 
 mod body;
 mod clock;
@@ -17,6 +18,7 @@ mod server;
 mod telemetry;
 mod tls;
 mod upstream;
+mod websocket;
 
 pub use body::RequestBody;
 pub use clock::SystemClock;
@@ -29,3 +31,4 @@ pub use random::OsRandom;
 pub use server::{AppSettings, Application, ServerSettings};
 pub use tls::{TlsFile, TlsFileError, TlsFiles, TlsListener, TlsSettings};
 pub use upstream::{AwcUpstream, UpstreamSettings};
+pub use websocket::WebSocketSettings;

@@ -1,12 +1,12 @@
 //! Prometheus metrics (SPEC §9): requests by route class and status, their
 //! latency, upstream errors, logins, logouts, CSRF refusals, refused
-//! cookies and conflicting ones, rendered in the text exposition format at
-//! `/metrics`.
+//! cookies and conflicting ones, open WebSockets, rendered in the text
+//! exposition format at `/metrics`.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
-use tokenjar_domain::{ErrorKind, FlowError, Handled};
+use tokenjar_domain::{ErrorKind, FlowError, Handled, WebSocketPlan};
 
 /// The process's metrics; shared by every worker.
 pub struct Metrics {
@@ -19,6 +19,7 @@ pub struct Metrics {
     csrf_refused: IntCounter,
     cookies_rejected: IntCounter,
     cookie_conflicts: IntCounter,
+    websockets_open: IntGauge,
 }
 
 impl Metrics {
@@ -62,7 +63,7 @@ impl Metrics {
         let logouts = IntCounter::new("tokenjar_logouts_total", "Logouts answered.")?;
         let csrf_refused = IntCounter::new(
             "tokenjar_csrf_refused_total",
-            "Requests refused by the CSRF rules.",
+            "Requests refused by the CSRF rules, and WebSocket handshakes by the Origin rule.",
         )?;
         let cookies_rejected = IntCounter::new(
             "tokenjar_cookies_rejected_total",
@@ -75,6 +76,10 @@ impl Metrics {
             "tokenjar_cookie_conflicts_total",
             "Requests whose auth cookies opened to different sessions: none used, none deleted.",
         )?;
+        let websockets_open = IntGauge::new(
+            "tokenjar_websockets_open",
+            "WebSockets relayed right now (browser and API both connected).",
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
@@ -83,6 +88,7 @@ impl Metrics {
         registry.register(Box::new(csrf_refused.clone()))?;
         registry.register(Box::new(cookies_rejected.clone()))?;
         registry.register(Box::new(cookie_conflicts.clone()))?;
+        registry.register(Box::new(websockets_open.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -93,6 +99,7 @@ impl Metrics {
             csrf_refused,
             cookies_rejected,
             cookie_conflicts,
+            websockets_open,
         })
     }
 
@@ -121,11 +128,29 @@ impl Metrics {
         }
     }
 
+    /// Counts what the cookie of a WebSocket handshake came to (the
+    /// handshake's own answer is counted as a request).
+    pub fn record_websocket(&self, plan: &WebSocketPlan) {
+        if plan.rejected_cookie.is_some() {
+            self.cookies_rejected.inc();
+        }
+        if plan.conflicting_cookies {
+            self.cookie_conflicts.inc();
+        }
+    }
+
+    /// The gauge of open WebSockets, for the relay's drop guard.
+    pub fn websockets_open(&self) -> &IntGauge {
+        &self.websockets_open
+    }
+
     /// Counts an error tokenjar answered with.
     pub fn record_error(&self, error: &FlowError) {
         let upstream = |kind: &str| self.upstream_errors.with_label_values(&[kind]).inc();
         match error.kind() {
-            ErrorKind::Csrf => self.csrf_refused.inc(),
+            // A handshake from a foreign origin is the WebSocket form of a
+            // forgery (Cross-Site WebSocket Hijacking).
+            ErrorKind::Csrf | ErrorKind::Origin => self.csrf_refused.inc(),
             ErrorKind::UpstreamUnavailable => upstream("unavailable"),
             ErrorKind::UpstreamTimeout => upstream("timeout"),
             ErrorKind::BadLoginResponse => upstream("bad_login_response"),
@@ -195,5 +220,8 @@ mod tests {
         assert_eq!(value(&text, "tokenjar_logouts_total"), Some(0.0));
         assert_eq!(value(&text, "tokenjar_cookies_rejected_total"), Some(0.0));
         assert_eq!(value(&text, "tokenjar_cookie_conflicts_total"), Some(0.0));
+        assert_eq!(value(&text, "tokenjar_websockets_open"), Some(0.0));
+        m.websockets_open().inc();
+        assert_eq!(value(&m.render(), "tokenjar_websockets_open"), Some(1.0));
     }
 }

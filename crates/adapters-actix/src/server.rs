@@ -2,8 +2,9 @@
 //! says where each request goes; the handler matches on that [`Route`]:
 //! the operator endpoints and the web app's files are answered here,
 //! everything else becomes a domain [`ClientRequest`] for the [`Gateway`],
-//! whose [`Reply`] is streamed back. A thin middleware counts each request
-//! and returns its request id.
+//! whose [`Reply`] is streamed back, or, for a WebSocket handshake, whose
+//! plan the relay ([`crate::websocket`]) carries out. A thin middleware
+//! counts each request and returns its request id.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -20,6 +21,7 @@ use tokenjar_domain::{
     request_id, BodySize, ClientRequest, FlowError, Gateway, Handled, Listener, Reply, ReplyBody, Route,
     RouteClass, Rules,
 };
+use tokio::sync::watch;
 use tracing_actix_web::TracingLogger;
 
 use crate::body::RequestBody;
@@ -32,6 +34,7 @@ use crate::random::OsRandom;
 use crate::telemetry::{ChosenRequestId, RequestSpan};
 use crate::tls::{TlsListener, TlsSettings};
 use crate::upstream::{AwcUpstream, ResponseBody, UpstreamSettings};
+use crate::websocket::{self, Handshake, Sockets, WebSocketSettings};
 
 /// The server's own settings (the `server.*` keys).
 #[derive(Clone, Debug)]
@@ -86,6 +89,8 @@ pub struct AppSettings {
     pub ops: OpsSettings,
     /// `frontend.*` (or the demo page).
     pub frontend: Frontend,
+    /// `websocket.*`
+    pub websocket: WebSocketSettings,
 }
 
 type AwcGateway = Gateway<AwcUpstream, SystemClock, OsRandom>;
@@ -100,6 +105,7 @@ struct Shared {
     client_body_timeout: Duration,
     base_url: String,
     frontend: Frontend,
+    sockets: Sockets,
 }
 
 /// One worker's state: its gateway (with its own awc client) and caches.
@@ -116,6 +122,8 @@ pub struct Application {
     ops_addr: Option<SocketAddr>,
     /// The certificate SIGHUP reloads, on a TLS listener.
     tls: Option<TlsListener>,
+    /// Tells open WebSockets that tokenjar is stopping.
+    stopping: Arc<watch::Sender<bool>>,
     server: Server,
 }
 
@@ -148,6 +156,13 @@ impl Application {
             .transpose()?;
         let ops_addr = ops_listener.as_ref().map(TcpListener::local_addr).transpose()?;
         let metrics = Metrics::new().map_err(io::Error::other)?;
+        let stopping = Arc::new(watch::channel(false).0);
+        let sockets = Sockets::new(
+            settings.websocket.clone(),
+            settings.upstream.timeout,
+            Arc::clone(&stopping),
+            metrics.websockets_open().clone(),
+        );
         let shared = Arc::new(Shared {
             metrics,
             ops: settings.ops.clone(),
@@ -156,6 +171,7 @@ impl Application {
             client_body_timeout: server.client_body_timeout,
             base_url: rules.upstream.url("", None),
             frontend: settings.frontend.clone(),
+            sockets,
         });
         let upstream = settings.upstream.clone();
         let mut http = HttpServer::new(move || {
@@ -235,6 +251,7 @@ impl Application {
             host: server.host.clone(),
             ops_addr,
             tls,
+            stopping,
             server: http.run(),
         })
     }
@@ -263,9 +280,10 @@ impl Application {
 
     /// Serves until SIGTERM or SIGINT, or a stop through the handle. On a
     /// signal it stops accepting and lets in-flight requests finish for up to
-    /// `server.shutdown_timeout`. On a TLS listener, SIGHUP re-reads the
-    /// certificate and key for new connections; without one it changes
-    /// nothing.
+    /// `server.shutdown_timeout`; open WebSockets are closed with 1001 on
+    /// both sides (they would otherwise hold the stop for its whole
+    /// timeout). On a TLS listener, SIGHUP re-reads the certificate and key
+    /// for new connections; without one it changes nothing.
     ///
     /// # Errors
     /// The server failed while running, or signals could not be watched.
@@ -273,9 +291,11 @@ impl Application {
         let handle = self.server.handle();
         let mut terminate = signal(SignalKind::terminate())?;
         let mut interrupt = signal(SignalKind::interrupt())?;
+        let stopping = self.stopping;
         actix_web::rt::spawn(async move {
             let name = first_signal(terminate.recv(), interrupt.recv()).await;
             tracing::info!("{name} received; finishing in-flight requests, then stopping");
+            stopping.send_replace(true);
             handle.stop(true).await;
         });
         // Caught with or without TLS: `systemctl reload` or a certificate
@@ -345,14 +365,55 @@ async fn handle(request: HttpRequest, payload: web::Payload, worker: web::Data<W
             (Ok(client), _) => worker.gateway.dispatch(Route::Outside, client).await,
             (Err(error), _) => return fail(&error, &shared.metrics, head, &request),
         },
-        Ok(route) => match client_request(&request, payload, shared) {
-            Ok(client) => worker.gateway.dispatch(route, client).await,
+        Ok(route) => match client_head(&request, shared) {
+            Ok(client) if worker.gateway.is_websocket(&route, &client) => {
+                return websocket(&route, client, &request, payload, &worker).await;
+            }
+            Ok(client) => {
+                worker
+                    .gateway
+                    .dispatch(route, with_body(client, payload, shared))
+                    .await
+            }
             Err(error) => return fail(&error, &shared.metrics, head, &request),
         },
     };
     shared.metrics.record(&handled);
     report(&handled, &request);
     respond(handled.reply, head)
+}
+
+/// A WebSocket handshake: the domain's plan (or refusal), then the relay.
+/// The handshake is counted and logged as a request (101 when it
+/// switched); the socket's life after it is the relay's.
+async fn websocket(
+    route: &Route,
+    client: ClientRequest<()>,
+    request: &HttpRequest,
+    payload: web::Payload,
+    worker: &Worker,
+) -> HttpResponse {
+    let shared = &worker.shared;
+    let plan = match worker.gateway.websocket(route, client) {
+        Ok(plan) => plan,
+        Err(handled) => {
+            shared.metrics.record(&handled);
+            report(&handled, request);
+            return respond(handled.reply, false);
+        }
+    };
+    shared.metrics.record_websocket(&plan);
+    if let Some(why) = plan.rejected_cookie {
+        let request_id = request_id_of(request);
+        tracing::info!(request_id, route = "api", reason = ?why, "auth cookie refused and deleted");
+    }
+    match websocket::open(request, payload, plan, worker.gateway.upstream(), &shared.sockets).await {
+        Handshake::Open(response) => response,
+        Handshake::Refused(status) => {
+            HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY)).finish()
+        }
+        Handshake::Failed(error) => fail(&error, &shared.metrics, false, request),
+    }
 }
 
 /// The domain's view of the request: its body a stream, refused at once
@@ -362,6 +423,30 @@ fn client_request(
     payload: web::Payload,
     shared: &Shared,
 ) -> Result<ClientRequest<RequestBody>, FlowError> {
+    client_head(request, shared).map(|head| with_body(head, payload, shared))
+}
+
+/// The request with its body as a stream counted against
+/// `server.max_body_bytes`.
+fn with_body(head: ClientRequest<()>, payload: web::Payload, shared: &Shared) -> ClientRequest<RequestBody> {
+    ClientRequest {
+        method: head.method,
+        path: head.path,
+        query: head.query,
+        headers: head.headers,
+        peer: head.peer,
+        scheme: head.scheme,
+        body: RequestBody::new(
+            payload.into_inner(),
+            shared.max_body_bytes,
+            shared.client_body_timeout,
+        ),
+    }
+}
+
+/// The domain's view of the request without its body, refused at once
+/// when it announces more than `server.max_body_bytes`.
+fn client_head(request: &HttpRequest, shared: &Shared) -> Result<ClientRequest<()>, FlowError> {
     let mut headers = headers::to_domain(request.headers());
     // An HTTP/2 request names its host in `:authority`, not in a `Host`
     // header (RFC 9113 §8.3.1); the rules (CSRF's own origin, the public
@@ -393,11 +478,7 @@ fn client_request(
         } else {
             "http"
         },
-        body: RequestBody::new(
-            payload.into_inner(),
-            shared.max_body_bytes,
-            shared.client_body_timeout,
-        ),
+        body: (),
     })
 }
 

@@ -78,15 +78,22 @@ struct Clients {
     /// own, so that slow uploaders can only hold connections of other
     /// large uploads, never those of everyone's ordinary requests.
     uploads: awc::Client,
+    /// WebSockets: a pool of their own without a limit, since each open
+    /// socket holds its connection (and a pool permit) for as long as it
+    /// lives, and must not starve ordinary requests.
+    websockets: awc::Client,
 }
 
 impl Clients {
     fn new(settings: &UpstreamSettings, guarded: &GuardedConnector) -> Self {
-        let client = |guarded: GuardedConnector| {
+        let client = |guarded: GuardedConnector, unlimited: bool| {
             let mut connector = awc::Connector::new()
                 .connector(guarded)
                 .timeout(settings.connect_timeout);
-            if settings.pool_size > 0 {
+            if unlimited {
+                // awc's "no limit".
+                connector = connector.limit(0);
+            } else if settings.pool_size > 0 {
                 connector = connector.limit(settings.pool_size);
             }
             awc::Client::builder()
@@ -99,8 +106,9 @@ impl Clients {
                 .finish()
         };
         Self {
-            buffered: client(guarded.clone()),
-            uploads: client(guarded.clone()),
+            buffered: client(guarded.clone(), false),
+            uploads: client(guarded.clone(), false),
+            websockets: client(guarded.clone(), true),
         }
     }
 }
@@ -128,13 +136,14 @@ impl AwcUpstream {
     }
 
     /// The API side of a WebSocket handshake to `url` (`ws://`, or
-    /// `wss://` over the TLS clients).
+    /// `wss://` over the TLS clients), on the WebSockets' own pool; the
+    /// relay (`crate::websocket`) adds the planned headers.
     ///
     /// # Errors
     /// A `wss://` URL without TLS settings.
     pub fn websocket(&self, url: &str) -> Result<awc::ws::WebsocketsRequest, UpstreamError> {
         let target = self.target(url)?;
-        let mut request = target.clients.buffered.ws(target.url.as_ref());
+        let mut request = target.clients.websockets.ws(target.url.as_ref());
         if let Some(host) = target.host {
             request = request.set_header(actix_web::http::header::HOST, host);
         }

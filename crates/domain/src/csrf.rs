@@ -25,6 +25,18 @@ pub enum CsrfRefusal {
     Preflight,
 }
 
+/// Why a WebSocket handshake was refused by the `Origin` rule (403
+/// `origin`, SPEC §13).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OriginRefusal {
+    /// No `Origin` header (or several): a browser always sends exactly one.
+    #[error("the WebSocket handshake has no single Origin")]
+    Missing,
+    /// An `Origin` that is neither the request's own nor allowed.
+    #[error("the WebSocket handshake comes from a foreign origin")]
+    Foreign,
+}
+
 /// The configured CSRF rules.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CsrfRules {
@@ -146,6 +158,30 @@ impl CsrfRules {
             }
         }
         Ok(())
+    }
+
+    /// The rule a WebSocket handshake meets instead of the header rule
+    /// (browsers cannot add a header to a handshake, and send it
+    /// cross-site with the victim's cookie: Cross-Site WebSocket
+    /// Hijacking, RFC 6455 §10.2): exactly one `Origin`, the request's own
+    /// or an allowed one. `own_origin` as for [`check`](Self::check).
+    ///
+    /// # Errors
+    /// [`OriginRefusal`] saying what was wrong with the `Origin`.
+    pub fn check_handshake_origin(
+        &self,
+        headers: &Headers,
+        own_origin: impl FnOnce() -> Option<String>,
+    ) -> Result<(), OriginRefusal> {
+        let mut origins = headers.get_all("origin");
+        let (Some(origin), None) = (origins.next(), origins.next()) else {
+            return Err(OriginRefusal::Missing);
+        };
+        if self.origin_allowed(origin, own_origin) {
+            Ok(())
+        } else {
+            Err(OriginRefusal::Foreign)
+        }
     }
 
     fn origin_allowed(&self, origin: &[u8], own_origin: impl FnOnce() -> Option<String>) -> bool {
@@ -372,6 +408,40 @@ mod tests {
         );
         check(&rules, "OPTIONS", &preflight("https://admin.example"), Ok(()));
         check(&rules, "OPTIONS", &preflight("http://app.example:8080"), Ok(()));
+    }
+
+    #[test]
+    fn a_handshake_needs_its_own_or_an_allowed_origin() {
+        let rules = CsrfRules::new("x-csrf", &["https://admin.example"]).unwrap();
+        let check = |pairs: &[(&str, &str)]| {
+            let headers = h(pairs);
+            rules.check_handshake_origin(&headers, || own(&headers))
+        };
+        assert_eq!(check(&[HOST, ("origin", "http://app.example:8080")]), Ok(()));
+        assert_eq!(check(&[HOST, ("origin", "https://admin.example")]), Ok(()));
+        // No CSRF header is needed, nor does one help.
+        for foreign in ["http://evil.example", "null", "https://app.example:8080", ""] {
+            assert_eq!(
+                check(&[HOST, TOKEN, ("origin", foreign)]),
+                Err(OriginRefusal::Foreign),
+                "{foreign}"
+            );
+        }
+        assert_eq!(check(&[HOST, TOKEN]), Err(OriginRefusal::Missing));
+        assert_eq!(
+            check(&[
+                HOST,
+                ("origin", "http://app.example:8080"),
+                ("origin", "http://evil.example")
+            ]),
+            Err(OriginRefusal::Missing)
+        );
+        // The own origin is the one given: unknown means only allowed ones pass.
+        let headers = h(&[HOST, ("origin", "http://app.example:8080")]);
+        assert_eq!(
+            rules.check_handshake_origin(&headers, || None),
+            Err(OriginRefusal::Foreign)
+        );
     }
 
     #[test]

@@ -55,21 +55,24 @@ impl DemoApi {
         let path = path.split('?').next().unwrap_or_default();
         match (method, path) {
             ("POST", "/login") => self.login(body, now),
-            ("GET", "/me") => {
-                let known = token.is_some_and(|t| {
-                    self.issued
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .contains(t)
-                });
-                if known {
-                    (200, json!({ "name": "demo" }))
-                } else {
-                    (401, json!({ "error": "unauthorized" }))
-                }
-            }
+            ("GET", "/me") => match self.user(token) {
+                Some(name) => (200, json!({ "name": name })),
+                None => (401, json!({ "error": "unauthorized" })),
+            },
             _ => (404, json!({ "error": "not found" })),
         }
+    }
+
+    /// The user a token was issued to, if this API issued it: what `/me`
+    /// answers, and whom the demo's WebSocket (`/hello`) greets.
+    pub fn user(&self, token: Option<&str>) -> Option<&'static str> {
+        let known = token.is_some_and(|t| {
+            self.issued
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(t)
+        });
+        known.then_some("demo")
     }
 
     fn login(&self, body: &[u8], now: i64) -> DemoAnswer {
@@ -139,6 +142,8 @@ mod tests {
         let parsed: crate::Token = token.parse().unwrap();
         assert_eq!(parsed.jwt_exp(), Some(3700));
         assert_eq!(api.answer("GET", "/me", Some(&token), b"", 0).0, 200);
+        assert_eq!(api.user(Some(&token)), Some("demo"));
+        assert_eq!(api.user(Some("forged")), None);
         assert_eq!(api.answer("GET", "/me", Some("forged"), b"", 0).0, 401);
         assert_eq!(api.answer("GET", "/me", None, b"", 0).0, 401);
         assert_eq!(api.answer("GET", "/nope", None, b"", 0).0, 404);

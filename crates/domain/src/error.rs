@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use crate::cookies::CookieError;
-use crate::csrf::CsrfRefusal;
+use crate::csrf::{CsrfRefusal, OriginRefusal};
 use crate::exchange::Reply;
 use crate::login::LoginError;
 use crate::method::Method;
@@ -27,6 +27,9 @@ pub enum FlowError {
     /// Refused as a possible cross-site request forgery.
     #[error("csrf: {0}")]
     Csrf(#[from] CsrfRefusal),
+    /// A WebSocket handshake without an allowed `Origin`.
+    #[error("websocket origin: {0}")]
+    Origin(#[from] OriginRefusal),
     /// Neither an API route nor the frontend's.
     #[error("no route")]
     NotFound,
@@ -71,7 +74,7 @@ impl FlowError {
     pub fn status(&self) -> u16 {
         match self.kind() {
             ErrorKind::BadRequest => 400,
-            ErrorKind::Csrf => 403,
+            ErrorKind::Csrf | ErrorKind::Origin => 403,
             ErrorKind::NotFound => 404,
             ErrorKind::MethodNotAllowed => 405,
             ErrorKind::RequestTimeout => 408,
@@ -86,6 +89,7 @@ impl FlowError {
         match self.kind() {
             ErrorKind::BadRequest => "bad_request",
             ErrorKind::Csrf => "csrf",
+            ErrorKind::Origin => "origin",
             ErrorKind::NotFound => "not_found",
             ErrorKind::MethodNotAllowed => "method_not_allowed",
             ErrorKind::RequestTimeout => "request_timeout",
@@ -102,6 +106,7 @@ impl FlowError {
             Self::BadPath(_) => "The request path is malformed or could escape the API's base path.",
             Self::BadRequest(what) => what,
             Self::Csrf(_) => "The request was refused as a possible cross-site request forgery.",
+            Self::Origin(_) => "The WebSocket handshake does not come from an allowed origin.",
             Self::NotFound => "There is nothing at this path.",
             Self::MethodNotAllowed { .. } => "This route does not accept this method.",
             Self::PayloadTooLarge | Self::Upstream(UpstreamError::RequestBodyTooLarge) => {
@@ -130,6 +135,7 @@ impl FlowError {
                 ErrorKind::BadRequest
             }
             Self::Csrf(_) => ErrorKind::Csrf,
+            Self::Origin(_) => ErrorKind::Origin,
             Self::NotFound => ErrorKind::NotFound,
             Self::MethodNotAllowed { .. } => ErrorKind::MethodNotAllowed,
             Self::Upstream(UpstreamError::RequestBodyTimeout) => ErrorKind::RequestTimeout,
@@ -190,6 +196,8 @@ pub enum ErrorKind {
     BadRequest,
     /// 403 `csrf`
     Csrf,
+    /// 403 `origin`
+    Origin,
     /// 404 `not_found`
     NotFound,
     /// 405 `method_not_allowed`
@@ -226,6 +234,8 @@ mod tests {
                 "bad_request",
             ),
             (CsrfRefusal::MissingHeader.into(), 403, "csrf"),
+            (OriginRefusal::Foreign.into(), 403, "origin"),
+            (OriginRefusal::Missing.into(), 403, "origin"),
             (FlowError::NotFound, 404, "not_found"),
             (
                 FlowError::MethodNotAllowed { allow: "POST" },

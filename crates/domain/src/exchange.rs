@@ -193,6 +193,18 @@ impl UpstreamBase {
         self.origin.split_once("://").map_or("", |(scheme, _)| scheme)
     }
 
+    /// The URL of a WebSocket handshake for a path below the prefix: the
+    /// same as [`url`](Self::url)'s, with `ws://` for `http://` and
+    /// `wss://` for `https://`.
+    pub fn websocket_url(&self, rest: &str, query: Option<&str>) -> String {
+        let url = self.url(rest, query);
+        match url.split_once("://") {
+            Some(("https", after)) => format!("wss://{after}"),
+            Some(("http", after)) => format!("ws://{after}"),
+            _ => url,
+        }
+    }
+
     /// The URL for a path below the prefix (`""` or starting with `/`).
     pub fn url(&self, rest: &str, query: Option<&str>) -> String {
         let mut url = String::with_capacity(
@@ -276,6 +288,29 @@ mod tests {
         for (base, rest, query, expected) in cases {
             let base = UpstreamBase::parse(base).unwrap();
             assert_eq!(base.url(rest, query), expected);
+        }
+    }
+
+    #[test]
+    fn websocket_urls_follow_the_apis_scheme() {
+        let cases = [
+            (
+                "http://api:9000/v1",
+                "/chat",
+                Some("room=1"),
+                "ws://api:9000/v1/chat?room=1",
+            ),
+            (
+                "https://api.example/v1",
+                "/chat",
+                None,
+                "wss://api.example/v1/chat",
+            ),
+            ("http://api", "", None, "ws://api/"),
+        ];
+        for (base, rest, query, expected) in cases {
+            let base = UpstreamBase::parse(base).unwrap();
+            assert_eq!(base.websocket_url(rest, query), expected);
         }
     }
 

@@ -1,7 +1,8 @@
 //! The request flow, top to bottom: route → admit → open cookie →
 //! (tokenjar's own answer | plan → send through the [`Upstream`] port →
 //! response rules) → reply. One [`Gateway`] per server worker; the [`Rules`]
-//! are shared.
+//! are shared. A WebSocket handshake takes the same first steps and ends in
+//! a [`WebSocketPlan`] for the adapter's relay.
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ use crate::relay;
 use crate::routes::{Listener, PathError, Route, RouteClass, Routes};
 use crate::text::contains;
 use crate::token::{Token, TokenRules};
+use crate::websocket::{self, WebSocketPlan};
 
 /// Everything the flow decides by, built once from configuration.
 #[derive(Clone, Debug)]
@@ -201,6 +203,81 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
             conflicting_cookies,
             login,
         }
+    }
+
+    /// Whether a request on `route` is a WebSocket handshake to proxy
+    /// (SPEC §13): one that asks to upgrade to `websocket`, under the
+    /// prefix, not to the login route (which is only ever an ordinary,
+    /// intercepted call). Such a request goes to
+    /// [`websocket`](Self::websocket) instead of
+    /// [`dispatch`](Self::dispatch).
+    pub fn is_websocket<B>(&self, route: &Route, request: &ClientRequest<B>) -> bool {
+        matches!(route, Route::Proxy { login: false, .. })
+            && websocket::is_handshake(&request.method, &request.headers)
+    }
+
+    /// Plans the API's side of a WebSocket handshake
+    /// ([`is_websocket`](Self::is_websocket)), or answers the browser's
+    /// with a refusal: the rules every request meets ([`admit`](Self::admit)),
+    /// then the `Origin` rule that stands in for CSRF's header, then the
+    /// cookie's token on the API's handshake (without a valid cookie the
+    /// handshake goes on without a token, like any API call).
+    ///
+    /// # Errors
+    /// The refusal to answer with, as any request's.
+    pub fn websocket<B>(
+        &self,
+        route: &Route,
+        request: ClientRequest<B>,
+    ) -> Result<WebSocketPlan, Handled<U::ResponseBody>> {
+        let class = route.class();
+        let Route::Proxy { rest, login: false } = route else {
+            return Err(Self::failed(class, FlowError::NotFound));
+        };
+        if let Err(error) = self.admit_to(route, &request) {
+            return Err(Self::failed(class, error));
+        }
+        let own = || {
+            self.rules
+                .forwarding
+                .origin(&request.headers, request.peer, request.scheme)
+        };
+        if let Err(refusal) = self.rules.csrf.check_handshake_origin(&request.headers, own) {
+            return Err(Self::failed(class, refusal.into()));
+        }
+        let now = self.clock.now();
+        let cookie = self.rules.cookies.open(request.headers.get_all("cookie"), now);
+        let rejected_cookie = match cookie {
+            CookieState::Rejected(why) => Some(why),
+            _ => None,
+        };
+        let session_left_s = match &cookie {
+            CookieState::Valid(session) => session
+                .expires_at
+                .map(|end| u64::try_from(end.saturating_sub(now)).unwrap_or(0)),
+            _ => None,
+        };
+        let url = self.rules.upstream.websocket_url(rest, request.query.as_deref());
+        let mut headers = relay::request_headers(
+            request.headers,
+            request.peer,
+            request.scheme,
+            &self.rules.forwarding,
+        );
+        websocket::strip_handshake(&mut headers);
+        self.rules.token.apply(&mut headers, cookie.token());
+        let mut reply_headers = Headers::new();
+        if rejected_cookie.is_some() {
+            reply_headers.append("set-cookie", self.rules.cookies.removal());
+        }
+        Ok(WebSocketPlan {
+            url,
+            headers,
+            session_left_s,
+            reply_headers,
+            rejected_cookie,
+            conflicting_cookies: matches!(cookie, CookieState::Conflicting),
+        })
     }
 
     /// The rules every request meets before it is served, as the error to

@@ -61,12 +61,13 @@ mod routes;
 mod setting;
 mod text;
 mod token;
+mod websocket;
 
 pub use cookies::{
     CookieError, CookieJar, CookieKeys, CookiePolicy, CookieState, IssuedCookie, KeyError, Rejection,
     SameSite, Session, DEFAULT_NAME, KEY_LEN, MAX_COOKIE_BYTES,
 };
-pub use csrf::{CsrfRefusal, CsrfRules};
+pub use csrf::{CsrfRefusal, CsrfRules, OriginRefusal};
 pub use error::{ErrorBody, ErrorKind, FlowError};
 pub use exchange::{
     BodySize, ClientRequest, Reply, ReplyBody, UpstreamBase, UpstreamRequest, UpstreamResponse, UrlError,
@@ -81,3 +82,4 @@ pub use relay::{request_headers, response_headers};
 pub use routes::{Listener, Op, Pages, PathError, Route, RouteClass, Routes};
 pub use setting::SettingError;
 pub use token::{Token, TokenError, TokenRules, MAX_TOKEN_LEN};
+pub use websocket::{is_handshake, CloseCode, MessageSize, WebSocketPlan};

@@ -623,3 +623,159 @@ fn forged_requests_are_refused_before_anything_happens() {
     );
     assert_eq!(own.reply.status, 200);
 }
+
+impl App {
+    /// A browser's WebSocket handshake to `target` with `headers` (`Host`
+    /// `app.example` added): its plan, or the refusal.
+    fn handshake(
+        &self,
+        target: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<tokenjar_domain::WebSocketPlan, Handled<Vec<u8>>> {
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
+            None => (target.to_owned(), None),
+        };
+        let mut all: Headers = [
+            ("host", "app.example"),
+            ("upgrade", "websocket"),
+            ("connection", "Upgrade"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-extensions", "permessage-deflate"),
+        ]
+        .into_iter()
+        .collect();
+        for (n, v) in headers {
+            all.append(*n, *v);
+        }
+        let request = ClientRequest {
+            method: "GET".into(),
+            path,
+            query,
+            headers: all,
+            peer: Some("192.0.2.7".parse().unwrap()),
+            scheme: "http",
+            body: Vec::<u8>::new(),
+        };
+        let route = self
+            .gateway
+            .route(tokenjar_domain::Listener::Main, &request.path)
+            .unwrap();
+        assert!(
+            self.gateway.is_websocket(&route, &request),
+            "{target} is a handshake"
+        );
+        self.gateway.websocket(&route, request)
+    }
+}
+
+const OWN_ORIGIN: (&str, &str) = ("origin", "http://app.example");
+
+#[test]
+fn a_websocket_handshake_carries_the_cookies_token_and_nothing_of_the_browsers_connection() {
+    let app = App::demo();
+    let login = app.send("POST", "/api/login", &[], DEMO_LOGIN);
+    let cookie = cookie_header(&set_cookies(&login)[0]);
+    let session = json_of(&app.send("GET", "/api/session", &[("cookie", &cookie)], b""));
+    assert_eq!(session["loggedIn"], true);
+    app.clock.advance(600);
+
+    let plan = app
+        .handshake(
+            "/api/chat/room?x=1",
+            &[
+                ("cookie", &cookie),
+                OWN_ORIGIN,
+                ("sec-websocket-protocol", "chat.v2, chat.v1"),
+                ("auth-token", "forged"),
+            ],
+        )
+        .unwrap();
+    assert_eq!(plan.url, "ws://api.internal:9000/chat/room?x=1");
+    let issued = app.recorded().pop().unwrap();
+    assert_eq!(issued.url, "http://api.internal:9000/login");
+    let sent = &plan.headers;
+    let tokens: Vec<&[u8]> = sent.get_all("auth-token").collect();
+    assert_eq!(tokens.len(), 1);
+    assert_ne!(tokens[0], b"forged");
+    for gone in [
+        "cookie",
+        "host",
+        "upgrade",
+        "connection",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+    ] {
+        assert!(!sent.contains(gone), "{gone} must not reach the API");
+    }
+    assert_eq!(sent.get_str("sec-websocket-protocol"), Some("chat.v2, chat.v1"));
+    assert_eq!(sent.get_str("origin"), Some("http://app.example"));
+    assert_eq!(sent.get_str("x-forwarded-for"), Some("192.0.2.7"));
+    // The demo's tokens live an hour; ten minutes have passed.
+    assert_eq!(plan.session_left_s, Some(3000));
+    assert!(plan.reply_headers.is_empty());
+    assert!(plan.rejected_cookie.is_none());
+}
+
+#[test]
+fn a_websocket_handshake_without_a_usable_cookie_goes_on_without_a_token() {
+    let app = App::demo();
+    let plain = app.handshake("/api/chat", &[OWN_ORIGIN]).unwrap();
+    assert!(!plain.headers.contains("auth-token"));
+    assert_eq!(plain.session_left_s, None);
+    assert!(plain.reply_headers.is_empty());
+
+    let bad = format!("{DEFAULT_NAME}=garbage");
+    let rejected = app
+        .handshake("/api/chat", &[OWN_ORIGIN, ("cookie", &bad)])
+        .unwrap();
+    assert!(!rejected.headers.contains("auth-token"));
+    assert!(rejected.rejected_cookie.is_some());
+    let removal = rejected.reply_headers.get_str("set-cookie").unwrap();
+    assert!(removal.contains("Max-Age=0"), "{removal}");
+}
+
+#[test]
+fn a_websocket_handshake_needs_an_allowed_origin_not_the_csrf_header() {
+    let app = App::demo();
+    for headers in [
+        &[("origin", "http://evil.example"), ("x-csrf", "1")][..],
+        &[("x-csrf", "1")][..],
+        &[("origin", "null")][..],
+    ] {
+        let refused = app.handshake("/api/chat", headers).unwrap_err();
+        assert_eq!(refused.reply.status, 403, "{headers:?}");
+        assert_eq!(json_of(&refused)["error"], "origin", "{headers:?}");
+    }
+    assert!(app.recorded().is_empty());
+}
+
+#[test]
+fn only_upgrades_under_the_prefix_and_off_the_login_route_are_websockets() {
+    let app = App::demo();
+    let headers: Headers = [("upgrade", "websocket"), ("connection", "upgrade")]
+        .into_iter()
+        .collect();
+    for (path, expected) in [
+        ("/api/chat", true),
+        ("/api", true),
+        ("/api/login", false),
+        ("/api/LOGIN/", false),
+        ("/api/session", false),
+        ("/elsewhere", false),
+    ] {
+        let request = ClientRequest {
+            method: "GET".into(),
+            path: path.to_owned(),
+            query: None,
+            headers: headers.clone(),
+            peer: None,
+            scheme: "http",
+            body: Vec::<u8>::new(),
+        };
+        let route = app.gateway.route(tokenjar_domain::Listener::Main, path).unwrap();
+        assert_eq!(app.gateway.is_websocket(&route, &request), expected, "{path}");
+    }
+}

@@ -41,6 +41,7 @@ mod testing;
 mod tls;
 mod token;
 mod upstream;
+mod websocket;
 
 use std::sync::Arc;
 
@@ -64,6 +65,7 @@ use self::server::ServerSection;
 use self::tls::TlsSection;
 use self::token::TokenSection;
 use self::upstream::UpstreamSection;
+use self::websocket::WebSocketSection;
 
 /// The compiled-in defaults: the repository's `config/default.toml`.
 pub const DEFAULTS: &str = include_str!("../../../../config/default.toml");
@@ -83,6 +85,9 @@ pub struct Settings {
     pub cookie: CookieSection,
     /// `csrf.*`
     pub csrf: CsrfSection,
+    /// `websocket.*`
+    #[serde(default)]
+    pub websocket: WebSocketSection,
     /// `frontend.*`
     #[serde(default)]
     pub frontend: FrontendSection,
@@ -148,6 +153,7 @@ impl Settings {
             token: loader.section(defaults.token),
             cookie: loader.section(defaults.cookie),
             csrf: loader.section(defaults.csrf),
+            websocket: loader.section(defaults.websocket),
             frontend: loader.section(defaults.frontend),
             tls: loader.section(defaults.tls),
             ops: loader.section(defaults.ops),
@@ -170,6 +176,7 @@ impl Settings {
         let ops = problems.take(self.ops.validate());
         let cookies = problems.take(self.cookie.validate());
         let csrf = problems.take(self.csrf.validate());
+        let websocket = problems.take(self.websocket.validate());
         let frontend = problems.take(self.frontend.validate());
         let tls = problems.take(self.tls.validate());
         let json_logs = problems.take(self.log.validate());
@@ -193,6 +200,7 @@ impl Settings {
                 },
                 ops: ops?,
                 frontend: frontend?,
+                websocket: websocket?,
             };
             Some(Validated {
                 rules: Arc::new(rules),
