@@ -288,6 +288,17 @@ impl Application {
     /// # Errors
     /// The server failed while running, or signals could not be watched.
     pub async fn run_until_stopped(self) -> io::Result<()> {
+        self.start()?.await
+    }
+
+    /// What [`run_until_stopped`](Self::run_until_stopped) does, in two
+    /// steps: the signals are watched from this call on, so that a caller
+    /// can announce the address only once a signal sent on seeing it is
+    /// handled; the server runs when the returned future is awaited.
+    ///
+    /// # Errors
+    /// Signals could not be watched.
+    pub fn start(self) -> io::Result<impl std::future::Future<Output = io::Result<()>>> {
         let handle = self.server.handle();
         let mut terminate = signal(SignalKind::terminate())?;
         let mut interrupt = signal(SignalKind::interrupt())?;
@@ -314,7 +325,7 @@ impl Application {
                 }
             }
         });
-        self.server.await
+        Ok(self.server)
     }
 }
 

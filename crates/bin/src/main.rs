@@ -174,11 +174,15 @@ fn serve(config_dir: Option<PathBuf>) -> ExitCode {
     }
     let result = actix_web::rt::System::new().block_on(async move {
         let app = Application::build(&validated.adapter, validated.rules)?;
-        tracing::info!("listening on {}", app.url());
-        if let Some(ops) = app.ops_url() {
+        let (url, ops) = (app.url(), app.ops_url());
+        // Signals are watched before the address is announced: a SIGHUP or
+        // SIGTERM sent on seeing it must not meet the default action.
+        let running = app.start()?;
+        tracing::info!("listening on {url}");
+        if let Some(ops) = ops {
             tracing::info!("metrics and probes on {ops}");
         }
-        app.run_until_stopped().await
+        running.await
     });
     match result {
         Ok(()) => {
@@ -214,9 +218,10 @@ fn demo(config_dir: Option<PathBuf>) -> ExitCode {
         actix_web::rt::spawn(api.run());
         let app = Application::build(&validated.adapter, validated.rules)?;
         let url = app.url();
+        let running = app.start()?;
         tracing::info!("listening on {url}");
         println!("tokenjar demo: open {url}/ and log in as demo / demo (Ctrl-C stops)");
-        let served = app.run_until_stopped().await;
+        let served = running.await;
         api_handle.stop(true).await;
         served.map(|()| ExitCode::SUCCESS)
     });
