@@ -1,4 +1,5 @@
-//! End-to-end tests of WebSocket proxying (SPEC §13): the tokenjar binary
+//! End-to-end tests of WebSocket proxying (SPEC §13, and wss:// to an https
+//! API, §12): the tokenjar binary
 //! between awc's WebSocket client (the browser) and a WebSocket API that
 //! reports what it saw. The handshake's rules (token from the cookie, no
 //! cookie, the Origin rule, subprotocols, refusals), messages both ways,
@@ -15,8 +16,9 @@ use awc::ws::{CloseCode, CloseReason, Frame, Message};
 use bytes::Bytes;
 use futures_util::SinkExt as _;
 use tokenjar_e2e::metrics::metric_sum;
+use tokenjar_e2e::pki::TestCa;
 use tokenjar_e2e::ws_api::{close_of, connect, next_frame, Ended, Socket, WsApi, CHOSEN_PROTOCOL};
-use tokenjar_e2e::{spawn_app, TestApp};
+use tokenjar_e2e::{spawn_app, TempDir, TestApp};
 
 /// tokenjar in front of a fresh WebSocket API (base path `/v1`).
 fn setup_with(env: &[(&str, &str)]) -> (WsApi, TestApp) {
@@ -104,6 +106,31 @@ async fn the_api_gets_the_cookies_token_and_never_the_cookie() {
         !app.logs().iter().any(|line| line.contains(&token)),
         "the token is logged"
     );
+}
+
+#[actix_web::test]
+async fn an_https_api_is_reached_over_wss_with_the_token() {
+    let ca = TestCa::new();
+    let cert = ca.server_cert("ws-api");
+    let api = WsApi::start_tls(TestCa::server_config(&cert, &[b"http/1.1"], None));
+    let dir = TempDir::new("wss");
+    dir.write("ca.pem", &ca.pem);
+    let ca_file = dir.path().join("ca.pem").display().to_string();
+    let app = spawn_app(&api.url("/v1"), &[("TOKENJAR_TLS__CA_FILE", &ca_file)]);
+    let cookie = app.login_cookie().await;
+    let (response, mut socket) = open(&app, "/api/chat", Some(&cookie)).await;
+    assert_eq!(response.status(), 101);
+
+    let seen = api.handshake(1);
+    assert_eq!(seen.target, "/v1/chat");
+    let token = seen.token.expect("the API got the token");
+    assert!(!seen.cookie, "the cookie must not reach the API");
+    send(&mut socket, Message::Text("whoami".into())).await;
+    assert_eq!(text(&mut socket).await, format!("token:{token}"));
+    // Messages keep flowing both ways over the TLS tunnel.
+    let binary = Bytes::from_static(b"\x00\x01\x02");
+    send(&mut socket, Message::Binary(binary.clone())).await;
+    assert_eq!(next_frame(&mut socket).await, Some(Frame::Binary(binary)));
 }
 
 #[actix_web::test]

@@ -82,6 +82,8 @@ impl State {
 /// The WebSocket test API; stopped on drop.
 pub struct WsApi {
     addr: SocketAddr,
+    /// Served over TLS (`wss://` through tokenjar).
+    tls: bool,
     handle: ServerHandle,
     state: Arc<State>,
     _thread: JoinHandle<()>,
@@ -90,6 +92,16 @@ pub struct WsApi {
 impl WsApi {
     /// Starts the API on a free loopback port and waits until it is bound.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Like [`WsApi::start`], over https with `tls`.
+    pub fn start_tls(tls: rustls::ServerConfig) -> Self {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<rustls::ServerConfig>) -> Self {
+        let over_tls = tls.is_some();
         let state = Arc::new(State::default());
         let shared = Arc::clone(&state);
         let (tx, rx) = mpsc::channel();
@@ -103,8 +115,11 @@ impl WsApi {
                     })
                     .workers(1)
                     .disable_signals()
-                    .shutdown_timeout(0)
-                    .bind(("127.0.0.1", 0))
+                    .shutdown_timeout(0);
+                    let server = match tls {
+                        None => server.bind(("127.0.0.1", 0)),
+                        Some(tls) => server.bind_rustls_0_23(("127.0.0.1", 0), tls),
+                    }
                     .expect("bind the WebSocket test API");
                     let addr = server.addrs()[0];
                     let running = server.run();
@@ -118,15 +133,17 @@ impl WsApi {
             .expect("the WebSocket test API did not start");
         Self {
             addr,
+            tls: over_tls,
             handle,
             state,
             _thread: thread,
         }
     }
 
-    /// `http://127.0.0.1:PORT` followed by `path`.
+    /// `http://127.0.0.1:PORT` (`https://` over TLS) followed by `path`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.addr)
     }
 
     /// Waits (at most 10 s) until `ready` holds of what was seen; panics
