@@ -1,7 +1,6 @@
-//! End-to-end tests of WebSocket proxying (SPEC §13, and wss:// to an https
-//! API, §12): the tokenjar binary
-//! between awc's WebSocket client (the browser) and a WebSocket API that
-//! reports what it saw. The handshake's rules (token from the cookie, no
+//! End-to-end tests of WebSocket proxying (SPEC §13, and wss:// to an
+//! https API, §12): the tokenjar binary between awc's WebSocket client (the
+//! browser) and a WebSocket API that reports what it saw. The handshake's rules (token from the cookie, no
 //! cookie, the Origin rule, subprotocols, refusals), messages both ways,
 //! close codes both ways, the message limit, the session's expiry,
 //! shutdown and the open-sockets gauge. No timing is assumed: every wait
