@@ -246,25 +246,31 @@ impl AwcUpstream {
         let Some((http2, authority)) = self.http2_origin(url) else {
             return Ok((self.timeout, None));
         };
-        let started = Instant::now();
-        let route = actix_rt::time::timeout(self.timeout, http2.route(authority))
-            .await
-            .map_err(|_| UpstreamError::Timeout)?
-            .map_err(|e| naming(e, url))?;
-        let left = self.timeout.saturating_sub(started.elapsed());
-        Ok(match route {
-            Route::Http1 => (left, None),
-            Route::Http2(conn, ready) => (
-                left,
-                Some(OverHttp2 {
-                    http2,
-                    authority,
-                    conn,
-                    ready,
-                    timeout: left,
-                }),
-            ),
+        // Boxed: only https requests pay for the size of this state (the
+        // first connection, the wait for a stream); a plain request's
+        // future stays as small as before HTTP/2.
+        Box::pin(async move {
+            let started = Instant::now();
+            let route = actix_rt::time::timeout(self.timeout, http2.route(authority))
+                .await
+                .map_err(|_| UpstreamError::Timeout)?
+                .map_err(|e| naming(e, url))?;
+            let left = self.timeout.saturating_sub(started.elapsed());
+            Ok(match route {
+                Route::Http1 => (left, None),
+                Route::Http2(conn, ready) => (
+                    left,
+                    Some(OverHttp2 {
+                        http2,
+                        authority,
+                        conn,
+                        ready,
+                        timeout: left,
+                    }),
+                ),
+            })
         })
+        .await
     }
 
     /// After an HTTP/1.1 exchange with an https origin: one the API could
@@ -351,7 +357,9 @@ impl Upstream for AwcUpstream {
                 (None, BodySize::Sized(n)) => http2::Body::Stream(body, Some(n)),
                 (None, _) => http2::Body::Stream(body, None),
             };
-            let response = h2.send(method.as_str(), &url, headers, body, &flags).await?;
+            // Boxed, as `route` is: an https request's HTTP/2 state stays
+            // out of every plain request's future.
+            let response = Box::pin(h2.send(method.as_str(), &url, headers, body, &flags)).await?;
             return Ok(convert_h2(response, &method));
         }
         let client = if in_hand.is_some() {
