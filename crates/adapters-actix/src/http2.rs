@@ -76,6 +76,11 @@ const STREAM_WINDOW: u32 = 256 * 1024;
 /// downloads before the others on the connection wait too.
 const CONNECTION_WINDOW: u32 = 64 * STREAM_WINDOW;
 
+/// The most an answer's headers may take (RFC 9113 §6.5.2's measure):
+/// actix-http's limit on an HTTP/1 head, which the guard shares, instead
+/// of h2's 16 MiB.
+const MAX_HEADER_LIST: u32 = 128 * 1024;
+
 /// HTTP/2 for the https origins of one worker.
 pub(crate) struct Http2 {
     tls: OutboundTls,
@@ -376,6 +381,7 @@ async fn open(
     let (send, connection) = h2::client::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_header_list_size(MAX_HEADER_LIST)
         .enable_push(false)
         .handshake::<_, Bytes>(watched)
         .await
