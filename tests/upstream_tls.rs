@@ -502,3 +502,33 @@ async fn over_http2_a_slow_api_is_504_and_a_streamed_body_over_the_limit_413() {
     let reply = app.get_api("/api/ping", None).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
 }
+
+#[actix_web::test]
+async fn after_the_api_restarts_the_next_request_gets_a_new_http2_connection() {
+    let ca = TestCa::new();
+    let mut api = h2_api(&ca.server_cert("api"), None);
+    let files = Files::new();
+    let app = tokenjar_trusting(
+        &ca,
+        &files,
+        &api.url("/v1"),
+        &[("TOKENJAR_SERVER__WORKERS", "1".to_owned())],
+    );
+    let reply = app.get_api("/api/ping", None).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let before = api.last_request();
+    assert_eq!(before.version, HTTP2);
+
+    // Its connections dropped, the API comes back on the same port: the
+    // old connection is forgotten, not tried again.
+    api.restart();
+    for round in 0..3 {
+        let reply = app.get_api("/api/ping", None).await;
+        assert_eq!(reply.status, 200, "round {round}: {}", reply.text());
+    }
+    let after = api.requests();
+    let after = &after[after.len() - 3..];
+    assert!(after.iter().all(|r| r.version == HTTP2));
+    assert_ne!(after[0].peer, before.peer, "a new connection");
+    assert!(after.iter().all(|r| r.peer == after[0].peer), "and one only");
+}
