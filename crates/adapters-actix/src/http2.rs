@@ -33,10 +33,10 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future as _};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use actix_codec::{AsyncRead, AsyncWrite, ReadBuf};
@@ -112,11 +112,58 @@ pub(crate) struct Connection {
 
 struct Life {
     opened: Instant,
-    /// Set by the driver task when the connection ended (closed, broken,
-    /// or gone away with nothing left in flight).
+    /// Set when the connection ended (closed, broken, or gone away with
+    /// nothing left in flight).
     ended: Cell<bool>,
     /// The TLS failure that broke the connection, explained ([`Watched`]).
-    tls_failure: RefCell<Option<String>>,
+    tls_failure: Rc<RefCell<Option<String>>>,
+    /// h2's connection future, polled by its driver task and, before a
+    /// request reuses the connection, by [`Life::catch_up`].
+    driver: RefCell<Option<Driver>>,
+    /// The driver task's waker: every poll of the connection uses it, so
+    /// that its wake-ups always reach the driver task.
+    waker: RefCell<Option<Waker>>,
+}
+
+/// h2's side of a connection: the future that reads and writes its frames.
+type Driver = Pin<Box<h2::client::Connection<Watched, Bytes>>>;
+
+impl Life {
+    /// Polls the connection with `waker`; ready once it ended.
+    fn drive(&self, waker: &Waker) -> Poll<()> {
+        // Never re-entered (one thread, and h2 calls nothing of ours but
+        // the socket); a second borrow would mean a poll already runs.
+        let Ok(mut driver) = self.driver.try_borrow_mut() else {
+            return Poll::Pending;
+        };
+        let Some(connection) = driver.as_mut() else {
+            return Poll::Ready(());
+        };
+        let Poll::Ready(result) = connection.as_mut().poll(&mut Context::from_waker(waker)) else {
+            return Poll::Pending;
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "HTTP/2 connection to the API failed");
+        }
+        *driver = None;
+        self.ended.set(true);
+        Poll::Ready(())
+    }
+
+    /// Lets the connection take in what already arrived (the API's close,
+    /// a GOAWAY) before a request is put on it: its driver task may not
+    /// have run since. awc checks an idle HTTP/1 connection the same way
+    /// before reusing it.
+    fn catch_up(&self) {
+        let waker = self.waker.borrow().clone();
+        if let Some(waker) = waker {
+            if self.drive(&waker).is_ready() {
+                // The driver task would wait for a wake-up that the ended
+                // connection no longer sends: it is told to finish.
+                waker.wake();
+            }
+        }
+    }
 }
 
 impl Connection {
@@ -303,6 +350,14 @@ impl Http2 {
         // The borrow ends before any wait: other requests of the worker
         // use the memo meanwhile.
         let probe = {
+            let known = self.memo.borrow_mut().look(authority, Instant::now());
+            if let Some(Entry::Http2(conn)) = &known {
+                conn.life.catch_up();
+                if !conn.life.ended.get() {
+                    return Ok(Speaks::Http2(conn.clone()));
+                }
+                self.forget(authority, conn);
+            }
             let mut memo = self.memo.borrow_mut();
             match memo.look(authority, Instant::now()) {
                 Some(Entry::Http1) => return Ok(Speaks::Http1),
@@ -369,14 +424,10 @@ async fn open(
         // Dropped unused: awc opens its own, HTTP/1.1 only, under the guard.
         return Ok(Speaks::Http1);
     }
-    let life = Rc::new(Life {
-        opened: Instant::now(),
-        ended: Cell::new(false),
-        tls_failure: RefCell::new(None),
-    });
+    let tls_failure = Rc::new(RefCell::new(None));
     let watched = Watched {
         io: stream,
-        life: Rc::clone(&life),
+        tls_failure: Rc::clone(&tls_failure),
     };
     let (send, connection) = h2::client::Builder::new()
         .initial_window_size(STREAM_WINDOW)
@@ -386,13 +437,23 @@ async fn open(
         .handshake::<_, Bytes>(watched)
         .await
         .map_err(|e| unavailable(&e))?;
-    let ended = Rc::clone(&life);
-    actix_rt::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "HTTP/2 connection to the API failed");
-        }
-        ended.ended.set(true);
+    let life = Rc::new(Life {
+        opened: Instant::now(),
+        ended: Cell::new(false),
+        tls_failure,
+        driver: RefCell::new(Some(Box::pin(connection))),
+        waker: RefCell::new(None),
     });
+    let driver = Rc::clone(&life);
+    actix_rt::spawn(poll_fn(move |cx| {
+        {
+            let mut waker = driver.waker.borrow_mut();
+            if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *waker = Some(cx.waker().clone());
+            }
+        }
+        driver.drive(cx.waker())
+    }));
     Ok(Speaks::Http2(Connection { send, life }))
 }
 
@@ -403,14 +464,15 @@ async fn open(
 /// connection broke is told no more than "broken pipe".
 struct Watched {
     io: TlsStream<TcpStream>,
-    life: Rc<Life>,
+    /// [`Life::tls_failure`] (not the `Life` itself, which owns this).
+    tls_failure: Rc<RefCell<Option<String>>>,
 }
 
 impl Watched {
     fn note<T>(&self, polled: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
         if let Poll::Ready(Err(e)) = &polled {
             if let Some(tls) = outbound::rustls_error(e) {
-                let mut failure = self.life.tls_failure.borrow_mut();
+                let mut failure = self.tls_failure.borrow_mut();
                 if failure.is_none() {
                     *failure = Some(format!(
                         "TLS with the API failed: {}",
