@@ -69,6 +69,10 @@ pub struct Recorded {
     pub body_complete: bool,
     /// Whether the body matched the streaming test pattern (`pattern::chunks`).
     pub pattern_intact: bool,
+    /// The HTTP version it came in (`HTTP/1.1`, `HTTP/2.0`).
+    pub version: String,
+    /// The connection's far end (requests on one connection share it).
+    pub peer: Option<SocketAddr>,
 }
 
 impl Recorded {
@@ -360,25 +364,34 @@ fn serve(
             let system = actix_rt::System::new();
             system.block_on(async move {
                 let data = web::Data::from(shared);
-                let server = HttpServer::new(move || {
-                    App::new().app_data(data.clone()).default_service(web::to(handle))
-                })
-                .workers(1)
-                .disable_signals()
-                .shutdown_timeout(0);
-                let server = match tls {
-                    None => server.bind(addr),
-                    Some(tls) => server.bind_rustls_0_23(addr, tls),
+                let started = match tls {
+                    // actix-web's TLS listener offers `h2` and `http/1.1`
+                    // whatever the configuration says: an API that offers
+                    // HTTP/1.1 alone is actix-http's HTTP/1 service.
+                    Some(tls) if !tls.alpn_protocols.iter().any(|p| p == b"h2") => {
+                        serve_h1_tls(addr, data, tls)
+                    }
+                    tls => {
+                        let server = HttpServer::new(move || {
+                            App::new().app_data(data.clone()).default_service(web::to(handle))
+                        })
+                        .workers(1)
+                        .disable_signals()
+                        .shutdown_timeout(0);
+                        let server = match tls {
+                            None => server.bind(addr),
+                            Some(tls) => server.bind_rustls_0_23(addr, tls),
+                        };
+                        server.map(|server| (server.addrs()[0], server.run()))
+                    }
                 };
-                let server = match server {
-                    Ok(server) => server,
+                let (addr, running) = match started {
+                    Ok(started) => started,
                     Err(err) => {
                         let _ = tx.send(Err(err.to_string()));
                         return;
                     }
                 };
-                let addr = server.addrs()[0];
-                let running = server.run();
                 let _ = tx.send(Ok((addr, running.handle())));
                 let _ = running.await;
             });
@@ -389,6 +402,30 @@ fn serve(
         .expect("the recording API did not start within 20 s")
         .unwrap_or_else(|err| panic!("the recording API could not bind {addr}: {err}"));
     (addr, handle, thread)
+}
+
+/// The API over TLS with HTTP/1.1 only, ALPN as `tls` says.
+fn serve_h1_tls(
+    addr: SocketAddr,
+    data: web::Data<State>,
+    tls: rustls::ServerConfig,
+) -> std::io::Result<(SocketAddr, actix_web::dev::Server)> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    let bound = listener.local_addr()?;
+    let server = actix_server::Server::build()
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(0)
+        .listen("recording-api-h1", listener, move || {
+            let app = App::new().app_data(data.clone()).default_service(web::to(handle));
+            actix_http::HttpService::build()
+                .h1(actix_service::map_config(app, |()| {
+                    actix_web::dev::AppConfig::default()
+                }))
+                .rustls_0_23(tls.clone())
+        })?
+        .run();
+    Ok((bound, server))
 }
 
 /// Lower-cases ASCII, percent-decodes unreserved characters and non-ASCII
@@ -457,6 +494,8 @@ async fn handle(req: HttpRequest, mut payload: web::Payload, state: web::Data<St
             body: Vec::new(),
             body_complete: false,
             pattern_intact: true,
+            version: format!("{:?}", req.version()),
+            peer: req.peer_addr(),
         });
         requests.len() - 1
     };

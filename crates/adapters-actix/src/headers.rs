@@ -8,8 +8,17 @@ use tokenjar_domain::Headers;
 
 /// The domain's copy of a parsed header map.
 pub(crate) fn to_domain(map: &HeaderMap) -> Headers {
-    let mut headers = Headers::with_capacity(map.len());
-    for (name, value) in map {
+    pairs_to_domain(map.len(), map)
+}
+
+/// The domain's copy of `len` header pairs: actix's map, or the `http`
+/// crate's of an HTTP/2 answer (the same name and value types).
+pub(crate) fn pairs_to_domain<'a>(
+    len: usize,
+    pairs: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,
+) -> Headers {
+    let mut headers = Headers::with_capacity(len);
+    for (name, value) in pairs {
         headers.append(name.as_str(), value.as_bytes());
     }
     headers

@@ -1,6 +1,7 @@
 //! tokenjar's adapters for the actix world: the actix-web server that turns
 //! HTTP requests into [`tokenjar_domain::ClientRequest`]s and replies back
-//! into responses, and [`AwcUpstream`], the awc client behind the domain's
+//! into responses, and [`AwcUpstream`], the awc client (and the h2 one, for
+//! an https API that offers HTTP/2) behind the domain's
 //! [`tokenjar_domain::Upstream`] port. Bodies stream both ways; WebSockets
 //! are relayed message by message.
 
@@ -10,6 +11,7 @@ mod demo;
 mod frontend;
 mod guard;
 mod headers;
+mod http2;
 mod metrics;
 mod ops;
 mod outbound;

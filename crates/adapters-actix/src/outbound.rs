@@ -73,10 +73,15 @@ pub struct OutboundTlsError {
 }
 
 /// The client side of TLS, shared by every worker: one rustls
-/// configuration (and so one session cache for resumed handshakes).
+/// configuration (and so one session cache for resumed handshakes) in two
+/// variants that differ only in the protocols offered by ALPN.
 #[derive(Clone)]
 pub struct OutboundTls {
+    /// HTTP/1.1 only: the connections awc reads through the guard.
     connector: TlsConnector,
+    /// `h2` and `http/1.1`: the first connection to an https origin, which
+    /// finds out whether the API speaks HTTP/2 ([`crate::http2`]).
+    offering_h2: TlsConnector,
 }
 
 impl fmt::Debug for OutboundTls {
@@ -89,8 +94,12 @@ impl fmt::Debug for OutboundTls {
 impl OutboundTls {
     /// Reads the `[tls]` files and builds the client configuration:
     /// Mozilla's roots (`webpki-roots`) plus every certificate in
-    /// `ca_file`, and the client certificate when one is set. HTTP/1.1 is
-    /// the one protocol offered: the guard follows HTTP/1 answers.
+    /// `ca_file`, and the client certificate when one is set. [`connect`]
+    /// offers HTTP/1.1 only (the guard follows HTTP/1 answers);
+    /// [`connect_offering_h2`] offers HTTP/2 first.
+    ///
+    /// [`connect`]: Self::connect
+    /// [`connect_offering_h2`]: Self::connect_offering_h2
     ///
     /// # Errors
     /// Every problem found, each naming its setting.
@@ -133,8 +142,13 @@ impl OutboundTls {
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // A clone shares the roots, the client certificate and the session
+        // cache (an `Arc` inside); a resumed session renegotiates ALPN.
+        let mut offering_h2 = config.clone();
+        offering_h2.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Self {
             connector: TlsConnector::from(Arc::new(config)),
+            offering_h2: TlsConnector::from(Arc::new(offering_h2)),
         })
     }
 
@@ -145,20 +159,39 @@ impl OutboundTls {
     /// The handshake failed; the message says why in words an operator
     /// can act on ([`describe`]).
     pub async fn connect(&self, host: &str, tcp: TcpStream) -> io::Result<TlsStream<TcpStream>> {
-        // A URI's IPv6 host comes in brackets; a certificate names the bare
-        // address.
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let name = ServerName::try_from(bare.to_owned()).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("TLS: {host:?} is not a valid server name"),
-            )
-        })?;
-        self.connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| io::Error::new(e.kind(), describe(&e, bare)))
+        handshake(&self.connector, host, tcp).await
     }
+
+    /// Like [`connect`](Self::connect), offering `h2` before `http/1.1`;
+    /// also says whether the server chose `h2`.
+    ///
+    /// # Errors
+    /// As for [`connect`](Self::connect).
+    pub async fn connect_offering_h2(
+        &self,
+        host: &str,
+        tcp: TcpStream,
+    ) -> io::Result<(TlsStream<TcpStream>, bool)> {
+        let tls = handshake(&self.offering_h2, host, tcp).await?;
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        Ok((tls, h2))
+    }
+}
+
+async fn handshake(connector: &TlsConnector, host: &str, tcp: TcpStream) -> io::Result<TlsStream<TcpStream>> {
+    // A URI's IPv6 host comes in brackets; a certificate names the bare
+    // address.
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let name = ServerName::try_from(bare.to_owned()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("TLS: {host:?} is not a valid server name"),
+        )
+    })?;
+    connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| io::Error::new(e.kind(), describe(&e, bare)))
 }
 
 fn add_roots(roots: &mut RootCertStore, path: &PathBuf) -> Result<(), String> {

@@ -1,21 +1,26 @@
-//! [`AwcUpstream`]: the domain's `Upstream` port over awc. One per server
+//! [`AwcUpstream`]: the domain's `Upstream` port over awc, and over h2 for
+//! an https API that offers HTTP/2 ([`crate::http2`]). One per server
 //! worker (awc is not `Send`), with its own keep-alive pools: one for
 //! requests whose body is in hand, one for streamed uploads. No
 //! redirects are followed, no cookies stored, nothing decompressed: the
-//! API's answer goes back as it came. Every connection holds the API to one
-//! complete answer per request (see [`crate::guard`]): interim answers are
-//! dropped and a body the API cut short ends in an error.
+//! API's answer goes back as it came. Every HTTP/1 connection holds the API
+//! to one complete answer per request (see [`crate::guard`]), as HTTP/2's
+//! framing does by itself: interim answers are dropped and a body the API
+//! cut short ends in an error.
 
 use std::borrow::Cow;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use actix_http::error::ParseError;
+use actix_rt::time::Instant;
 use actix_web::body::SizedStream;
 use actix_web::http::Method;
 use awc::error::{ConnectError, PayloadError, SendRequestError};
+use bytes::Bytes;
 use futures_core::Stream;
 use tokenjar_domain::{
     BodyReadError, BodySize, Headers, Upstream, UpstreamError, UpstreamRequest, UpstreamResponse,
@@ -24,13 +29,45 @@ use tokenjar_domain::{
 use crate::body::{BodyFlags, RequestBody};
 use crate::guard::GuardedConnector;
 use crate::headers;
+use crate::http2::{self, Failure, Http2, Http2Body, Route};
 use crate::outbound::{self, OutboundTls};
 
 /// The body of the API's response, streamed back to the browser: awc's
-/// response itself. A body the API cut short ends in an error (from
-/// [`crate::guard`]), never in a clean end, so that the browser sees a cut
-/// stream.
-pub type ResponseBody = awc::ClientResponse;
+/// response itself on HTTP/1.1 (not boxed: the plain-http path costs what
+/// it did before HTTP/2 existed), h2's stream on HTTP/2. A body the API cut
+/// short ends in an error (from [`crate::guard`], or h2's for a reset
+/// stream), never in a clean end, so that the browser sees a cut stream.
+#[derive(Debug)]
+pub enum ResponseBody {
+    /// Over HTTP/1.1 (plain http, or https without HTTP/2).
+    Http1(awc::ClientResponse),
+    /// Over HTTP/2.
+    Http2(Http2Body),
+}
+
+impl ResponseBody {
+    /// The `Content-Length` the API announced.
+    fn announced_length(&self) -> Option<u64> {
+        match self {
+            Self::Http1(response) => response
+                .headers()
+                .get(actix_web::http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok()),
+            Self::Http2(body) => body.length(),
+        }
+    }
+}
+
+impl Stream for ResponseBody {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.get_mut() {
+            Self::Http1(response) => Pin::new(response).poll_next(cx),
+            Self::Http2(body) => Pin::new(body).poll_next(cx),
+        }
+    }
+}
 
 /// Timeouts and pool size of the upstream client.
 #[derive(Clone, Debug)]
@@ -64,8 +101,12 @@ impl Default for UpstreamSettings {
 /// The API, reached with awc.
 pub struct AwcUpstream {
     plain: Clients,
-    /// The same over TLS, for `https://` URLs (see [`crate::outbound`]).
+    /// The same over TLS, for `https://` URLs (see [`crate::outbound`]),
+    /// to origins that speak HTTP/1.1 only.
     tls: Option<Clients>,
+    /// HTTP/2 to the `https://` origins that offer it (see
+    /// [`crate::http2`]); set with `tls`.
+    http2: Option<Http2>,
     timeout: Duration,
     buffer_bytes: u64,
 }
@@ -113,6 +154,45 @@ impl Clients {
     }
 }
 
+/// A request's way over HTTP/2: the connection, ready for a new stream,
+/// and the time left for the answer head.
+struct OverHttp2<'a> {
+    http2: &'a Http2,
+    authority: &'a str,
+    conn: http2::Connection,
+    ready: h2::client::SendRequest<Bytes>,
+    timeout: Duration,
+}
+
+impl OverHttp2<'_> {
+    /// Sends the request and waits for the answer head. `flags` tell,
+    /// after a failure, whether the request body was at fault.
+    async fn send(
+        self,
+        method: &str,
+        url: &str,
+        headers: Headers,
+        body: http2::Body,
+        flags: &BodyFlags,
+    ) -> Result<http::Response<h2::RecvStream>, UpstreamError> {
+        let sent = http2::send(self.ready, method, url, headers, body);
+        match actix_rt::time::timeout(self.timeout, sent).await {
+            Err(_) => Err(UpstreamError::Timeout),
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(Failure::Body(why))) => Err(body_error(&why, flags)),
+            Ok(Err(Failure::Request(e))) => Err(naming(e, url)),
+            Ok(Err(Failure::Upstream(e))) => {
+                // A reset of this one stream leaves the connection good;
+                // anything else ends it.
+                if !e.is_reset() {
+                    self.http2.forget(self.authority, &self.conn);
+                }
+                Err(naming(self.conn.failed(&e), url))
+            }
+        }
+    }
+}
+
 /// Where awc is sent for one URL: the client pair, the URL as awc gets it,
 /// and the `Host` to name when it differs from that URL's.
 struct Target<'a> {
@@ -130,6 +210,10 @@ impl AwcUpstream {
                 .tls
                 .clone()
                 .map(|tls| Clients::new(settings, &GuardedConnector::tls(tls))),
+            http2: settings
+                .tls
+                .clone()
+                .map(|tls| Http2::new(tls, settings.connect_timeout)),
             timeout: settings.timeout,
             buffer_bytes: settings.buffer_bytes,
         }
@@ -148,6 +232,64 @@ impl AwcUpstream {
             request = request.set_header(actix_web::http::header::HOST, host);
         }
         Ok(request)
+    }
+
+    /// The HTTP/2 side and the authority (`host[:port]` as the URL spells
+    /// it) of an `https://` URL; `None` for any other URL, or without TLS
+    /// settings (then [`target`](Self::target) refuses it).
+    fn http2_origin<'a>(&'a self, url: &'a str) -> Option<(&'a Http2, &'a str)> {
+        let rest = url.strip_prefix("https://")?;
+        let http2 = self.http2.as_ref()?;
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        Some((http2, &rest[..end]))
+    }
+
+    /// Whether `url` goes over HTTP/2 (an `https://` origin that speaks
+    /// it, found out first when not known), and the time left for the
+    /// answer head: one deadline, whichever way the answer comes.
+    ///
+    /// # Errors
+    /// The origin could not be reached or did not answer the handshakes
+    /// in time.
+    async fn route<'a>(&'a self, url: &'a str) -> Result<(Duration, Option<OverHttp2<'a>>), UpstreamError> {
+        let Some((http2, authority)) = self.http2_origin(url) else {
+            return Ok((self.timeout, None));
+        };
+        // Boxed: only https requests pay for the size of this state (the
+        // first connection, the wait for a stream); a plain request's
+        // future stays as small as before HTTP/2.
+        Box::pin(async move {
+            let started = Instant::now();
+            let route = actix_rt::time::timeout(self.timeout, http2.route(authority))
+                .await
+                .map_err(|_| UpstreamError::Timeout)?
+                .map_err(|e| naming(e, url))?;
+            let left = self.timeout.saturating_sub(started.elapsed());
+            Ok(match route {
+                Route::Http1 => (left, None),
+                Route::Http2(conn, ready) => (
+                    left,
+                    Some(OverHttp2 {
+                        http2,
+                        authority,
+                        conn,
+                        ready,
+                        timeout: left,
+                    }),
+                ),
+            })
+        })
+        .await
+    }
+
+    /// After an HTTP/1.1 exchange with an https origin: one the API could
+    /// not be reached for has the origin asked again what it speaks.
+    fn after_http1<T>(&self, url: &str, response: &Result<T, UpstreamError>) {
+        if let (Err(UpstreamError::Unavailable(_)), Some((http2, authority))) =
+            (response, self.http2_origin(url))
+        {
+            http2.forget_http1(authority);
+        }
     }
 
     /// The clients for `url`. An `https://` (`wss://`) URL goes to the TLS
@@ -216,6 +358,19 @@ impl Upstream for AwcUpstream {
                 .map(Some),
         };
         let target = self.target(&url)?;
+        let (head_timeout, h2) = self.route(&url).await?;
+        if let Some(h2) = h2 {
+            let body = match (in_hand, body_size) {
+                (Some(None), _) => http2::Body::None,
+                (Some(Some(bytes)), _) => http2::Body::Bytes(bytes),
+                (None, BodySize::Sized(n)) => http2::Body::Stream(body, Some(n)),
+                (None, _) => http2::Body::Stream(body, None),
+            };
+            // Boxed, as `route` is: an https request's HTTP/2 state stays
+            // out of every plain request's future.
+            let response = Box::pin(h2.send(method.as_str(), &url, headers, body, &flags)).await?;
+            return Ok(convert_h2(response, &method));
+        }
         let client = if in_hand.is_some() {
             &target.clients.buffered
         } else {
@@ -229,26 +384,37 @@ impl Upstream for AwcUpstream {
             (None, BodySize::Sized(n)) => outgoing.send_body(SizedStream::new(n, body)),
             (None, _) => outgoing.send_stream(body),
         };
-        let response = response_head(self.timeout, send, &flags)
-            .await
-            .map_err(|e| naming(e, &url))?;
-        Ok(convert(response, &method))
+        let response = response_head(head_timeout, send, &flags).await;
+        self.after_http1(&url, &response);
+        Ok(convert(response.map_err(|e| naming(e, &url))?, &method))
     }
 
     /// A cheap reachability check: any HTTP answer from the API counts.
     async fn probe(&self, url: &str) -> Result<u16, UpstreamError> {
+        let target = self.target(url)?;
+        let (head_timeout, h2) = self.route(url).await?;
+        if let Some(h2) = h2 {
+            let response = h2
+                .send(
+                    "GET",
+                    url,
+                    Headers::new(),
+                    http2::Body::None,
+                    &BodyFlags::default(),
+                )
+                .await?;
+            return Ok(response.status().as_u16());
+        }
         // No body and so no `Content-Length: 0` (awc's `send()` would add
         // one), as for every bodiless request.
-        let target = self.target(url)?;
         let mut request = target.clients.buffered.get(target.url.as_ref());
         if let Some(host) = target.host {
             request = request.insert_header((actix_web::http::header::HOST, host));
         }
         let request = request.send_body(actix_web::body::None::new());
-        let response = response_head(self.timeout, request, &BodyFlags::default())
-            .await
-            .map_err(|e| naming(e, url))?;
-        Ok(response.status().as_u16())
+        let response = response_head(head_timeout, request, &BodyFlags::default()).await;
+        self.after_http1(url, &response);
+        Ok(response.map_err(|e| naming(e, url))?.status().as_u16())
     }
 
     fn read_body(
@@ -274,11 +440,11 @@ impl Upstream for AwcUpstream {
 /// The whole body, refused past `limit` bytes (before reading when the
 /// API announces a larger `Content-Length`).
 async fn collect(mut body: ResponseBody, limit: usize) -> Result<Vec<u8>, PayloadError> {
-    let announced = body.headers().get(actix_web::http::header::CONTENT_LENGTH);
-    if let Some(length) = announced.and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
-        if length > limit as u64 {
-            return Err(PayloadError::Overflow);
-        }
+    if body
+        .announced_length()
+        .is_some_and(|length| length > limit as u64)
+    {
+        return Err(PayloadError::Overflow);
     }
     let mut collected = Vec::new();
     while let Some(chunk) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_next(cx)).await {
@@ -373,7 +539,27 @@ fn convert(
         status,
         headers,
         body_size,
-        body: response,
+        body: ResponseBody::Http1(response),
+    }
+}
+
+fn convert_h2(
+    response: http::Response<h2::RecvStream>,
+    method: &tokenjar_domain::Method,
+) -> UpstreamResponse<ResponseBody> {
+    let (head, recv) = response.into_parts();
+    let status = head.status.as_u16();
+    let headers = headers::pairs_to_domain(head.headers.len(), head.headers.iter());
+    let body_size = BodySize::of_response(method, status, &headers);
+    let length = match body_size {
+        BodySize::Sized(n) => Some(n),
+        BodySize::None | BodySize::Stream => None,
+    };
+    UpstreamResponse {
+        status,
+        headers,
+        body_size,
+        body: ResponseBody::Http2(Http2Body::new(recv, length)),
     }
 }
 
