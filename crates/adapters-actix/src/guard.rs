@@ -26,8 +26,9 @@
 //! - Bytes past the end of the answer, bytes arriving while no request is
 //!   in flight, and a new request before the last answer ended poison the
 //!   connection: every later read or write fails, so awc's pool drops it.
-//! - A `101 Switching Protocols` answer to a request that asked to switch
-//!   (an `Upgrade` header: awc's WebSocket handshake) turns the connection
+//! - On the WebSocket client's connections only, a `101 Switching
+//!   Protocols` answer to a request that asked to switch (an `Upgrade`
+//!   header: awc's WebSocket handshake) turns the connection
 //!   into a tunnel: from then on bytes pass unchanged both ways for the
 //!   rest of its life, and it never carries another HTTP request (awc
 //!   takes a tunnelled connection out of its pool for good). A `101` to a
@@ -119,6 +120,11 @@ struct State {
     /// Why the connection may not be used any more.
     poisoned: Option<&'static str>,
     config: ServiceConfig,
+    /// The connection belongs to the WebSocket client: a request that asks
+    /// to switch may become a tunnel. Elsewhere no request is even looked
+    /// at for it (the scan would cost every ordinary request), and a `101`
+    /// is always unasked.
+    tunnels: bool,
 }
 
 impl fmt::Debug for GuardedStream {
@@ -130,7 +136,7 @@ impl fmt::Debug for GuardedStream {
 }
 
 impl GuardedStream {
-    fn new(io: Transport, config: ServiceConfig) -> Self {
+    fn new(io: Transport, config: ServiceConfig, tunnels: bool) -> Self {
         Self {
             io,
             state: Box::new(State {
@@ -139,6 +145,7 @@ impl GuardedStream {
                 outbox: BytesMut::new(),
                 poisoned: None,
                 config,
+                tunnels,
             }),
         }
     }
@@ -169,7 +176,7 @@ impl State {
             Exchange::Idle if !first.is_empty() => {
                 self.exchange = Exchange::Head {
                     head_request: first.starts_with(b"HEAD "),
-                    upgrade: asks_to_switch(first),
+                    upgrade: self.tunnels && asks_to_switch(first),
                 };
                 Ok(())
             }
@@ -587,9 +594,20 @@ pub struct GuardedConnector {
     /// The decoder's settings, made on the first connection: making them
     /// starts a timer task, which needs the worker's runtime.
     config: Rc<OnceCell<ServiceConfig>>,
+    /// Connections for WebSocket handshakes (see [`State`]'s `tunnels`).
+    tunnels: bool,
 }
 
 impl GuardedConnector {
+    /// The same connector for the WebSocket client: its connections may
+    /// become tunnels after a `101` that was asked for.
+    pub fn for_websockets(&self) -> Self {
+        Self {
+            tunnels: true,
+            ..self.clone()
+        }
+    }
+
     /// A connector whose every connection is TLS with `tls`.
     pub fn tls(tls: OutboundTls) -> Self {
         Self {
@@ -618,6 +636,7 @@ impl Service<ConnectInfo<Uri>> for GuardedConnector {
         let connecting = self.tcp.call(info);
         let tls = self.tls.clone();
         let config = self.config.get_or_init(ServiceConfig::default).clone();
+        let tunnels = self.tunnels;
         Box::pin(async move {
             let (tcp, request) = connecting.await?.into_parts();
             let io = match tls {
@@ -628,7 +647,7 @@ impl Service<ConnectInfo<Uri>> for GuardedConnector {
                     Transport::Tls(Box::new(tls.connect(&host, tcp).await.map_err(ConnectError::Io)?))
                 }
             };
-            Ok(Connection::new(request, GuardedStream::new(io, config)))
+            Ok(Connection::new(request, GuardedStream::new(io, config, tunnels)))
         })
     }
 }
@@ -737,15 +756,16 @@ mod tests {
         });
     }
 
-    /// A guarded connection to a plain socket this test plays the API on.
-    async fn guarded_pair() -> (GuardedStream, std::net::TcpStream) {
+    /// A guarded connection to a plain socket this test plays the API on,
+    /// of the WebSocket client's kind when `tunnels`.
+    async fn guarded_pair(tunnels: bool) -> (GuardedStream, std::net::TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let tcp = actix_rt::net::TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (api, _) = listener.accept().unwrap();
         (
-            GuardedStream::new(Transport::Plain(tcp), ServiceConfig::default()),
+            GuardedStream::new(Transport::Plain(tcp), ServiceConfig::default(), tunnels),
             api,
         )
     }
@@ -796,7 +816,7 @@ mod tests {
     fn a_switch_that_was_asked_for_makes_a_tunnel() {
         use std::io::{Read as _, Write as _};
         actix_rt::System::new().block_on(async {
-            let (mut guarded, mut api) = guarded_pair().await;
+            let (mut guarded, mut api) = guarded_pair(true).await;
             let request =
                 b"GET /ws HTTP/1.1\r\nhost: api\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n";
             write(&mut guarded, request).await.unwrap();
@@ -824,17 +844,27 @@ mod tests {
     #[test]
     fn an_unasked_switch_retires_the_connection() {
         use std::io::Write as _;
-        actix_rt::System::new().block_on(async {
-            let (mut guarded, mut api) = guarded_pair().await;
-            write(&mut guarded, b"GET /plain HTTP/1.1\r\nhost: api\r\n\r\n")
-                .await
-                .unwrap();
-            read_head(&mut api);
-            api.write_all(SWITCHED).unwrap();
-            assert_eq!(read(&mut guarded, SWITCHED.len()).await.unwrap(), SWITCHED);
-            let next = write(&mut guarded, b"GET /next HTTP/1.1\r\nhost: api\r\n\r\n").await;
-            assert_eq!(next.unwrap_err().kind(), io::ErrorKind::InvalidData);
-        });
+        // Unasked: a request without `Upgrade` on the WebSocket client's
+        // connection, or any request on an ordinary client's.
+        let cases: [(bool, &[u8]); 3] = [
+            (true, b"GET /plain HTTP/1.1\r\nhost: api\r\n\r\n"),
+            (false, b"GET /plain HTTP/1.1\r\nhost: api\r\n\r\n"),
+            (
+                false,
+                b"GET /ws HTTP/1.1\r\nhost: api\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+            ),
+        ];
+        for (tunnels, request) in cases {
+            actix_rt::System::new().block_on(async {
+                let (mut guarded, mut api) = guarded_pair(tunnels).await;
+                write(&mut guarded, request).await.unwrap();
+                read_head(&mut api);
+                api.write_all(SWITCHED).unwrap();
+                assert_eq!(read(&mut guarded, SWITCHED.len()).await.unwrap(), SWITCHED);
+                let next = write(&mut guarded, b"GET /next HTTP/1.1\r\nhost: api\r\n\r\n").await;
+                assert_eq!(next.unwrap_err().kind(), io::ErrorKind::InvalidData);
+            });
+        }
     }
 
     #[test]

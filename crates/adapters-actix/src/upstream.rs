@@ -149,7 +149,7 @@ impl Clients {
         Self {
             buffered: client(guarded.clone(), false),
             uploads: client(guarded.clone(), false),
-            websockets: client(guarded.clone(), true),
+            websockets: client(guarded.for_websockets(), true),
         }
     }
 }
