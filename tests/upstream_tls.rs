@@ -35,6 +35,20 @@ impl Files {
         self.dir.write(name, contents);
         self.dir.path().join(name).display().to_string()
     }
+
+    /// The settings that make tokenjar present `client` (mutual TLS).
+    fn client_cert(&self, client: &IssuedCert) -> [(&'static str, String); 2] {
+        [
+            (
+                "TOKENJAR_TLS__CLIENT_CERT_FILE",
+                self.put("client.pem", &client.cert_pem),
+            ),
+            (
+                "TOKENJAR_TLS__CLIENT_KEY_FILE",
+                self.put("client-key.pem", &client.key_pem),
+            ),
+        ]
+    }
 }
 
 /// tokenjar in front of `url`, trusting `ca` through `tls.ca_file`, with
@@ -308,16 +322,7 @@ async fn client_certificates_work_over_http2_too() {
     assert!(api.requests().is_empty());
 
     let client = client_ca.client_cert("tokenjar");
-    let extra = [
-        (
-            "TOKENJAR_TLS__CLIENT_CERT_FILE",
-            files.put("client.pem", &client.cert_pem),
-        ),
-        (
-            "TOKENJAR_TLS__CLIENT_KEY_FILE",
-            files.put("client-key.pem", &client.key_pem),
-        ),
-    ];
+    let extra = files.client_cert(&client);
     let with = tokenjar_trusting(&ca, &files, &api.url("/v1"), &extra);
     let reply = with.get_api("/api/ping", None).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -345,16 +350,7 @@ async fn an_api_that_requires_a_client_certificate_gets_the_configured_one() {
 
     // With one issued by the CA the API trusts, the call goes through.
     let client = client_ca.client_cert("tokenjar");
-    let extra = [
-        (
-            "TOKENJAR_TLS__CLIENT_CERT_FILE",
-            files.put("client.pem", &client.cert_pem),
-        ),
-        (
-            "TOKENJAR_TLS__CLIENT_KEY_FILE",
-            files.put("client-key.pem", &client.key_pem),
-        ),
-    ];
+    let extra = files.client_cert(&client);
     let with = tokenjar_trusting(&ca, &files, &api.url("/v1"), &extra);
     let reply = with.get_api("/api/ping", None).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
