@@ -2,7 +2,7 @@
 //! JWT-shaped tokens and one endpoint that wants them, answered in memory,
 //! so that the demo server and the in-memory flow tests share one API.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
@@ -14,11 +14,14 @@ use crate::ports::{Random, RandomError};
 
 /// The demo API of `tokenjar demo`: `POST /login` with `demo`/`demo`
 /// issues a JWT-shaped token with an `exp`; `GET /me` answers only to a
-/// token it issued, read from the `auth-token` header. Shared by the
-/// in-memory tests and the demo server.
+/// token it issued, read from the `auth-token` header. A second account,
+/// `roles`/`roles`, gets a token of about 10 KB (a user with many roles, as
+/// real identity providers issue them): its session outgrows one cookie
+/// (SPEC §15). Shared by the in-memory tests and the demo server.
 #[derive(Debug)]
 pub struct DemoApi {
-    issued: Mutex<HashSet<String>>,
+    /// Each token issued, and its user.
+    issued: Mutex<HashMap<String, &'static str>>,
     counter: AtomicU64,
     salt: String,
     lifetime_s: i64,
@@ -42,7 +45,7 @@ impl DemoApi {
         let mut salt = [0; 12];
         random.fill(&mut salt)?;
         Ok(Self {
-            issued: Mutex::new(HashSet::new()),
+            issued: Mutex::new(HashMap::new()),
             counter: AtomicU64::new(0),
             salt: URL_SAFE_NO_PAD.encode(salt),
             lifetime_s,
@@ -66,32 +69,33 @@ impl DemoApi {
     /// The user a token was issued to, if this API issued it: what `/me`
     /// answers, and whom the demo's WebSocket (`/hello`) greets.
     pub fn user(&self, token: Option<&str>) -> Option<&'static str> {
-        let known = token.is_some_and(|t| {
-            self.issued
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .contains(t)
-        });
-        known.then_some("demo")
+        let issued = self.issued.lock().unwrap_or_else(PoisonError::into_inner);
+        token.and_then(|t| issued.get(t).copied())
     }
 
     fn login(&self, body: &[u8], now: i64) -> DemoAnswer {
         let creds: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-        if creds["username"] != "demo" || creds["password"] != "demo" {
-            return (401, json!({ "error": "bad credentials" }));
-        }
+        let (user, roles) = match (creds["username"].as_str(), creds["password"].as_str()) {
+            (Some("demo"), Some("demo")) => ("demo", 0),
+            // About 10 KB of claims: three or so cookies once sealed.
+            (Some("roles"), Some("roles")) => ("roles", 600),
+            _ => return (401, json!({ "error": "bad credentials" })),
+        };
         let n = self.counter.fetch_add(1, Ordering::SeqCst);
         let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#);
-        let claims = URL_SAFE_NO_PAD
-            .encode(json!({ "sub": "demo", "iat": now, "exp": now + self.lifetime_s, "n": n }).to_string());
+        let mut claims = json!({ "sub": user, "iat": now, "exp": now + self.lifetime_s, "n": n });
+        if roles > 0 {
+            claims["roles"] = (0..roles).map(|i| format!("role-{i:04}")).collect();
+        }
+        let claims = URL_SAFE_NO_PAD.encode(claims.to_string());
         let token = format!("{header}.{claims}.{}{n}", self.salt);
         self.issued
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(token.clone());
+            .insert(token.clone(), user);
         // The member that `TOKEN_POINTER` points at.
         let field = Self::TOKEN_POINTER.trim_start_matches('/');
-        (200, json!({ field: token, "user": { "name": "demo" } }))
+        (200, json!({ field: token, "user": { "name": user } }))
     }
 
     /// This demo API as an in-memory upstream (feature `test-util`). Paths are matched as they
@@ -144,6 +148,21 @@ mod tests {
         assert_eq!(api.answer("GET", "/me", Some(&token), b"", 0).0, 200);
         assert_eq!(api.user(Some(&token)), Some("demo"));
         assert_eq!(api.user(Some("forged")), None);
+        // The account with many roles: a token of about 10 KB, its own user.
+        let (status, body) = api.answer(
+            "POST",
+            "/login",
+            None,
+            br#"{"username":"roles","password":"roles"}"#,
+            100,
+        );
+        assert_eq!(status, 200);
+        let big = body["authToken"].as_str().unwrap().to_owned();
+        assert!((9_000..12_000).contains(&big.len()), "{}", big.len());
+        assert_eq!(
+            api.answer("GET", "/me", Some(&big), b"", 0).1,
+            json!({ "name": "roles" })
+        );
         assert_eq!(api.answer("GET", "/me", Some("forged"), b"", 0).0, 401);
         assert_eq!(api.answer("GET", "/me", None, b"", 0).0, 401);
         assert_eq!(api.answer("GET", "/nope", None, b"", 0).0, 404);
