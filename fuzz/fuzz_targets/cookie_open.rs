@@ -54,7 +54,7 @@ fn round_trip(rest: &[u8]) {
                 continue;
             }
         };
-        let pair = issued.set_cookie.split(';').next().unwrap_or_default();
+        let pair = issued.set_cookies[0].split(';').next().unwrap_or_default();
         let state = jar.open([pair.as_bytes()], NOW);
         let expired = issued.expires_at.is_some_and(|exp| NOW >= exp);
         if expired {
