@@ -638,3 +638,121 @@ async fn serve_reads_settings_from_the_config_dir() {
     );
     assert!(seen.header_all("auth-token").is_empty());
 }
+
+/// SPEC §15: a token of about 10 KB is kept in four chunk cookies with the
+/// auth cookie's attributes; sent back in any order they give the API the
+/// whole token; a spoiled set counts as none and is deleted; logout deletes
+/// every chunk.
+#[actix_web::test]
+async fn a_ten_kilobyte_token_travels_in_chunk_cookies() {
+    let (api, app) = setup();
+    let token = format!("tok-{}", "0123456789abcdef".repeat(625));
+    api.push_login_reply(CannedReply::json(200, &json!({ "authToken": token })));
+    let login = app.login("demo", "demo").await;
+    assert_eq!(login.status, 200, "{}", login.text());
+    assert_no_token(&login, &token, "chunked login");
+    let cookies = login.set_cookies();
+    let names: Vec<&str> = cookies.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["auth-token.0", "auth-token.1", "auth-token.2", "auth-token.3"]
+    );
+    for cookie in &cookies {
+        assert!(
+            cookie.pair().len() - 1 <= 4000,
+            "{} is {} bytes",
+            cookie.name,
+            cookie.pair().len()
+        );
+        assert_eq!(cookie.attr("httponly"), Some(None), "{}", cookie.name);
+        assert_eq!(cookie.attr("path"), Some(Some("/")), "{}", cookie.name);
+        assert_eq!(cookie.attr("samesite"), Some(Some("Lax")), "{}", cookie.name);
+    }
+
+    // Sent back last chunk first: joined by number all the same.
+    let header = cookies
+        .iter()
+        .rev()
+        .map(|c| c.pair())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let reply = app.get_api("/api/echo", Some(&header)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(api.last_request().header_all("auth-token"), [token.as_str()]);
+    assert!(reply.set_cookies().is_empty(), "{:?}", reply.headers);
+    let session = app.session(Some(&header)).await;
+    assert_eq!(session.json()["loggedIn"], json!(true));
+
+    // One chunk missing: no session, and every auth cookie sent is deleted.
+    let spoiled = cookies
+        .iter()
+        .filter(|c| c.name != "auth-token.1")
+        .map(|c| c.pair())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let reply = assert_counts_as_absent(&api, &app, &spoiled, "a chunk set missing .1").await;
+    let mut deleted: Vec<String> = reply
+        .set_cookies()
+        .into_iter()
+        .filter(|c| c.max_age() == Some(0))
+        .map(|c| c.name)
+        .collect();
+    deleted.sort();
+    assert_eq!(
+        deleted,
+        ["auth-token", "auth-token.0", "auth-token.2", "auth-token.3"]
+    );
+
+    // Logout deletes the whole cookie and every chunk.
+    let logout = app.logout(Some(&header)).await;
+    assert_eq!(logout.status, 200, "{}", logout.text());
+    let mut deleted: Vec<String> = logout
+        .set_cookies()
+        .into_iter()
+        .inspect(|c| assert_eq!(c.max_age(), Some(0), "{}", c.raw))
+        .map(|c| c.name)
+        .collect();
+    deleted.sort();
+    assert_eq!(
+        deleted,
+        [
+            "auth-token",
+            "auth-token.0",
+            "auth-token.1",
+            "auth-token.2",
+            "auth-token.3"
+        ]
+    );
+
+    // A small token next: the chunks the browser still sends are deleted.
+    api.push_login_reply(CannedReply::json(200, &json!({ "authToken": "tok-small" })));
+    let login = app
+        .send(
+            "POST",
+            "/api/login",
+            &[
+                ("content-type", "application/json"),
+                ("x-csrf", "1"),
+                ("cookie", &header),
+            ],
+            r#"{"username":"demo","password":"demo"}"#,
+        )
+        .await;
+    assert_eq!(login.status, 200, "{}", login.text());
+    let set: Vec<(String, Option<i64>)> = login
+        .set_cookies()
+        .into_iter()
+        .map(|c| (c.name.clone(), c.max_age()))
+        .collect();
+    assert_eq!(set[0].0, "auth-token");
+    assert_ne!(set[0].1, Some(0));
+    let deleted: Vec<&str> = set[1..]
+        .iter()
+        .filter(|(_, age)| *age == Some(0))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    assert_eq!(
+        deleted,
+        ["auth-token.0", "auth-token.1", "auth-token.2", "auth-token.3"]
+    );
+}

@@ -26,6 +26,7 @@ use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{json, Value};
+use tokenjar_e2e::api::CannedReply;
 use tokenjar_e2e::external::{find_program, programs_or_skip, send_signal, target_dir};
 use tokenjar_e2e::metrics::metric_sum;
 use tokenjar_e2e::pattern::make_jwt;
@@ -852,5 +853,79 @@ async fn the_production_cookie_works_over_tokenjars_own_tls_listener() {
         "the logout deleted the cookie"
     );
     assert_eq!(press(&browser, "me").await, 401, "GET /api/me after logging out");
+    browser.close().await;
+}
+
+/// SPEC §15 in a real browser: a login whose token is about 10 KB leaves four
+/// chunk cookies of at most 4,000 bytes each, which Chromium keeps and sends
+/// back (the API gets the whole token again); logging out removes them all.
+#[actix_web::test]
+async fn a_ten_kilobyte_token_lives_in_chunk_cookies_the_browser_keeps() {
+    let Some(browser) = Browser::open().await else {
+        return;
+    };
+    let (api, app) = tokenjar_e2e::setup();
+    let token = format!("tok-{}", "0123456789abcdef".repeat(625));
+    api.push_login_reply(CannedReply::json(200, &json!({ "authToken": token })));
+    // Any page of tokenjar's origin will do for the page's calls.
+    browser
+        .goto(&app.url("/api/echo"))
+        .await
+        .expect("load a page of tokenjar's origin");
+    let call = |method: &str, path: &str| {
+        format!(
+            "return fetch('{path}', {{method: '{method}', headers: {{'x-csrf': '1', \
+             'content-type': 'application/json'}}, body: {body}}}).then(r => r.status)",
+            body = if method == "GET" { "undefined" } else { "'{}'" }
+        )
+    };
+    let status = |v: Value| v.as_u64().unwrap_or_default();
+    let chunks = || async {
+        let mut found: Vec<Cookie<'static>> = browser
+            .get_all_cookies()
+            .await
+            .expect("read the browser's cookies")
+            .into_iter()
+            .filter(|c| c.name().starts_with(COOKIE))
+            .collect();
+        found.sort_by(|a, b| a.name().cmp(b.name()));
+        found
+    };
+
+    let login = browser
+        .execute(&call("POST", "/api/login"), vec![])
+        .await
+        .unwrap();
+    assert_eq!(status(login), 200, "login with a 10 KB token");
+    let kept = chunks().await;
+    let names: Vec<&str> = kept.iter().map(Cookie::name).collect();
+    assert_eq!(
+        names,
+        ["auth-token.0", "auth-token.1", "auth-token.2", "auth-token.3"],
+        "the browser kept every chunk"
+    );
+    for cookie in &kept {
+        assert_eq!(cookie.http_only(), Some(true), "{}", cookie.name());
+        assert!(
+            cookie.name().len() + cookie.value().len() <= 4000,
+            "{}",
+            cookie.name()
+        );
+    }
+
+    let echo = browser.execute(&call("GET", "/api/echo"), vec![]).await.unwrap();
+    assert_eq!(status(echo), 200);
+    assert_eq!(
+        api.last_request().header_all("auth-token"),
+        [token.as_str()],
+        "the browser sent every chunk back"
+    );
+
+    let logout = browser
+        .execute(&call("POST", "/api/logout"), vec![])
+        .await
+        .unwrap();
+    assert_eq!(status(logout), 200);
+    assert!(chunks().await.is_empty(), "the logout deleted every chunk");
     browser.close().await;
 }

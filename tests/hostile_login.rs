@@ -105,14 +105,22 @@ async fn unusable_login_answers_are_502_without_cookie() {
             "token repeated elsewhere in the body",
             CannedReply::json(200, &json!({"authToken": "tok-twice", "echo": "tok-twice"})),
         ),
-        (
-            "token longer than 2900 bytes",
-            CannedReply::json(200, &json!({"authToken": "t".repeat(3000)})),
-        ),
     ];
     for (case, canned) in cases {
         scene
             .refuses_login_answer(&mut tally, case, canned, &["tok-"])
+            .await;
+    }
+    // Longer than `cookie.max_chunks` (4) cookies hold, and longer than any
+    // token tokenjar reads: refused as too large, not as a bad answer.
+    for (case, len) in [
+        ("token needing more than 4 cookies", 20_000),
+        ("token over 64 KiB", 70_000),
+    ] {
+        let token = "tok-".to_owned() + &"t".repeat(len);
+        let canned = CannedReply::json(200, &json!({ "authToken": token }));
+        scene
+            .refuses_login_answer_as(&mut tally, case, canned, &["tok-"], "token_too_large")
             .await;
     }
     scene.assert_still_serving().await;

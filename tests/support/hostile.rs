@@ -136,10 +136,24 @@ impl Scene {
         canned: CannedReply,
         needles: &[&str],
     ) {
+        self.refuses_login_answer_as(tally, case, canned, needles, "bad_login_response")
+            .await;
+    }
+
+    /// [`refuses_login_answer`](Self::refuses_login_answer), the 502
+    /// carrying error `code`.
+    pub async fn refuses_login_answer_as(
+        &self,
+        tally: &mut Tally,
+        case: &str,
+        canned: CannedReply,
+        needles: &[&str],
+        code: &str,
+    ) {
         let before = self.seen();
         self.api.push_login_reply(canned);
         let reply = self.app.login("demo", "demo").await;
-        reply.assert_error(502, "bad_login_response");
+        reply.assert_error(502, code);
         assert!(
             reply.header_all("set-cookie").is_empty(),
             "{case}: no cookie may be set: {:?}",

@@ -49,7 +49,7 @@ impl Metrics {
         let upstream_errors = IntCounterVec::new(
             Opts::new(
                 "tokenjar_upstream_errors_total",
-                "Failed exchanges with the API: unavailable, timeout, bad_login_response.",
+                "Failed exchanges with the API: unavailable, timeout, bad_login_response, token_too_large.",
             ),
             &["kind"],
         )?;
@@ -154,6 +154,9 @@ impl Metrics {
             ErrorKind::UpstreamUnavailable => upstream("unavailable"),
             ErrorKind::UpstreamTimeout => upstream("timeout"),
             ErrorKind::BadLoginResponse => upstream("bad_login_response"),
+            // Counted apart: the answer was good, the token outgrew
+            // `cookie.max_chunks`, and the operator's fix differs.
+            ErrorKind::TokenTooLarge => upstream("token_too_large"),
             ErrorKind::BadRequest
             | ErrorKind::NotFound
             | ErrorKind::MethodNotAllowed

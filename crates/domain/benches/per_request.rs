@@ -58,7 +58,7 @@ fn benches(c: &mut Criterion) {
     let rules = rules();
     let token: Token = JWT.parse().unwrap();
     let issued = rules.cookies.issue(&token, NOW, &SeededRandom::new(2)).unwrap();
-    let pair = issued.set_cookie.split(';').next().unwrap().to_owned();
+    let pair = issued.set_cookies[0].split(';').next().unwrap().to_owned();
     let cookie_header = format!("theme=dark; _ga=GA1.1.123456789.1700000000; {pair}; lang=en");
     let headers = browser_headers(&cookie_header);
 

@@ -1,7 +1,8 @@
 //! The auth cookie: its attributes, sealing the token into it (AEAD, keyed,
 //! bound to the cookie's name), opening it from a `Cookie` header with key
 //! rotation (every auth cookie sent is tried, and two sessions at once count
-//! as none), and deleting it.
+//! as none), splitting a session too long for one cookie into numbered
+//! chunks and joining them again (SPEC §15), and deleting it.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -19,6 +20,24 @@ use crate::token::{Token, TokenError};
 
 /// Browsers keep at most this many bytes of one cookie's name and value.
 pub const MAX_COOKIE_BYTES: usize = 4096;
+
+/// Bytes of name and value one cookie tokenjar writes may hold (SPEC §15):
+/// a session longer than this is split into chunks. Below
+/// [`MAX_COOKIE_BYTES`] so that `=` and a browser's own accounting never
+/// tip a cookie over the edge.
+pub const CHUNK_BYTES: usize = 4000;
+
+/// The default of `cookie.max_chunks`.
+pub const DEFAULT_MAX_CHUNKS: usize = 4;
+
+/// The most chunks `cookie.max_chunks` may allow, and so the highest chunk
+/// index (minus one) tokenjar ever reads or deletes: a request header
+/// cannot make it join more than this many values.
+pub const MAX_CHUNKS_LIMIT: usize = 16;
+
+/// How many combinations of duplicated chunk values are tried before a
+/// request's chunks count as ambiguous ([`CookieState::Conflicting`]).
+const MAX_CHUNK_COMBINATIONS: usize = 16;
 
 /// The default cookie name. The `__Host-` prefix makes browsers refuse the
 /// cookie unless it is `Secure`, host-only and `Path=/`, set over https: no
@@ -359,11 +378,14 @@ impl CookieState {
     }
 }
 
-/// A cookie to set: the `Set-Cookie` value and the session expiry it carries.
+/// A session to set: its `Set-Cookie` values and the expiry it carries.
 #[derive(Clone, PartialEq, Eq)]
 pub struct IssuedCookie {
-    /// The whole `Set-Cookie` header value.
-    pub set_cookie: String,
+    /// The `Set-Cookie` header values, one per header: the session's own
+    /// cookies (`<name>` alone, or `<name>.0`, `<name>.1`, … in order), then
+    /// the deletions of every cookie of the old session they do not
+    /// overwrite.
+    pub set_cookies: Vec<String>,
     /// Unix seconds when the session ends, when known.
     pub expires_at: Option<i64>,
 }
@@ -371,7 +393,10 @@ pub struct IssuedCookie {
 impl fmt::Debug for IssuedCookie {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IssuedCookie")
-            .field("set_cookie", &"<redacted>")
+            .field(
+                "set_cookies",
+                &format_args!("<{} redacted>", self.set_cookies.len()),
+            )
             .field("expires_at", &self.expires_at)
             .finish()
     }
@@ -383,9 +408,12 @@ pub enum CookieError {
     /// The token cannot be carried at all.
     #[error(transparent)]
     Token(#[from] TokenError),
-    /// The cookie would exceed what browsers store.
-    #[error("the cookie would exceed the {MAX_COOKIE_BYTES} bytes browsers keep")]
-    TooLarge,
+    /// The session would need more cookies than `cookie.max_chunks`.
+    #[error("the session would need more than cookie.max_chunks ({max_chunks}) cookies")]
+    TooLarge {
+        /// The `cookie.max_chunks` in force.
+        max_chunks: usize,
+    },
     /// Sealing was asked for but no key is configured.
     #[error("no cookie key to seal with")]
     NoKey,
@@ -400,13 +428,93 @@ pub enum CookieError {
 pub struct CookieJar {
     policy: CookiePolicy,
     keys: CookieKeys,
+    max_chunks: usize,
+}
+
+/// Which cookie of the auth family a cookie name is: `<name>` itself, or
+/// chunk `<name>.<index>` (SPEC §15).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// `<name>`: a session that fits in one cookie.
+    Whole,
+    /// `<name>.<index>`, the index below [`MAX_CHUNKS_LIMIT`] and written
+    /// the one way tokenjar writes it (no sign, no leading zero), so that a
+    /// name stands for one chunk only.
+    Chunk(usize),
+}
+
+impl Part {
+    /// Which part of the family named `base` the cookie `name` is, if any.
+    pub fn of(base: &str, name: &str) -> Option<Self> {
+        let rest = name.strip_prefix(base)?;
+        if rest.is_empty() {
+            return Some(Self::Whole);
+        }
+        let digits = rest.strip_prefix('.')?;
+        let canonical = !digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && (digits == "0" || !digits.starts_with('0'));
+        if !canonical || digits.len() > 2 {
+            return None;
+        }
+        let index: usize = digits.parse().ok()?;
+        (index < MAX_CHUNKS_LIMIT).then_some(Self::Chunk(index))
+    }
+}
+
+/// The cookies of the auth family a request carried, by name only: what
+/// must be deleted when the session is replaced or ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Carried {
+    /// `<name>` was sent.
+    whole: bool,
+    /// Bit `i` set: `<name>.i` was sent.
+    chunks: u32,
+}
+
+impl Carried {
+    /// Whether no cookie of the family was sent.
+    pub fn is_empty(&self) -> bool {
+        !self.whole && self.chunks == 0
+    }
+
+    fn add(&mut self, part: Part) {
+        match part {
+            Part::Whole => self.whole = true,
+            Part::Chunk(index) => self.chunks |= 1 << index,
+        }
+    }
+
+    fn chunk_indices(self) -> impl Iterator<Item = usize> {
+        (0..MAX_CHUNKS_LIMIT).filter(move |i| self.chunks & (1 << i) != 0)
+    }
 }
 
 impl CookieJar {
-    /// A jar for `policy`. With `policy.encrypt`, `keys` must not be empty
-    /// for [`issue`](Self::issue) to succeed.
+    /// A jar for `policy`, splitting a session into at most
+    /// [`DEFAULT_MAX_CHUNKS`] cookies. With `policy.encrypt`, `keys` must
+    /// not be empty for [`issue`](Self::issue) to succeed.
     pub fn new(policy: CookiePolicy, keys: CookieKeys) -> Self {
-        Self { policy, keys }
+        Self {
+            policy,
+            keys,
+            max_chunks: DEFAULT_MAX_CHUNKS,
+        }
+    }
+
+    /// The same jar allowing a session `max_chunks` cookies
+    /// (`cookie.max_chunks`), held to 1 ..= [`MAX_CHUNKS_LIMIT`]: the
+    /// settings refuse any other value, and the jar must not read more
+    /// chunks than it could ever have written.
+    #[must_use]
+    pub fn with_max_chunks(mut self, max_chunks: usize) -> Self {
+        self.max_chunks = max_chunks.clamp(1, MAX_CHUNKS_LIMIT);
+        self
+    }
+
+    /// The most cookies one session may be split into.
+    pub fn max_chunks(&self) -> usize {
+        self.max_chunks
     }
 
     /// The policy in force.
@@ -419,14 +527,39 @@ impl CookieJar {
         &self.policy.name
     }
 
-    /// The `Set-Cookie` value that stores `token`, at time `now` (Unix
-    /// seconds), sealed with a nonce from `random`. Lifetime: `max_age_s` if
-    /// set, else the JWT `exp`, else a session cookie.
+    /// The `Set-Cookie` values that store `token` for a request that carried
+    /// no auth cookie: [`issue_replacing`](Self::issue_replacing) with
+    /// nothing to replace.
     ///
     /// # Errors
-    /// [`CookieError`] when the token cannot be stored in a cookie, or no
-    /// nonce could be had.
+    /// As [`issue_replacing`](Self::issue_replacing).
     pub fn issue(&self, token: &Token, now: i64, random: &dyn Random) -> Result<IssuedCookie, CookieError> {
+        self.issue_replacing(token, now, random, Carried::default())
+    }
+
+    /// The `Set-Cookie` values that store `token`, at time `now` (Unix
+    /// seconds), sealed with a nonce from `random`, replacing the auth
+    /// cookies the request `carried`. Lifetime: `max_age_s` if set, else
+    /// the JWT `exp`, else a session cookie.
+    ///
+    /// A value that fits (name and value within [`CHUNK_BYTES`]) is set as
+    /// `<name>` alone; a longer one is cut into `<name>.0`, `<name>.1`, …,
+    /// each within [`CHUNK_BYTES`] and with the same attributes. Every
+    /// carried cookie the new ones do not overwrite is deleted, so no stale
+    /// chunk (nor a stale whole cookie) can later be joined to the new
+    /// session.
+    ///
+    /// # Errors
+    /// [`CookieError::TooLarge`] when the session needs more than
+    /// `max_chunks` cookies; [`CookieError`] when the token cannot be
+    /// stored in a cookie, or no nonce could be had.
+    pub fn issue_replacing(
+        &self,
+        token: &Token,
+        now: i64,
+        random: &dyn Random,
+        carried: Carried,
+    ) -> Result<IssuedCookie, CookieError> {
         let expires_at = if self.policy.max_age_s > 0 {
             i64::try_from(self.policy.max_age_s)
                 .ok()
@@ -446,20 +579,100 @@ impl CookieJar {
                 .map(|(_, v)| v.to_owned())
                 .unwrap_or_default()
         };
-        if self.policy.name.len() + value.len() + 1 > MAX_COOKIE_BYTES {
-            return Err(CookieError::TooLarge);
-        }
         let max_age = expires_at.map(|exp| exp.saturating_sub(now).max(0));
+        let name = &self.policy.name;
+        let mut written = Carried::default();
+        let mut set_cookies = Vec::new();
+        if name.len() + value.len() <= CHUNK_BYTES {
+            written.add(Part::Whole);
+            set_cookies.push(self.render(name, value, max_age));
+        } else {
+            // The value is ASCII (base64, or percent-encoded in clear mode),
+            // so any byte is a place to cut; the whole is checked after the
+            // join, not each piece.
+            let mut rest = value.as_str();
+            let mut index = 0;
+            while !rest.is_empty() {
+                let chunk_name = format!("{name}.{index}");
+                let room = CHUNK_BYTES.saturating_sub(chunk_name.len());
+                if index >= self.max_chunks || room == 0 {
+                    return Err(CookieError::TooLarge {
+                        max_chunks: self.max_chunks,
+                    });
+                }
+                let cut = room.min(rest.len());
+                let (piece, after) = rest.split_at_checked(cut).ok_or(CookieError::TooLarge {
+                    max_chunks: self.max_chunks,
+                })?;
+                written.add(Part::Chunk(index));
+                set_cookies.push(self.render(&chunk_name, piece.to_owned(), max_age));
+                rest = after;
+                index += 1;
+            }
+        }
+        set_cookies.extend(self.removals_beyond(carried, written));
         Ok(IssuedCookie {
-            set_cookie: self.render(value, max_age),
+            set_cookies,
             expires_at,
         })
     }
 
-    /// The `Set-Cookie` value that deletes the cookie (same name, path and
-    /// domain, `Max-Age=0`).
+    /// The `Set-Cookie` value that deletes the `<name>` cookie (same name,
+    /// path and domain, `Max-Age=0`).
     pub fn removal(&self) -> String {
-        self.render(String::new(), Some(0))
+        self.render(&self.policy.name, String::new(), Some(0))
+    }
+
+    /// The `Set-Cookie` values that end a session whose request `carried`
+    /// these auth cookies: `<name>` always (a logout deletes it even when
+    /// it was not sent, as before chunks), and each chunk that was sent.
+    pub fn removals(&self, carried: Carried) -> Vec<String> {
+        let mut all = vec![self.removal()];
+        all.extend(self.removals_beyond(
+            Carried {
+                whole: false,
+                ..carried
+            },
+            Carried::default(),
+        ));
+        all
+    }
+
+    /// Deletions of the `carried` cookies that `written` does not overwrite.
+    fn removals_beyond(&self, carried: Carried, written: Carried) -> Vec<String> {
+        let mut all = Vec::new();
+        if carried.whole && !written.whole {
+            all.push(self.removal());
+        }
+        let name = &self.policy.name;
+        for index in carried.chunk_indices() {
+            if written.chunks & (1 << index) == 0 {
+                all.push(self.render(&format!("{name}.{index}"), String::new(), Some(0)));
+            }
+        }
+        all
+    }
+
+    /// The auth cookies (`<name>` and its chunks) the request's `Cookie`
+    /// header values carry, by name: what a new session or a logout must
+    /// delete.
+    pub fn carried<'a>(&self, headers: impl IntoIterator<Item = &'a [u8]>) -> Carried {
+        let mut carried = Carried::default();
+        for header in headers {
+            let text = crate::text::lossy_utf8(header);
+            for cookie in Cookie::split_parse(text.as_ref()).flatten() {
+                if let Some(part) = Part::of(&self.policy.name, cookie.name()) {
+                    carried.add(part);
+                }
+            }
+        }
+        carried
+    }
+
+    /// Whether a cookie called `name` belongs to the auth family:
+    /// `<name>` or one of its chunks.
+    pub fn is_own(&self, name: &str) -> bool {
+        Part::of(&self.policy.name, name).is_some()
     }
 
     /// Opens the auth cookie from the request's `Cookie` header values at
@@ -480,6 +693,15 @@ impl CookieJar {
     /// how many there can be. Values that are not UTF-8 are read lossily:
     /// the auth cookie is ASCII, and a stray byte in another cookie must not
     /// hide it.
+    ///
+    /// Chunks (`<name>.0`, `<name>.1`, …) are joined in numeric order and
+    /// the joined value is one more candidate, tried like a `<name>` value.
+    /// A gap, more chunks than `max_chunks`, or a stale or foreign chunk
+    /// leaves a value that does not open, since the AEAD covers the whole
+    /// joined value: no chunk carries a MAC of its own. When one chunk index
+    /// carries several values (cookies under several paths), each
+    /// combination is tried, up to a few; beyond that the chunks are
+    /// ambiguous and count as [`CookieState::Conflicting`].
     pub fn open<'a>(&self, headers: impl IntoIterator<Item = &'a [u8]>, now: i64) -> CookieState {
         let mut search = Search::default();
         for header in headers {
@@ -493,6 +715,9 @@ impl CookieJar {
             if conflict {
                 return CookieState::Conflicting;
             }
+        }
+        if self.open_chunks(&mut search, now) {
+            return CookieState::Conflicting;
         }
         match (search.opened, search.rejection) {
             (Some(session), _) => CookieState::Valid(session),
@@ -512,31 +737,69 @@ impl CookieJar {
         now: i64,
     ) -> bool {
         for cookie in Cookie::split_parse(text).flatten() {
-            if cookie.name() != self.policy.name {
+            let Some(part) = Part::of(&self.policy.name, cookie.name()) else {
                 continue;
-            }
+            };
             // Parsed from a borrowed string, the raw value is always there;
             // the copy is only a fallback.
             let value = match cookie.value_raw() {
                 Some(raw) => keep(unquote(raw)),
                 None => Cow::Owned(cookie.value_trimmed().to_owned()),
             };
+            let Part::Whole = part else {
+                if let Part::Chunk(index) = part {
+                    search.add_chunk(index, value);
+                }
+                continue;
+            };
             // A clone of a borrowed value is a pointer copy.
             if !search.first_time(value.clone()) {
                 continue;
             }
-            match self.open_value(&value, now) {
-                Ok(session) => match &mut search.opened {
-                    None => search.opened = Some(session),
-                    Some(first) if same_token(&first.token, &session.token) => {
-                        first.expires_at = earliest(first.expires_at, session.expires_at);
-                    }
-                    Some(_) => return true,
-                },
-                Err(why) => search.rejection = Some(worse(search.rejection, why)),
+            if search.record(self.open_value(&value, now)) {
+                return true;
             }
         }
         false
+    }
+
+    /// Joins the chunks found in numeric order and tries each joined value
+    /// (one per combination of duplicated chunks) as a candidate session.
+    /// True when the request is to count as
+    /// [`CookieState::Conflicting`]: two sessions opened, or too many
+    /// combinations to try.
+    fn open_chunks(&self, search: &mut Search<'_>, now: i64) -> bool {
+        let Some(last) = search.chunks.iter().rposition(|values| !values.is_empty()) else {
+            return false;
+        };
+        let chunks = &search.chunks[..=last];
+        // A gap or more chunks than a session may have: no join can open,
+        // and nothing is worth a decryption.
+        if last >= self.max_chunks || chunks.iter().any(Vec::is_empty) {
+            search.rejection = Some(worse(search.rejection, Rejection::Unopenable));
+            return false;
+        }
+        if search.chunk_overflow {
+            return true;
+        }
+        let combinations = chunks
+            .iter()
+            .try_fold(1_usize, |n, values| n.checked_mul(values.len()))
+            .filter(|&n| n <= MAX_CHUNK_COMBINATIONS);
+        let Some(combinations) = combinations else {
+            return true;
+        };
+        let mut results = Vec::with_capacity(combinations);
+        for mut pick in 0..combinations {
+            let mut joined = String::new();
+            for values in chunks {
+                let choice = pick % values.len();
+                pick /= values.len();
+                joined.push_str(values.get(choice).map_or("", |v| v.as_ref()));
+            }
+            results.push(self.open_value(&joined, now));
+        }
+        results.into_iter().any(|result| search.record(result))
     }
 
     fn open_value(&self, value: &str, now: i64) -> Result<Session, Rejection> {
@@ -577,7 +840,9 @@ impl CookieJar {
         // Fails only for a plaintext beyond AES-GCM's limit (64 GiB).
         let tag = cipher
             .encrypt_in_place_detached(&nonce, self.policy.name.as_bytes(), &mut text)
-            .map_err(|_| CookieError::TooLarge)?;
+            .map_err(|_| CookieError::TooLarge {
+                max_chunks: self.max_chunks,
+            })?;
         sealed.extend_from_slice(&text);
         sealed.extend_from_slice(&tag);
         Ok(base64::engine::general_purpose::STANDARD.encode(sealed))
@@ -594,9 +859,9 @@ impl CookieJar {
         Some((Token::new(token.to_owned()).ok()?, exp))
     }
 
-    fn render(&self, value: String, max_age: Option<i64>) -> String {
+    fn render(&self, name: &str, value: String, max_age: Option<i64>) -> String {
         let p = &self.policy;
-        let mut builder = Cookie::build((p.name.clone(), value))
+        let mut builder = Cookie::build((name.to_owned(), value))
             .http_only(true)
             .secure(p.secure)
             .same_site(p.same_site.to_cookie())
@@ -623,9 +888,48 @@ struct Search<'a> {
     opened: Option<Session>,
     /// Why the cookies that did not open failed.
     rejection: Option<Rejection>,
+    /// The distinct values sent for each chunk index, at most
+    /// [`MAX_CHUNK_COMBINATIONS`] each (more could never be tried).
+    chunks: Vec<Vec<Cow<'a, str>>>,
+    /// Some chunk index had more distinct values than are kept.
+    chunk_overflow: bool,
 }
 
 impl<'a> Search<'a> {
+    /// Notes one opening's result. True once two different sessions have
+    /// opened: the rest cannot change the answer.
+    fn record(&mut self, result: Result<Session, Rejection>) -> bool {
+        match result {
+            Ok(session) => match &mut self.opened {
+                None => self.opened = Some(session),
+                Some(first) if same_token(&first.token, &session.token) => {
+                    first.expires_at = earliest(first.expires_at, session.expires_at);
+                }
+                Some(_) => return true,
+            },
+            Err(why) => self.rejection = Some(worse(self.rejection, why)),
+        }
+        false
+    }
+
+    /// Keeps `value` as a candidate for chunk `index`, once.
+    fn add_chunk(&mut self, index: usize, value: Cow<'a, str>) {
+        if self.chunks.len() <= index {
+            self.chunks.resize_with(index + 1, Vec::new);
+        }
+        let Some(values) = self.chunks.get_mut(index) else {
+            return;
+        };
+        if values.contains(&value) {
+            return;
+        }
+        if values.len() >= MAX_CHUNK_COMBINATIONS {
+            self.chunk_overflow = true;
+            return;
+        }
+        values.push(value);
+    }
+
     /// Whether `value` is tried for the first time (it is now remembered).
     fn first_time(&mut self, value: Cow<'a, str>) -> bool {
         match &self.first {
@@ -735,7 +1039,7 @@ mod tests {
             &"x".repeat(2000),
         ] {
             let issued = jar.issue(&tok(t), NOW, &RANDOM).unwrap();
-            let state = jar.open([pair(&issued.set_cookie).as_bytes()], NOW);
+            let state = jar.open([pair(&issued.set_cookies[0]).as_bytes()], NOW);
             assert_eq!(state.token().map(Token::expose), Some(t));
         }
     }
@@ -747,7 +1051,7 @@ mod tests {
         let jar = jar();
         let key = &jar.keys.keys[0];
         let issued = jar.issue(&tok("tok"), NOW, &RANDOM).unwrap();
-        let (name, value) = pair(&issued.set_cookie)
+        let (name, value) = pair(&issued.set_cookies[0])
             .split_once('=')
             .map(|(n, v)| (n.to_owned(), v.to_owned()))
             .unwrap();
@@ -781,7 +1085,7 @@ mod tests {
         let issued = jar.issue(&tok("tok-2"), NOW, &RANDOM).unwrap();
         let opened = cookie::CookieJar::new()
             .private(key)
-            .decrypt(Cookie::new(DEFAULT_NAME, value(&issued.set_cookie)))
+            .decrypt(Cookie::new(DEFAULT_NAME, value(&issued.set_cookies[0])))
             .unwrap();
         assert_eq!(opened.value(), ":tok-2");
         // Too short to hold a nonce and a tag.
@@ -797,15 +1101,15 @@ mod tests {
         let jar = jar();
         let token = tok("super-secret-token-value");
         let issued = jar.issue(&token, NOW, &RANDOM).unwrap();
-        assert!(!issued.set_cookie.contains("super-secret"));
+        assert!(!issued.set_cookies[0].contains("super-secret"));
         // Sealing twice gives different values (fresh nonce).
         let again = jar.issue(&token, NOW, &RANDOM).unwrap();
-        assert_ne!(value(&issued.set_cookie), value(&again.set_cookie));
+        assert_ne!(value(&issued.set_cookies[0]), value(&again.set_cookies[0]));
     }
 
     #[test]
     fn attributes_follow_the_policy() {
-        let issued = jar().issue(&tok("t"), NOW, &RANDOM).unwrap().set_cookie;
+        let issued = &jar().issue(&tok("t"), NOW, &RANDOM).unwrap().set_cookies[0];
         // By default a __Host- cookie, which browsers take only when Secure,
         // host-only and Path=/.
         assert!(issued.starts_with("__Host-auth-token="), "{issued}");
@@ -828,7 +1132,7 @@ mod tests {
             .issue(&tok("t"), NOW, &RANDOM)
             .unwrap();
         assert_eq!(issued.expires_at, Some(NOW + 600));
-        let s = issued.set_cookie;
+        let s = &issued.set_cookies[0];
         assert!(s.starts_with("sid="));
         for attr in [
             "HttpOnly",
@@ -847,10 +1151,10 @@ mod tests {
         let jar = jar();
         let issued = jar.issue(&jwt_with_exp(NOW + 3600), NOW, &RANDOM).unwrap();
         assert_eq!(issued.expires_at, Some(NOW + 3600));
-        assert!(issued.set_cookie.contains("Max-Age=3600"));
+        assert!(issued.set_cookies[0].contains("Max-Age=3600"));
         // Already-expired token: the browser is told to drop it at once.
         let stale = jar.issue(&jwt_with_exp(NOW - 5), NOW, &RANDOM).unwrap();
-        assert!(stale.set_cookie.contains("Max-Age=0"));
+        assert!(stale.set_cookies[0].contains("Max-Age=0"));
 
         let fixed = jar_with(
             CookiePolicy {
@@ -861,14 +1165,14 @@ mod tests {
         );
         let issued = fixed.issue(&jwt_with_exp(NOW + 3600), NOW, &RANDOM).unwrap();
         assert_eq!(issued.expires_at, Some(NOW + 60));
-        assert!(issued.set_cookie.contains("Max-Age=60"));
+        assert!(issued.set_cookies[0].contains("Max-Age=60"));
     }
 
     #[test]
     fn an_expired_session_is_rejected_when_opened() {
         let jar = jar();
         let issued = jar.issue(&jwt_with_exp(NOW + 10), NOW, &RANDOM).unwrap();
-        let header = pair(&issued.set_cookie);
+        let header = pair(&issued.set_cookies[0]);
         assert!(matches!(
             jar.open([header.as_bytes()], NOW + 9),
             CookieState::Valid(_)
@@ -903,7 +1207,7 @@ mod tests {
     fn tampered_or_foreign_cookies_are_rejected() {
         let jar = jar();
         let issued = jar.issue(&tok("tok"), NOW, &RANDOM).unwrap();
-        let good = value(&issued.set_cookie);
+        let good = value(&issued.set_cookies[0]);
         let mut flipped = good.clone().into_bytes();
         flipped[5] = if flipped[5] == b'A' { b'B' } else { b'A' };
         let flipped = String::from_utf8(flipped).unwrap();
@@ -917,7 +1221,7 @@ mod tests {
             sent(""),
             sent("tok"),
             sent(&"A".repeat(64 * 1024)),
-            pair(&other_key.set_cookie),
+            pair(&other_key.set_cookies[0]),
         ];
         for case in cases {
             assert_eq!(
@@ -940,7 +1244,7 @@ mod tests {
         );
         let issued = other.issue(&tok("tok"), NOW, &RANDOM).unwrap();
         let jar = jar_with(CookiePolicy::default(), keys);
-        let header = sent(&value(&issued.set_cookie));
+        let header = sent(&value(&issued.set_cookies[0]));
         assert_eq!(
             jar.open([header.as_bytes()], NOW),
             CookieState::Rejected(Rejection::Unopenable)
@@ -950,7 +1254,7 @@ mod tests {
     #[test]
     fn duplicated_and_quoted_cookies() {
         let jar = jar();
-        let good = pair(&jar.issue(&tok("tok"), NOW, &RANDOM).unwrap().set_cookie);
+        let good = pair(&jar.issue(&tok("tok"), NOW, &RANDOM).unwrap().set_cookies[0]);
         let quoted = sent(&format!("\"{}\"", value(&good)));
         let junk = sent("junk");
         let cases = vec![
@@ -1000,7 +1304,7 @@ mod tests {
 
     /// The `name=value` a browser sends back for `token` sealed by `jar`.
     fn cookie_for(jar: &CookieJar, token: &Token) -> String {
-        pair(&jar.issue(token, NOW, &RANDOM).unwrap().set_cookie)
+        pair(&jar.issue(token, NOW, &RANDOM).unwrap().set_cookies[0])
     }
 
     #[test]
@@ -1255,11 +1559,11 @@ mod tests {
         );
         let retired = jar_with(CookiePolicy::default(), CookieKeys::from_base64(&[&k2]).unwrap());
 
-        let old_cookie = pair(&old.issue(&tok("tok"), NOW, &RANDOM).unwrap().set_cookie);
+        let old_cookie = pair(&old.issue(&tok("tok"), NOW, &RANDOM).unwrap().set_cookies[0]);
         assert!(rotated.open([old_cookie.as_bytes()], NOW).token().is_some());
         assert!(retired.open([old_cookie.as_bytes()], NOW).token().is_none());
 
-        let new_cookie = pair(&rotated.issue(&tok("tok"), NOW, &RANDOM).unwrap().set_cookie);
+        let new_cookie = pair(&rotated.issue(&tok("tok"), NOW, &RANDOM).unwrap().set_cookies[0]);
         assert!(retired.open([new_cookie.as_bytes()], NOW).token().is_some());
         assert!(old.open([new_cookie.as_bytes()], NOW).token().is_none());
     }
@@ -1274,10 +1578,10 @@ mod tests {
             CookieKeys::from_base64::<&str>(&[]).unwrap(),
         );
         let issued = jar.issue(&tok("plain-tok"), NOW, &RANDOM).unwrap();
-        assert_eq!(pair(&issued.set_cookie), sent("plain-tok"));
+        assert_eq!(pair(&issued.set_cookies[0]), sent("plain-tok"));
         let odd = jar.issue(&tok("a; b=c"), NOW, &RANDOM).unwrap();
-        assert!(!pair(&odd.set_cookie).contains(';'));
-        let state = jar.open([pair(&odd.set_cookie).as_bytes()], NOW);
+        assert!(!pair(&odd.set_cookies[0]).contains(';'));
+        let state = jar.open([pair(&odd.set_cookies[0]).as_bytes()], NOW);
         assert_eq!(state.token().map(Token::expose), Some("a; b=c"));
         assert_eq!(
             jar.open([sent("%0d%0a").as_bytes()], NOW),
@@ -1379,5 +1683,385 @@ mod tests {
         );
         assert_eq!(SameSite::parse("LAX"), Ok(SameSite::Lax));
         assert!(SameSite::parse("sometimes").is_err());
+    }
+
+    // -----------------------------------------------------------------
+    // Chunks (SPEC §15)
+    // -----------------------------------------------------------------
+
+    use crate::memory::CookieStore;
+
+    /// A printable token of `len` bytes that is no JWT (so no expiry).
+    fn long_token(len: usize, seed: u8) -> Token {
+        let text: String = (0..len)
+            .map(|i| char::from(b'a' + u8::try_from((i * 7 + usize::from(seed)) % 26).unwrap()))
+            .collect();
+        tok(&text)
+    }
+
+    /// The auth cookie names a store holds, the plain name shown as `-`
+    /// and chunks by their suffix.
+    fn family(store: &CookieStore, name: &str) -> Vec<String> {
+        let mut parts: Vec<(usize, String)> = store
+            .names()
+            .into_iter()
+            .filter_map(|n| match Part::of(name, n)? {
+                Part::Whole => Some((0, "-".to_owned())),
+                Part::Chunk(i) => Some((i + 1, format!(".{i}"))),
+            })
+            .collect();
+        parts.sort();
+        parts.into_iter().map(|(_, p)| p).collect()
+    }
+
+    fn login(jar: &CookieJar, store: &mut CookieStore, token: &Token) -> Vec<String> {
+        let header = store.header();
+        let carried = jar.carried([header.as_bytes()]);
+        let issued = jar.issue_replacing(token, NOW, &RANDOM, carried).unwrap();
+        store.apply(&issued.set_cookies);
+        issued.set_cookies
+    }
+
+    fn opened(jar: &CookieJar, store: &CookieStore) -> CookieState {
+        jar.open([store.header().as_bytes()], NOW)
+    }
+
+    #[test]
+    fn a_session_up_to_4000_bytes_is_one_cookie_and_one_byte_more_is_chunks() {
+        // 20 bytes of name and a value of 3980 make exactly 4000: `:` and
+        // 2956 token bytes, a 12-byte nonce and a 16-byte tag are 2985
+        // bytes, 3980 in base64.
+        let name = "a".repeat(20);
+        let jar = jar_with(
+            CookiePolicy {
+                name: name.clone(),
+                secure: false,
+                ..CookiePolicy::default()
+            },
+            CookieKeys::generate(&RANDOM).unwrap(),
+        );
+        let fits = jar.issue(&long_token(2956, 1), NOW, &RANDOM).unwrap();
+        assert_eq!(fits.set_cookies.len(), 1);
+        let whole = pair(&fits.set_cookies[0]);
+        assert_eq!(
+            whole.len() - 1,
+            CHUNK_BYTES,
+            "name and value exactly at the limit"
+        );
+        assert!(whole.starts_with(&format!("{name}=")));
+
+        let over = jar.issue(&long_token(2957, 1), NOW, &RANDOM).unwrap();
+        assert_eq!(over.set_cookies.len(), 2);
+        for (i, set_cookie) in over.set_cookies.iter().enumerate() {
+            let p = pair(set_cookie);
+            assert!(p.starts_with(&format!("{name}.{i}=")), "{p:.40}");
+            assert!(p.len() - 1 <= CHUNK_BYTES);
+        }
+        assert_eq!(
+            pair(&over.set_cookies[0]).len() - 1,
+            CHUNK_BYTES,
+            "the first chunk is full"
+        );
+
+        for issued in [fits, over] {
+            let mut store = CookieStore::new();
+            store.apply(&issued.set_cookies);
+            assert!(opened(&jar, &store).token().is_some());
+        }
+    }
+
+    #[test]
+    fn chunks_carry_the_same_attributes_as_the_whole_cookie() {
+        let jar = jar_with(
+            CookiePolicy {
+                max_age_s: 3600,
+                ..CookiePolicy::default()
+            },
+            CookieKeys::generate(&RANDOM).unwrap(),
+        );
+        let whole = jar.issue(&tok("short"), NOW, &RANDOM).unwrap();
+        let attributes = |set_cookie: &str| {
+            let mut a: Vec<String> = set_cookie.split("; ").skip(1).map(str::to_owned).collect();
+            a.sort();
+            a
+        };
+        let expected = attributes(&whole.set_cookies[0]);
+        assert!(expected.contains(&"Max-Age=3600".to_owned()), "{expected:?}");
+        let chunked = jar.issue(&long_token(6000, 2), NOW, &RANDOM).unwrap();
+        assert_eq!(chunked.set_cookies.len(), 3);
+        for (i, set_cookie) in chunked.set_cookies.iter().enumerate() {
+            // `__Host-auth-token.0` still starts with `__Host-`: the prefix
+            // rules hold for every chunk.
+            assert!(set_cookie.starts_with(&format!("__Host-auth-token.{i}=")));
+            assert_eq!(attributes(set_cookie), expected);
+        }
+    }
+
+    #[test]
+    fn chunks_join_in_numeric_order_past_ten() {
+        let jar = jar().with_max_chunks(16);
+        let token = long_token(40_000, 3);
+        let mut store = CookieStore::new();
+        let written = login(&jar, &mut store, &token);
+        assert!(written.len() >= 11, "{} chunks", written.len());
+        // The store sends `.0 .1 .10 .11 … .2`: text order, not numbers.
+        let header = store.header();
+        let first_three: Vec<&str> = header
+            .split("; ")
+            .take(3)
+            .map(|c| c.split('=').next().unwrap())
+            .collect();
+        assert_eq!(
+            first_three,
+            [
+                "__Host-auth-token.0",
+                "__Host-auth-token.1",
+                "__Host-auth-token.10"
+            ]
+        );
+        assert_eq!(opened(&jar, &store).token(), Some(&token));
+        // And reversed, one chunk per header line.
+        let mut lines: Vec<String> = header.split("; ").map(str::to_owned).collect();
+        lines.reverse();
+        let state = jar.open(lines.iter().map(String::as_bytes), NOW);
+        assert_eq!(state.token(), Some(&token));
+    }
+
+    #[test]
+    fn a_session_over_max_chunks_is_refused() {
+        let jar = jar();
+        assert_eq!(jar.max_chunks(), DEFAULT_MAX_CHUNKS);
+        // Four chunks hold about 4 × 3980 base64 bytes: some 11,900 token bytes.
+        assert_eq!(
+            jar.issue(&long_token(11_000, 4), NOW, &RANDOM)
+                .unwrap()
+                .set_cookies
+                .len(),
+            4
+        );
+        let refused = jar.issue(&long_token(12_500, 4), NOW, &RANDOM);
+        assert_eq!(refused, Err(CookieError::TooLarge { max_chunks: 4 }));
+        let one = jar.clone().with_max_chunks(1);
+        assert_eq!(
+            one.issue(&tok("short"), NOW, &RANDOM).unwrap().set_cookies.len(),
+            1
+        );
+        assert_eq!(
+            one.issue(&long_token(3000, 4), NOW, &RANDOM),
+            Err(CookieError::TooLarge { max_chunks: 1 })
+        );
+        // The setting is held to what the jar can ever read.
+        assert_eq!(jar.clone().with_max_chunks(0).max_chunks(), 1);
+        assert_eq!(jar.with_max_chunks(99).max_chunks(), MAX_CHUNKS_LIMIT);
+        // The error says what to change, and never holds the token.
+        let message = CookieError::TooLarge { max_chunks: 4 }.to_string();
+        assert!(message.contains("cookie.max_chunks"), "{message}");
+    }
+
+    #[test]
+    fn issuing_deletes_what_the_new_session_does_not_overwrite() {
+        let jar = jar();
+        let mut store = CookieStore::new();
+        let deleted = |written: &[String]| -> Vec<String> {
+            written
+                .iter()
+                .filter(|c| c.contains("Max-Age=0"))
+                .map(|c| pair(c).trim_end_matches('=').to_owned())
+                .collect()
+        };
+
+        // Nothing → plain: nothing to delete.
+        let written = login(&jar, &mut store, &tok("small-1"));
+        assert_eq!(deleted(&written), Vec::<String>::new());
+        assert_eq!(family(&store, DEFAULT_NAME), ["-"]);
+
+        // Plain → three chunks: the plain cookie goes.
+        let big = long_token(8000, 5);
+        let written = login(&jar, &mut store, &big);
+        assert_eq!(deleted(&written), [DEFAULT_NAME]);
+        assert_eq!(family(&store, DEFAULT_NAME), [".0", ".1", ".2"]);
+        assert_eq!(opened(&jar, &store).token(), Some(&big));
+
+        // Three chunks → two: `.2` goes, `.0` and `.1` are overwritten.
+        let smaller = long_token(5000, 6);
+        let written = login(&jar, &mut store, &smaller);
+        assert_eq!(deleted(&written), [format!("{DEFAULT_NAME}.2")]);
+        assert_eq!(family(&store, DEFAULT_NAME), [".0", ".1"]);
+        assert_eq!(opened(&jar, &store).token(), Some(&smaller));
+
+        // Two chunks → plain: both chunks go.
+        let written = login(&jar, &mut store, &tok("small-2"));
+        assert_eq!(
+            deleted(&written),
+            [format!("{DEFAULT_NAME}.0"), format!("{DEFAULT_NAME}.1")]
+        );
+        assert_eq!(family(&store, DEFAULT_NAME), ["-"]);
+        assert_eq!(opened(&jar, &store).token(), Some(&tok("small-2")));
+
+        // Logout (removals) deletes the plain cookie and every chunk sent.
+        login(&jar, &mut store, &big);
+        store.set(&format!("{DEFAULT_NAME}.7"), "left-over");
+        let carried = jar.carried([store.header().as_bytes()]);
+        store.apply(jar.removals(carried));
+        assert_eq!(family(&store, DEFAULT_NAME), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_missing_extra_or_stale_chunk_spoils_the_session() {
+        let jar = jar();
+        let old = long_token(8000, 7);
+        let new = long_token(5000, 8);
+        let mut old_store = CookieStore::new();
+        login(&jar, &mut old_store, &old);
+        let mut store = CookieStore::new();
+        login(&jar, &mut store, &new);
+        let chunk = |i: usize| format!("{DEFAULT_NAME}.{i}");
+
+        // Stale: the old session's `.2` left behind the new `.0 .1`.
+        let mut stale = store.clone();
+        stale.set(&chunk(2), old_store.get(&chunk(2)).unwrap());
+        assert_eq!(opened(&jar, &stale), CookieState::Rejected(Rejection::Unopenable));
+        // All of it is deleted then: the plain name and every chunk sent.
+        let carried = jar.carried([stale.header().as_bytes()]);
+        stale.apply(jar.removals(carried));
+        assert!(stale.names().is_empty(), "{:?}", stale.names());
+
+        // Missing: `.0` alone, or `.1` alone.
+        for gone in [0, 1] {
+            let mut missing = store.clone();
+            missing.remove(&chunk(gone));
+            assert_eq!(
+                opened(&jar, &missing),
+                CookieState::Rejected(Rejection::Unopenable)
+            );
+        }
+        // Extra: a chunk beyond `max_chunks`, or beyond the session's end.
+        let mut extra = store.clone();
+        extra.set(&chunk(2), "AAAA");
+        assert_eq!(opened(&jar, &extra), CookieState::Rejected(Rejection::Unopenable));
+        let mut too_many = old_store.clone();
+        for i in 3..5 {
+            too_many.set(&chunk(i), "AAAA");
+        }
+        assert_eq!(
+            opened(&jar, &too_many),
+            CookieState::Rejected(Rejection::Unopenable)
+        );
+        // Swapped: `.0` and `.1` exchange values.
+        let mut swapped = store.clone();
+        swapped.set(&chunk(0), store.get(&chunk(1)).unwrap());
+        swapped.set(&chunk(1), store.get(&chunk(0)).unwrap());
+        assert_eq!(
+            opened(&jar, &swapped),
+            CookieState::Rejected(Rejection::Unopenable)
+        );
+    }
+
+    #[test]
+    fn whole_and_chunked_sessions_meet_the_rules_of_several_cookies() {
+        let jar = jar();
+        let big = long_token(8000, 9);
+        let mut chunked = CookieStore::new();
+        login(&jar, &mut chunked, &big);
+
+        // A chunked session beside junk `<name>`: the session stands.
+        let mut with_junk = chunked.clone();
+        with_junk.set(DEFAULT_NAME, "junk");
+        assert_eq!(opened(&jar, &with_junk).token(), Some(&big));
+
+        // Beside a whole cookie of another token: two sessions, none used
+        // (and none deleted), as with two whole cookies.
+        let other = jar.issue(&long_token(2000, 9), NOW, &RANDOM).unwrap();
+        let mut both = chunked.clone();
+        both.set(DEFAULT_NAME, &value(&other.set_cookies[0]));
+        assert_eq!(opened(&jar, &both), CookieState::Conflicting);
+
+        // The same token whole and chunked (e.g. a cookie under an old
+        // path): one session.
+        let mut twice = chunked.clone();
+        let resealed = jar.issue(&big, NOW, &RANDOM).unwrap();
+        // Re-sealed value under the whole name (too long for one real
+        // cookie, but the jar reads what it is sent).
+        let joined: String = resealed.set_cookies.iter().map(|c| value(c)).collect();
+        twice.set(DEFAULT_NAME, &joined);
+        assert_eq!(opened(&jar, &twice).token(), Some(&big));
+    }
+
+    #[test]
+    fn duplicated_chunks_try_each_combination_up_to_a_bound() {
+        let jar = jar();
+        let big = long_token(8000, 10);
+        let mut store = CookieStore::new();
+        login(&jar, &mut store, &big);
+        let header = store.header();
+        let name1 = format!("{DEFAULT_NAME}.1");
+        // A second `.1` (another path's, or tossed) before the real one.
+        let tossed = format!("{name1}=AAAA; {header}");
+        assert_eq!(jar.open([tossed.as_bytes()], NOW).token(), Some(&big));
+        // Another session's `.1` beside it: still only one combination opens.
+        let mut other = CookieStore::new();
+        login(&jar, &mut other, &long_token(8000, 11));
+        let mixed = format!("{name1}={}; {header}", other.get(&name1).unwrap());
+        assert_eq!(jar.open([mixed.as_bytes()], NOW).token(), Some(&big));
+        // Far too many values: ambiguous, nothing used and nothing deleted.
+        let stuffed: String = (0..40)
+            .map(|i| format!("{name1}=AAAA{i:04}; "))
+            .chain(std::iter::once(header.clone()))
+            .collect();
+        assert_eq!(jar.open([stuffed.as_bytes()], NOW), CookieState::Conflicting);
+    }
+
+    #[test]
+    fn chunks_sealed_under_an_old_key_open_after_rotation() {
+        let old_keys = CookieKeys::generate(&RANDOM).unwrap();
+        let old = jar_with(CookiePolicy::default(), old_keys.clone());
+        let big = long_token(8000, 12);
+        let mut store = CookieStore::new();
+        login(&old, &mut store, &big);
+        let mut keys = CookieKeys::generate(&RANDOM).unwrap().keys;
+        keys.extend(old_keys.keys);
+        let rotated = jar_with(CookiePolicy::default(), CookieKeys::from_keys(keys));
+        assert_eq!(opened(&rotated, &store).token(), Some(&big));
+    }
+
+    #[test]
+    fn clear_mode_chunks_too() {
+        let jar = jar_with(
+            CookiePolicy {
+                encrypt: false,
+                ..CookiePolicy::default()
+            },
+            CookieKeys::from_base64::<&str>(&[]).unwrap(),
+        );
+        // `;` is percent-encoded to three bytes: a cut may fall inside one.
+        let text = "a;b ".repeat(1500) + "end";
+        let token = tok(&text);
+        let mut store = CookieStore::new();
+        let written = login(&jar, &mut store, &token);
+        assert!(written.len() >= 3, "{}", written.len());
+        assert_eq!(opened(&jar, &store).token(), Some(&token));
+    }
+
+    #[test]
+    fn chunk_names_are_written_one_way() {
+        let base = "auth";
+        assert_eq!(Part::of(base, "auth"), Some(Part::Whole));
+        assert_eq!(Part::of(base, "auth.0"), Some(Part::Chunk(0)));
+        assert_eq!(Part::of(base, "auth.15"), Some(Part::Chunk(15)));
+        for not_ours in [
+            "auth.16", "auth.01", "auth.+1", "auth.", "auth.x", "auth0", "authx", "aut", "auth.1.0",
+        ] {
+            assert_eq!(Part::of(base, not_ours), None, "{not_ours}");
+        }
+        let jar = jar();
+        assert!(jar.is_own("__Host-auth-token.3"));
+        assert!(!jar.is_own("__Host-auth-token-2"));
+        assert_eq!(
+            jar.carried([b"__Host-auth-token.3=x; other=1; __Host-auth-token=y".as_slice()]),
+            Carried {
+                whole: true,
+                chunks: 1 << 3
+            }
+        );
     }
 }

@@ -10,6 +10,7 @@ use crate::login::LoginError;
 use crate::method::Method;
 use crate::ports::{BodyReadError, UpstreamError};
 use crate::routes::PathError;
+use crate::token::TokenError;
 
 /// Everything that ends a request with an error tokenjar made.
 ///
@@ -79,7 +80,7 @@ impl FlowError {
             ErrorKind::MethodNotAllowed => 405,
             ErrorKind::RequestTimeout => 408,
             ErrorKind::PayloadTooLarge => 413,
-            ErrorKind::UpstreamUnavailable | ErrorKind::BadLoginResponse => 502,
+            ErrorKind::UpstreamUnavailable | ErrorKind::BadLoginResponse | ErrorKind::TokenTooLarge => 502,
             ErrorKind::UpstreamTimeout => 504,
         }
     }
@@ -96,6 +97,7 @@ impl FlowError {
             ErrorKind::PayloadTooLarge => "payload_too_large",
             ErrorKind::UpstreamUnavailable => "upstream_unavailable",
             ErrorKind::BadLoginResponse => "bad_login_response",
+            ErrorKind::TokenTooLarge => "token_too_large",
             ErrorKind::UpstreamTimeout => "upstream_timeout",
         }
     }
@@ -121,6 +123,11 @@ impl FlowError {
             }
             Self::Upstream(UpstreamError::Timeout) | Self::LoginBody(BodyReadError::Timeout) => {
                 "The API did not answer in time."
+            }
+            Self::Cookie(CookieError::TooLarge { .. } | CookieError::Token(TokenError::TooLong))
+            | Self::BadLogin(LoginError::Token(TokenError::TooLong)) => {
+                "The token is too large to keep in cookies; raise cookie.max_chunks, \
+                 or keep sessions on the server (session.store)."
             }
             Self::BadLogin(_)
             | Self::LoginBody(BodyReadError::TooLarge | BodyReadError::Incomplete)
@@ -148,6 +155,8 @@ impl FlowError {
             Self::Upstream(UpstreamError::Timeout) | Self::LoginBody(BodyReadError::Timeout) => {
                 ErrorKind::UpstreamTimeout
             }
+            Self::Cookie(CookieError::TooLarge { .. } | CookieError::Token(TokenError::TooLong))
+            | Self::BadLogin(LoginError::Token(TokenError::TooLong)) => ErrorKind::TokenTooLarge,
             Self::BadLogin(_)
             | Self::LoginBody(BodyReadError::TooLarge | BodyReadError::Incomplete)
             | Self::Cookie(_) => ErrorKind::BadLoginResponse,
@@ -210,6 +219,8 @@ pub enum ErrorKind {
     UpstreamUnavailable,
     /// 502 `bad_login_response`
     BadLoginResponse,
+    /// 502 `token_too_large`
+    TokenTooLarge,
     /// 504 `upstream_timeout`
     UpstreamTimeout,
 }
@@ -262,7 +273,17 @@ mod tests {
             (LoginError::NotJson.into(), 502, "bad_login_response"),
             (BodyReadError::TooLarge.into(), 502, "bad_login_response"),
             (BodyReadError::Incomplete.into(), 502, "bad_login_response"),
-            (CookieError::TooLarge.into(), 502, "bad_login_response"),
+            (CookieError::NoKey.into(), 502, "bad_login_response"),
+            (
+                LoginError::Token(TokenError::TooLong).into(),
+                502,
+                "token_too_large",
+            ),
+            (
+                CookieError::TooLarge { max_chunks: 4 }.into(),
+                502,
+                "token_too_large",
+            ),
             (UpstreamError::Timeout.into(), 504, "upstream_timeout"),
             (BodyReadError::Timeout.into(), 504, "upstream_timeout"),
         ];

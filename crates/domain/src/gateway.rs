@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::cookies::{CookieJar, CookieState, Rejection};
+use crate::cookies::{Carried, CookieJar, CookieState, Rejection};
 use crate::csrf::CsrfRules;
 use crate::error::FlowError;
 use crate::exchange::{
@@ -162,10 +162,20 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
             _ => None,
         };
         let conflicting_cookies = matches!(cookie, CookieState::Conflicting);
+        // Which auth cookies (whole and chunks) were sent, by name: needed
+        // only where cookies are written, so the header is not read twice
+        // on every call.
+        let writes =
+            rejected_cookie.is_some() || matches!(route, Route::Logout | Route::Proxy { login: true, .. });
+        let carried = if writes {
+            self.rules.cookies.carried(request.headers.get_all("cookie"))
+        } else {
+            Carried::default()
+        };
 
         let (result, login) = match route {
             Route::Session => (self.session(&request.method, &cookie), None),
-            Route::Logout => (self.logout(&request.method), None),
+            Route::Logout => (self.logout(&request.method, carried), None),
             Route::Outside
             | Route::Ops(_)
             | Route::OpsNotFound
@@ -179,7 +189,7 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
                 None,
             ),
             Route::Proxy { rest, login: true } => {
-                let result = self.login(request, &rest, cookie.token(), now).await;
+                let result = self.login(request, &rest, cookie.token(), carried, now).await;
                 let outcome = match &result {
                     Ok(reply) if (200..300).contains(&reply.status) => LoginResult::Success,
                     Ok(_) => LoginResult::Refused,
@@ -190,10 +200,13 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
         };
 
         let (mut reply, error) = settle(result);
-        // A cookie that failed to open is deleted, unless this very reply
-        // already writes the cookie (a login or a logout).
+        // A cookie that failed to open is deleted, every chunk of it too,
+        // unless this very reply already writes the cookies (a login or a
+        // logout, which replace or delete whatever was sent).
         if rejected_cookie.is_some() && !self.writes_cookie(&reply.headers) {
-            reply.headers.append("set-cookie", self.rules.cookies.removal());
+            for removal in self.rules.cookies.removals(carried) {
+                reply.headers.append("set-cookie", removal);
+            }
         }
         Handled {
             reply,
@@ -257,6 +270,11 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
                 .map(|end| u64::try_from(end.saturating_sub(now)).unwrap_or(0)),
             _ => None,
         };
+        let carried = if rejected_cookie.is_some() {
+            self.rules.cookies.carried(request.headers.get_all("cookie"))
+        } else {
+            Carried::default()
+        };
         let url = self.rules.upstream.websocket_url(rest, request.query.as_deref());
         let mut headers = relay::request_headers(
             request.headers,
@@ -268,7 +286,9 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
         self.rules.token.apply(&mut headers, cookie.token());
         let mut reply_headers = Headers::new();
         if rejected_cookie.is_some() {
-            reply_headers.append("set-cookie", self.rules.cookies.removal());
+            for removal in self.rules.cookies.removals(carried) {
+                reply_headers.append("set-cookie", removal);
+            }
         }
         Ok(WebSocketPlan {
             url,
@@ -332,11 +352,15 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
         }
     }
 
+    /// Whether the reply already sets or deletes an auth cookie (`<name>`
+    /// or a chunk): tokenjar's own, since the API's were dropped.
     fn writes_cookie(&self, headers: &Headers) -> bool {
-        let prefix = format!("{}=", self.rules.cookies.name());
-        headers
-            .get_all("set-cookie")
-            .any(|v| v.starts_with(prefix.as_bytes()))
+        headers.get_all("set-cookie").any(|v| {
+            v.iter()
+                .position(|&b| b == b'=')
+                .and_then(|end| std::str::from_utf8(v.get(..end)?).ok())
+                .is_some_and(|name| self.rules.cookies.is_own(name))
+        })
     }
 
     fn session(&self, method: &Method, cookie: &CookieState) -> Result<Reply<U::ResponseBody>, FlowError> {
@@ -350,12 +374,15 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
         Ok(no_store(Reply::json(200, &body)))
     }
 
-    fn logout(&self, method: &Method) -> Result<Reply<U::ResponseBody>, FlowError> {
+    /// Deletes `<name>` and every chunk the request `carried`.
+    fn logout(&self, method: &Method, carried: Carried) -> Result<Reply<U::ResponseBody>, FlowError> {
         if *method != Method::Post {
             return Err(FlowError::MethodNotAllowed { allow: "POST" });
         }
         let mut reply = no_store(Reply::json(200, &json!({ "loggedIn": false })));
-        reply.headers.append("set-cookie", self.rules.cookies.removal());
+        for removal in self.rules.cookies.removals(carried) {
+            reply.headers.append("set-cookie", removal);
+        }
         Ok(reply)
     }
 
@@ -444,6 +471,7 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
         request: ClientRequest<U::RequestBody>,
         rest: &str,
         token: Option<&Token>,
+        carried: Carried,
         now: i64,
     ) -> Result<Reply<U::ResponseBody>, FlowError> {
         let mut planned = self.plan(&self.rules.upstream, request, rest, token);
@@ -475,7 +503,10 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
             });
         }
         let login = self.rules.login.extract(&body)?;
-        let issued = self.rules.cookies.issue(&login.token, now, &self.random)?;
+        let issued = self
+            .rules
+            .cookies
+            .issue_replacing(&login.token, now, &self.random, carried)?;
 
         let secret = login.token.expose().as_bytes();
         let mut headers = relay::response_headers(headers, self.rules.cookies.name());
@@ -488,7 +519,9 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
             ) && !contains(value, secret)
         });
         headers.append("content-type", "application/json");
-        headers.append("set-cookie", issued.set_cookie);
+        for set_cookie in issued.set_cookies {
+            headers.append("set-cookie", set_cookie);
+        }
         Ok(no_store(Reply {
             status: 200,
             headers,

@@ -31,8 +31,8 @@
 //!
 //! let jar = CookieJar::new(CookiePolicy::default(), CookieKeys::generate(&Dice).unwrap());
 //! let issued = jar.issue(&"tok".parse().unwrap(), 1_000, &Dice).unwrap();
-//! // The browser sends back `name=value`.
-//! let header = issued.set_cookie.split(';').next().unwrap().to_owned();
+//! // The browser sends back `name=value` (a short token needs one cookie).
+//! let header = issued.set_cookies[0].split(';').next().unwrap().to_owned();
 //! match jar.open([header.as_bytes()], 1_000) {
 //!     CookieState::Valid(session) => assert_eq!(session.token.expose(), "tok"),
 //!     other => panic!("{other:?}"),
@@ -64,8 +64,9 @@ mod token;
 mod websocket;
 
 pub use cookies::{
-    CookieError, CookieJar, CookieKeys, CookiePolicy, CookieState, IssuedCookie, KeyError, Rejection,
-    SameSite, Session, DEFAULT_NAME, KEY_LEN, MAX_COOKIE_BYTES,
+    Carried, CookieError, CookieJar, CookieKeys, CookiePolicy, CookieState, IssuedCookie, KeyError, Part,
+    Rejection, SameSite, Session, CHUNK_BYTES, DEFAULT_MAX_CHUNKS, DEFAULT_NAME, KEY_LEN, MAX_CHUNKS_LIMIT,
+    MAX_COOKIE_BYTES,
 };
 pub use csrf::{CsrfRefusal, CsrfRules, OriginRefusal};
 pub use error::{ErrorBody, ErrorKind, FlowError};

@@ -1,9 +1,11 @@
 //! In-memory adapters of the ports (feature `test-util`): an API that
 //! answers from a function and records what it was sent, a clock that moves
-//! only when told, and a reproducible random source. With them the whole
+//! only when told, a reproducible random source, and a browser's cookie
+//! store for one site. With them the whole
 //! [`crate::Gateway`] flow runs without a socket and gives the same bytes
 //! every run.
 
+use std::collections::BTreeMap;
 use std::future::{ready, Future};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -219,5 +221,69 @@ mod tests {
         };
         assert_eq!(r("http://api:9/v1/x?y=1").path(), "/v1/x?y=1");
         assert_eq!(r("http://api:9").path(), "/");
+    }
+}
+
+/// What a browser keeps of one site's cookies, enough to follow the auth
+/// cookie and its chunks: each `Set-Cookie` stores its name's value, or
+/// deletes it with `Max-Age=0`; [`header`](Self::header) sends them back in
+/// name order, so `<name>.10` goes before `<name>.2` (browsers promise no
+/// order, and a join must not depend on one).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CookieStore(BTreeMap<String, String>);
+
+impl CookieStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes in `Set-Cookie` values as a browser would. One that does not
+    /// parse is ignored, as a browser ignores it.
+    pub fn apply<S: AsRef<[u8]>>(&mut self, set_cookies: impl IntoIterator<Item = S>) {
+        for set_cookie in set_cookies {
+            let text = crate::text::lossy_utf8(set_cookie.as_ref());
+            let Ok(cookie) = cookie::Cookie::parse(text.as_ref()) else {
+                continue;
+            };
+            if cookie
+                .max_age()
+                .is_some_and(|age| age.is_zero() || age.is_negative())
+            {
+                self.0.remove(cookie.name());
+            } else {
+                self.0.insert(cookie.name().to_owned(), cookie.value().to_owned());
+            }
+        }
+    }
+
+    /// The `Cookie` header the browser sends: every cookie, in name order.
+    pub fn header(&self) -> String {
+        self.0
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// The names held, in order.
+    pub fn names(&self) -> Vec<&str> {
+        self.0.keys().map(String::as_str).collect()
+    }
+
+    /// The value held for `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// Stores `value` under `name` directly, as a page or an attacker with
+    /// access to the cookies could.
+    pub fn set(&mut self, name: &str, value: &str) {
+        self.0.insert(name.to_owned(), value.to_owned());
+    }
+
+    /// Forgets `name`.
+    pub fn remove(&mut self, name: &str) {
+        self.0.remove(name);
     }
 }

@@ -94,7 +94,8 @@ pub fn request_headers(
 
 /// The headers the browser receives for an API response: hop-by-hop and
 /// body framing gone, and no `Set-Cookie` that would overwrite the auth
-/// cookie (only tokenjar writes that one).
+/// cookie or one of its chunks (only tokenjar writes those: a chunk planted
+/// by the API would break the session, or outlive it).
 pub fn response_headers(mut headers: Headers, cookie_name: &str) -> Headers {
     strip_hop_by_hop(&mut headers);
     headers.retain(|name, value| match name {
@@ -113,7 +114,7 @@ fn sets_cookie(value: &[u8], name: &str) -> bool {
         return true;
     };
     match cookie::Cookie::parse(text) {
-        Ok(c) => c.name().trim() == name,
+        Ok(c) => crate::cookies::Part::of(name, c.name().trim()).is_some(),
         Err(_) => true,
     }
 }

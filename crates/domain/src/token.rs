@@ -11,9 +11,11 @@ use base64::Engine as _;
 use crate::headers::{is_valid_name, Headers};
 use crate::setting::SettingError;
 
-/// Longest token accepted. A sealed cookie must fit the 4096 bytes browsers
-/// keep for one cookie; anything longer would be silently dropped by them.
-pub const MAX_TOKEN_LEN: usize = 2900;
+/// Longest token accepted: 64 KiB, a bound on what is read and sent at
+/// all. Whether a token fits in the cookies is decided when they are issued
+/// (a long session is split into `cookie.max_chunks` cookies at most,
+/// SPEC §15), so this is above what the most chunks can hold.
+pub const MAX_TOKEN_LEN: usize = 64 * 1024;
 
 /// The API's auth token. Its `Debug` and `Display` never show the value, so
 /// it cannot reach a log line by accident; [`Token::expose`] is the only way
@@ -30,8 +32,8 @@ pub enum TokenError {
     /// The string holds a byte that cannot go in an HTTP header value.
     #[error("the token holds characters that cannot go in a header")]
     NotHeaderSafe,
-    /// The string is too long to fit in a cookie.
-    #[error("the token is longer than {MAX_TOKEN_LEN} bytes and would not fit in a cookie")]
+    /// The string is too long to be carried at all.
+    #[error("the token is longer than {MAX_TOKEN_LEN} bytes")]
     TooLong,
 }
 

@@ -6,11 +6,13 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 use tokenjar_domain::demo::DemoApi;
-use tokenjar_domain::memory::{bytes_response, json_response, InMemoryUpstream, ManualClock, SeededRandom};
+use tokenjar_domain::memory::{
+    bytes_response, json_response, CookieStore, InMemoryUpstream, ManualClock, SeededRandom,
+};
 use tokenjar_domain::{
     ClientRequest, Clock, CookieJar, CookieKeys, CookiePolicy, CsrfRules, Forwarding, Gateway, Handled,
-    Headers, LoginResult, LoginRules, ReplyBody, RouteClass, Routes, Rules, TokenRules, UpstreamBase,
-    UpstreamError, DEFAULT_NAME,
+    Headers, LoginResult, LoginRules, Rejection, ReplyBody, RouteClass, Routes, Rules, TokenRules,
+    UpstreamBase, UpstreamError, DEFAULT_NAME,
 };
 
 const NOW: i64 = 1_700_000_000;
@@ -777,5 +779,106 @@ fn only_upgrades_under_the_prefix_and_off_the_login_route_are_websockets() {
         };
         let route = app.gateway.route(tokenjar_domain::Listener::Main, path).unwrap();
         assert_eq!(app.gateway.is_websocket(&route, &request), expected, "{path}");
+    }
+}
+
+/// A token of `len` printable bytes, no JWT.
+fn long_token(len: usize) -> String {
+    (0..len)
+        .map(|i| char::from(b'a' + u8::try_from(i % 26).unwrap()))
+        .collect()
+}
+
+/// An API whose login answers with `token` and whose other routes answer
+/// 200, each trying to set an auth chunk cookie of its own.
+fn api_issuing(token: String) -> App {
+    App::answering(move |request| {
+        let mut response = if request.url.ends_with("/login") {
+            json_response(200, &json!({ "authToken": token }))
+        } else {
+            json_response(200, &json!({ "ok": true }))
+        };
+        response
+            .headers
+            .append("set-cookie", format!("{DEFAULT_NAME}.1=planted; Path=/"));
+        Ok(response)
+    })
+}
+
+#[test]
+fn a_ten_kilobyte_token_travels_in_chunk_cookies() {
+    let token = long_token(10_000);
+    let app = api_issuing(token.clone());
+    let mut browser = CookieStore::new();
+    // A whole cookie left from an earlier, smaller session.
+    browser.set(DEFAULT_NAME, "stale");
+
+    let login = app.send("POST", "/api/login", &[("cookie", &browser.header())], b"{}");
+    assert_eq!(login.reply.status, 200);
+    assert_eq!(login.login, Some(LoginResult::Success));
+    assert!(!contains(&everything_sent(&login), &token));
+    let cookies = set_cookies(&login);
+    browser.apply(&cookies);
+    let chunk = |i: usize| format!("{DEFAULT_NAME}.{i}");
+    assert_eq!(browser.names(), [chunk(0), chunk(1), chunk(2), chunk(3)]);
+    // The API's own `.1` was dropped: the one `.1` set is tokenjar's.
+    assert!(!cookies.iter().any(|c| c.contains("planted")), "{cookies:?}");
+    assert!(cookies.iter().all(|c| c.contains("HttpOnly")));
+
+    let call = app.send("GET", "/api/things", &[("cookie", &browser.header())], b"");
+    assert_eq!(call.reply.status, 200);
+    assert!(set_cookies(&call).is_empty(), "the API cannot plant a chunk");
+    let sent = app.recorded().pop().unwrap();
+    assert_eq!(sent.headers.get_str("auth-token"), Some(token.as_str()));
+    assert!(!sent.headers.contains("cookie"));
+
+    let session = app.send("GET", "/api/session", &[("cookie", &browser.header())], b"");
+    assert_eq!(json_of(&session)["loggedIn"], true);
+
+    let logout = app.send("POST", "/api/logout", &[("cookie", &browser.header())], b"");
+    assert_eq!(logout.reply.status, 200);
+    let removals = set_cookies(&logout);
+    assert!(removals.iter().all(|c| c.contains("Max-Age=0")), "{removals:?}");
+    browser.apply(&removals);
+    assert!(browser.names().is_empty(), "{:?}", browser.names());
+    let call = app.send("GET", "/api/things", &[("cookie", &browser.header())], b"");
+    assert_eq!(
+        app.recorded().pop().unwrap().headers.get_str("auth-token"),
+        None,
+        "{}",
+        call.reply.status
+    );
+}
+
+#[test]
+fn a_spoiled_chunked_session_counts_as_none_and_every_cookie_goes() {
+    let app = api_issuing(long_token(10_000));
+    let mut browser = CookieStore::new();
+    browser.apply(set_cookies(&app.send("POST", "/api/login", &[], b"{}")));
+    browser.set(&format!("{DEFAULT_NAME}.2"), "AAAA");
+    let call = app.send("GET", "/api/things", &[("cookie", &browser.header())], b"");
+    assert_eq!(call.rejected_cookie, Some(Rejection::Unopenable));
+    assert_eq!(app.recorded().pop().unwrap().headers.get_str("auth-token"), None);
+    browser.apply(set_cookies(&call));
+    assert!(browser.names().is_empty(), "{:?}", browser.names());
+}
+
+#[test]
+fn a_token_too_large_for_the_cookies_is_502_token_too_large_without_a_cookie() {
+    // 20 KB needs six cookies (four allowed); 70 KB is past any token.
+    for len in [20_000, 70_000] {
+        let app = api_issuing(long_token(len));
+        let mut browser = CookieStore::new();
+        browser.set(DEFAULT_NAME, "stale");
+        let login = app.send("POST", "/api/login", &[("cookie", &browser.header())], b"{}");
+        assert_eq!(login.reply.status, 502, "{len}");
+        assert_eq!(json_of(&login)["error"], "token_too_large");
+        let message = json_of(&login)["message"].as_str().unwrap().to_owned();
+        assert!(message.contains("session.store"), "{message}");
+        assert_eq!(login.login, Some(LoginResult::Failed));
+        // No session cookie: only the deletion of the old, unopenable one.
+        let cookies = set_cookies(&login);
+        assert!(cookies.iter().all(|c| c.contains("Max-Age=0")), "{cookies:?}");
+        assert!(!contains(&everything_sent(&login), &long_token(len)));
     }
 }

@@ -12,7 +12,7 @@ use tokenjar_domain::memory::SeededRandom;
 // The judges of a result, shared with the fuzz targets; see the module's doc for why they
 // stay apart from the rules they judge.
 use tokenjar_domain::oracle::{contains, resolved_path, stays_under_base, BASE, BASE_PATH, NOW};
-use tokenjar_domain::{CookieError, Rejection, DEFAULT_NAME, MAX_COOKIE_BYTES, MAX_TOKEN_LEN};
+use tokenjar_domain::{CookieError, Rejection, CHUNK_BYTES, DEFAULT_NAME};
 use tokenjar_domain::{
     CookieJar, CookieKeys, CookiePolicy, CookieState, LoginRules, Route, Routes, Session, Token, UpstreamBase,
 };
@@ -48,6 +48,11 @@ fn token_text(len: std::ops::RangeInclusive<usize>) -> impl Strategy<Value = Str
     })
 }
 
+/// The longest token whose sealed session still fits in one cookie under every generated name
+/// (sealing adds a third in base64, the nonce, the tag and the expiry); longer ones are chunked
+/// and have their own properties.
+const ONE_COOKIE: usize = 2900;
+
 fn jwt(payload: &str) -> String {
     let enc = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     format!("{}.{}.sig", enc.encode(r#"{"alg":"HS256"}"#), enc.encode(payload))
@@ -59,8 +64,8 @@ fn cookie_token() -> impl Strategy<Value = String> {
     prop_oneof![
         3 => token_text(1..=16),
         3 => token_text(17..=400),
-        2 => token_text(401..=MAX_TOKEN_LEN),
-        1 => token_text(MAX_TOKEN_LEN..=MAX_TOKEN_LEN),
+        2 => token_text(401..=ONE_COOKIE),
+        1 => token_text(ONE_COOKIE..=ONE_COOKIE),
         2 => (-10_000i64..1_000_000).prop_map(|delta| jwt(&format!(r#"{{"exp":{}}}"#, NOW + delta))),
     ]
 }
@@ -309,7 +314,7 @@ proptest! {
         let token = Token::new(text.clone()).expect("the generator makes only acceptable tokens");
         let jar = CookieJar::new(policy(&name, max_age_s), keys(&key_list));
         let issued = jar.issue(&token, NOW, &RANDOM).unwrap();
-        let (sent_name, value) = pair(&issued.set_cookie);
+        let (sent_name, value) = pair(&issued.set_cookies[0]);
         prop_assert_eq!(&sent_name, &name);
 
         let expires_at = if max_age_s > 0 {
@@ -341,7 +346,7 @@ proptest! {
             prop_assert!(!contains(&raw, text.as_bytes()), "ciphertext holds the token {text:?}");
         }
         // A fresh nonce each time: two seals of the same token differ.
-        let again = pair(&jar.issue(&token, NOW, &RANDOM).unwrap().set_cookie).1;
+        let again = pair(&jar.issue(&token, NOW, &RANDOM).unwrap().set_cookies[0]).1;
         prop_assert_ne!(again, value);
     }
 
@@ -356,15 +361,19 @@ proptest! {
             CookieKeys::from_base64::<&str>(&[]).unwrap(),
         );
         // Percent-encoding can triple a token's size: a long one with many special characters
-        // may not fit a cookie, and must then be refused rather than cut.
+        // needs more cookies than allowed, and must then be refused rather than cut short.
         let issued = match jar.issue(&token, NOW, &RANDOM) {
-            Err(CookieError::TooLarge) => {
-                prop_assert!(name.len() + 1 + 3 * text.len() > MAX_COOKIE_BYTES, "{text:?}");
+            Err(CookieError::TooLarge { max_chunks }) => {
+                prop_assert!(3 * text.len() > max_chunks * (CHUNK_BYTES - name.len() - 3), "{text:?}");
                 return Ok(());
             }
             other => other.unwrap(),
         };
-        let (sent_name, value) = pair(&issued.set_cookie);
+        if issued.set_cookies.len() > 1 {
+            // Chunked: the open-the-joined-value case is covered by the chunk properties.
+            return Ok(());
+        }
+        let (sent_name, value) = pair(&issued.set_cookies[0]);
         prop_assert_eq!(&sent_name, &name);
         // The value may not hold anything that ends or splits a cookie.
         prop_assert!(!value.contains([';', ' ', ',', '"', '\\']), "{value:?}");
@@ -383,7 +392,7 @@ proptest! {
     ) {
         let token: Token = "opaque-token".parse().unwrap();
         let jar = CookieJar::new(policy("auth-token", max_age_s), keys(&[key_text]));
-        let (name, value) = pair(&jar.issue(&token, NOW, &RANDOM).unwrap().set_cookie);
+        let (name, value) = pair(&jar.issue(&token, NOW, &RANDOM).unwrap().set_cookies[0]);
         let opened = open_pair(&jar, &name, &value, NOW + later);
         if later < i64::try_from(max_age_s).unwrap() {
             prop_assert!(matches!(opened, CookieState::Valid(_)), "{opened:?}");
@@ -404,7 +413,7 @@ proptest! {
         prop_assume!(name != other_name);
         let token = Token::new(text).unwrap();
         let sealer = CookieJar::new(policy(&name, 0), keys(std::slice::from_ref(&sealing)));
-        let value = pair(&sealer.issue(&token, NOW, &RANDOM).unwrap().set_cookie).1;
+        let value = pair(&sealer.issue(&token, NOW, &RANDOM).unwrap().set_cookies[0]).1;
 
         let foreign = CookieJar::new(policy(&name, 0), keys(&opening));
         prop_assert_eq!(
@@ -437,7 +446,7 @@ proptest! {
     ) {
         let token = Token::new(text).unwrap();
         let jar = CookieJar::new(policy("auth-token", 0), keys(&[key_text]));
-        let value = pair(&jar.issue(&token, NOW, &RANDOM).unwrap().set_cookie).1;
+        let value = pair(&jar.issue(&token, NOW, &RANDOM).unwrap().set_cookies[0]).1;
         let mut bytes = value.clone().into_bytes();
         // Half the cases change one of the last four characters, where base64's padding and
         // spare bits live: the likeliest place for two spellings of the same bytes.
@@ -568,7 +577,7 @@ impl Cookies {
         let value = pair(
             &jar.issue(&Token::new(token.to_owned()).unwrap(), NOW, &RANDOM)
                 .unwrap()
-                .set_cookie,
+                .set_cookies[0],
         )
         .1;
         format!("{DEFAULT_NAME}={value}")
@@ -662,6 +671,131 @@ proptest! {
         // Neither token, and (not `Rejected`) no deletion.
         prop_assert_eq!(opened.token(), None, "{:?}", headers);
         prop_assert_eq!(opened, CookieState::Conflicting, "{:?}", headers);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cookie chunks (SPEC §15): any size round-trips; only a session's own chunks, all of them, in
+// their places, open
+// ---------------------------------------------------------------------------------------------
+
+/// The `name=value` pairs of the cookies a session was issued as, in order.
+fn chunk_pairs(jar: &CookieJar, token: &Token) -> Vec<(String, String)> {
+    jar.issue(token, NOW, &RANDOM)
+        .unwrap()
+        .set_cookies
+        .iter()
+        .map(|c| pair(c))
+        .collect()
+}
+
+/// The `Cookie` header for `pairs`, in the order of `order` (as a browser may send them).
+fn header_in_order(pairs: &[(String, String)], order: &[u32]) -> String {
+    let mut sorted: Vec<(u32, &(String, String))> = pairs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (order.get(i).copied().unwrap_or(0), p))
+        .collect();
+    sorted.sort_by_key(|(key, _)| *key);
+    sorted
+        .iter()
+        .map(|(_, (name, value))| format!("{name}={value}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Two different tokens of one length long enough to need at least two cookies, so that
+/// their sessions have the same number of chunks.
+fn two_chunked_tokens() -> impl Strategy<Value = (String, String)> {
+    (4_000usize..=20_000)
+        .prop_flat_map(|len| (token_text(len..=len), token_text(len..=len)))
+        .prop_filter("two different tokens", |(a, b)| a != b)
+}
+
+proptest! {
+    #![proptest_config(config(48))]
+
+    #[test]
+    fn a_session_of_any_size_round_trips(
+        text in prop_oneof![token_text(1..=3_000), token_text(3_001..=40_000)],
+        key_list in proptest::collection::vec(key(), 1..=2),
+        name in cookie_name(),
+        order in proptest::collection::vec(any::<u32>(), 16),
+    ) {
+        let token = Token::new(text.clone()).unwrap();
+        let jar = CookieJar::new(policy(&name, 0), keys(&key_list)).with_max_chunks(16);
+        let pairs = chunk_pairs(&jar, &token);
+        for (i, (sent_name, value)) in pairs.iter().enumerate() {
+            prop_assert!(sent_name.len() + value.len() <= CHUNK_BYTES);
+            let expected = if pairs.len() == 1 { name.clone() } else { format!("{name}.{i}") };
+            prop_assert_eq!(sent_name, &expected);
+        }
+        let header = header_in_order(&pairs, &order);
+        let opened = jar.open([header.as_bytes()], NOW);
+        prop_assert_eq!(opened.token().map(Token::expose), Some(text.as_str()));
+    }
+
+    #[test]
+    fn chunks_that_are_not_one_whole_session_never_open(
+        (a, b) in two_chunked_tokens(),
+        kind in 0usize..4,
+        picks in proptest::collection::vec(any::<bool>(), 16),
+        i in any::<Index>(),
+        j in any::<Index>(),
+        order in proptest::collection::vec(any::<u32>(), 17),
+    ) {
+        let key = base64::engine::general_purpose::STANDARD.encode([7; 64]);
+        let jar = CookieJar::new(CookiePolicy::default(), keys(&[key])).with_max_chunks(16);
+        let ours = chunk_pairs(&jar, &Token::new(a).unwrap());
+        let theirs = chunk_pairs(&jar, &Token::new(b).unwrap());
+        let n = ours.len();
+        prop_assert!(n >= 2 && n == theirs.len(), "{n} and {}", theirs.len());
+        let name = |k: usize| format!("{DEFAULT_NAME}.{k}");
+        let values: Vec<&String> = ours.iter().map(|(_, v)| v).collect();
+        let sent: Vec<(String, String)> = match kind {
+            // A strict, non-empty subset, each chunk under its own name.
+            0 => {
+                let mut keep: Vec<bool> = picks[..n].to_vec();
+                if keep.iter().all(|k| *k) || keep.iter().all(|k| !*k) {
+                    keep[0] = !keep[0];
+                }
+                (0..n).filter(|&k| keep[k]).map(|k| (name(k), values[k].clone())).collect()
+            }
+            // The values moved to other places (a rotation by 1 ..= n - 1).
+            1 => {
+                let by = 1 + i.index(n - 1);
+                (0..n).map(|k| (name(k), values[(k + by) % n].clone())).collect()
+            }
+            // One chunk's value twice: in another chunk's place, or once more at the end.
+            2 => {
+                let from = i.index(n);
+                let mut all: Vec<(String, String)> =
+                    (0..n).map(|k| (name(k), values[k].clone())).collect();
+                if picks[0] {
+                    let to = (from + 1 + j.index(n - 1)) % n;
+                    all[to].1 = values[from].clone();
+                } else {
+                    all.push((name(n), values[from].clone()));
+                }
+                all
+            }
+            // Each place from one of the two sessions, both used.
+            _ => {
+                let mut from_ours: Vec<bool> = picks[..n].to_vec();
+                if from_ours.iter().all(|k| *k) {
+                    from_ours[0] = false;
+                }
+                if from_ours.iter().all(|k| !*k) {
+                    from_ours[0] = true;
+                }
+                (0..n)
+                    .map(|k| (name(k), if from_ours[k] { values[k].clone() } else { theirs[k].1.clone() }))
+                    .collect()
+            }
+        };
+        let header = header_in_order(&sent, &order);
+        let opened = jar.open([header.as_bytes()], NOW);
+        prop_assert_eq!(opened, CookieState::Rejected(Rejection::Unopenable), "kind {}", kind);
     }
 }
 

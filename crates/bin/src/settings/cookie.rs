@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use tokenjar_adapters_actix::OsRandom;
-use tokenjar_domain::{CookieJar, CookieKeys, CookiePolicy, SameSite};
+use tokenjar_domain::{CookieJar, CookieKeys, CookiePolicy, SameSite, MAX_CHUNKS_LIMIT};
 
 use super::section::{Problem, Problems, Section};
 
@@ -28,6 +28,8 @@ pub struct CookieSection {
     pub max_age_s: u64,
     /// Seal the token.
     pub encrypt: bool,
+    /// Most cookies one session may be split into (SPEC §15).
+    pub max_chunks: usize,
     /// Sealing keys, base64.
     pub keys: Vec<String>,
 }
@@ -42,6 +44,7 @@ impl fmt::Debug for CookieSection {
             .field("domain", &self.domain)
             .field("max_age_s", &self.max_age_s)
             .field("encrypt", &self.encrypt)
+            .field("max_chunks", &self.max_chunks)
             .field("keys", &format_args!("<{} redacted>", self.keys.len()))
             .finish()
     }
@@ -138,6 +141,18 @@ impl Section for CookieSection {
                 .checked(),
             )
         });
+        // Each chunk is up to 4,000 bytes that every request then carries:
+        // past 16 (64 KB of cookies) a request head would outgrow what
+        // servers and proxies accept, and server-side sessions are the way.
+        if !(1..=MAX_CHUNKS_LIMIT).contains(&self.max_chunks) {
+            problems.push(
+                "max_chunks",
+                format!(
+                    "{} is not between 1 and {MAX_CHUNKS_LIMIT} (for larger tokens use session.store)",
+                    self.max_chunks
+                ),
+            );
+        }
         let configured: Vec<&str> = self
             .keys
             .iter()
@@ -156,7 +171,7 @@ impl Section for CookieSection {
         }
         problems.finish(|| {
             Some(Cookies {
-                jar: CookieJar::new(policy?, keys?),
+                jar: CookieJar::new(policy?, keys?).with_max_chunks(self.max_chunks),
                 ephemeral_key,
             })
         })
@@ -196,5 +211,19 @@ mod tests {
             problems[0].to_string(),
             "cookie.same_site: \"sometimes\" is not one of strict, lax, none"
         );
+    }
+
+    #[test]
+    fn max_chunks_defaults_to_4_and_must_be_1_to_16() {
+        let validated = load(&[]).unwrap().validate().unwrap();
+        assert_eq!(validated.rules.cookies.max_chunks(), 4);
+        let sixteen = load(&[("TOKENJAR_COOKIE__MAX_CHUNKS", "16")]).unwrap();
+        assert_eq!(sixteen.validate().unwrap().rules.cookies.max_chunks(), 16);
+        for wrong in ["0", "17"] {
+            let problems = load(&[("TOKENJAR_COOKIE__MAX_CHUNKS", wrong)])
+                .unwrap()
+                .validate();
+            assert_eq!(problem_keys(problems), ["cookie.max_chunks"], "{wrong}");
+        }
     }
 }

@@ -280,11 +280,14 @@ mod tests {
         assert_eq!(validated.rules.cookies.policy(), &CookiePolicy::default());
         let token = "tok".parse().unwrap();
         let issued = validated.rules.cookies.issue(&token, 1_000, &OsRandom).unwrap();
-        assert!(issued.set_cookie.starts_with("__Host-auth-token="), "{issued:?}");
+        assert!(
+            issued.set_cookies[0].starts_with("__Host-auth-token="),
+            "{issued:?}"
+        );
         for attribute in ["; Secure", "; Path=/"] {
-            assert!(issued.set_cookie.contains(attribute), "{attribute}");
+            assert!(issued.set_cookies[0].contains(attribute), "{attribute}");
         }
-        assert!(!issued.set_cookie.contains("Domain"));
+        assert!(!issued.set_cookies[0].contains("Domain"));
     }
 
     #[test]
