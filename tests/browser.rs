@@ -929,3 +929,79 @@ async fn a_ten_kilobyte_token_lives_in_chunk_cookies_the_browser_keeps() {
     assert!(chunks().await.is_empty(), "the logout deleted every chunk");
     browser.close().await;
 }
+
+/// Logs in from the page's own script as `user` (whose password is the
+/// same) and calls `/api/me`: the two statuses, `/api/me`'s body and what
+/// `document.cookie` shows.
+const LOG_IN_AS: &str = r#"
+const [user, done] = [arguments[0], arguments[arguments.length - 1]];
+(async () => {
+  const login = await fetch("/api/login", {
+    method: "POST",
+    headers: { "x-csrf": "1", "content-type": "application/json" },
+    body: JSON.stringify({ username: user, password: user }),
+  });
+  const me = await fetch("/api/me");
+  done({ login: login.status, me: me.status, body: await me.text(), visible: document.cookie });
+})().catch((error) => done({ error: String(error) }));
+"#;
+
+/// The names of the browser's auth cookies: the plain one and its chunks.
+async fn auth_cookie_names(client: &Client) -> Vec<String> {
+    let mut names: Vec<String> = client
+        .get_all_cookies()
+        .await
+        .expect("read the browser's cookies")
+        .into_iter()
+        .map(|cookie| cookie.name().to_owned())
+        .filter(|name| name == COOKIE || name.starts_with(&format!("{COOKIE}.")))
+        .collect();
+    names.sort();
+    names
+}
+
+/// A session too large for one cookie (SPEC §15): the demo's `roles`
+/// account has a 10 KB token, which Chromium keeps as chunk cookies, all
+/// HttpOnly; `/api/me` works with them, and a later small session leaves no
+/// chunk behind in the browser's jar.
+#[actix_web::test]
+async fn a_ten_kilobyte_token_lives_in_chunk_cookies_and_leaves_none_behind() {
+    let Some(browser) = Browser::open().await else {
+        return;
+    };
+    let app = start_demo();
+    open_demo(&browser, &app, false).await;
+
+    let seen = browser
+        .execute_async(LOG_IN_AS, vec![json!("roles")])
+        .await
+        .expect("log in as roles");
+    assert_eq!(seen["login"], json!(200), "{seen}");
+    assert_eq!(seen["me"], json!(200), "{seen}");
+    assert_eq!(seen["body"], json!(r#"{"name":"roles"}"#), "{seen}");
+    assert_eq!(seen["visible"], json!(""), "no script sees the session");
+    let names = auth_cookie_names(&browser).await;
+    assert!(
+        names.len() >= 3 && names.iter().all(|n| n.starts_with(&format!("{COOKIE}."))),
+        "a 10 KB token is kept in three or more chunks, never in {COOKIE}: {names:?}"
+    );
+    for name in &names {
+        let cookie = cookie_named(&browser, name).await.expect("the chunk is stored");
+        assert_eq!(cookie.http_only(), Some(true), "{cookie}");
+        assert!(
+            cookie.value().len() + name.len() <= 4_000,
+            "{name}: {}",
+            cookie.value().len()
+        );
+    }
+
+    // Back to a session that fits one cookie: every chunk is gone.
+    let seen = browser
+        .execute_async(LOG_IN_AS, vec![json!("demo")])
+        .await
+        .expect("log in as demo");
+    assert_eq!(seen["me"], json!(200), "{seen}");
+    assert_eq!(seen["body"], json!(r#"{"name":"demo"}"#), "{seen}");
+    assert_eq!(auth_cookie_names(&browser).await, vec![COOKIE.to_owned()]);
+    browser.close().await;
+}
