@@ -13,6 +13,8 @@
 #   (websocket: echo round trips per second through each proxy's
 #   WebSocket relay, CONNS sockets with one 128-byte message in flight
 #   each, against tests/ws_bench's echo API and load generator)
+#   (get-cookie-chunked: a session of a 7 KB token, sealed over three
+#   cookies, against nginx passing the same token in one clear cookie)
 #   ROUNDS=1 DURATION=3 bench/run.sh  # a quick look
 #   SCENARIOS="get-cookie login" bench/run.sh
 #   BENCH_BIN=/tmp/tokenjar-before bench/run.sh   # another build
@@ -25,7 +27,7 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
-SCENARIOS=${SCENARIOS:-"get-cookie get-nocookie post-64k post-1m download-100m login tls-listener tls-handshake get-cookie-https websocket"}
+SCENARIOS=${SCENARIOS:-"get-cookie get-nocookie post-64k post-1m download-100m login tls-listener tls-handshake get-cookie-https websocket get-cookie-chunked"}
 
 need() { command -v "$1" >/dev/null || { echo "bench: '$1' is missing (apt-get install $2)" >&2; exit 1; }; }
 need wrk wrk
@@ -92,6 +94,12 @@ WS_PORT=$(free_port)
 JWT=$(python3 -c 'import base64, json
 e = lambda d: base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
 print(e({"alg": "HS256", "typ": "JWT"}) + "." + e({"sub": "bench", "exp": 4102444800}) + ".c2lnbmF0dXJlLWJ5LXRoZS1hcGk")')
+# A token of about 7 KB (a JWT with many roles), whose sealed session takes
+# three cookies (get-cookie-chunked).
+BIGJWT=$(python3 -c 'import base64, json
+e = lambda d: base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
+roles = ["role-%04d" % i for i in range(400)]
+print(e({"alg": "HS256", "typ": "JWT"}) + "." + e({"sub": "bench", "exp": 4102444800, "roles": roles}) + ".c2lnbmF0dXJlLWJ5LXRoZS1hcGk")')
 head -c $((100 * 1024 * 1024)) /dev/zero > "$work/big.bin"
 mkdir -p "$work/ub" "$work/pb" "$work/pt" "$work/none"
 # A CA and a server certificate for 127.0.0.1 signed by it: the proxies'
@@ -110,6 +118,7 @@ render() {
     sed -e "s|@WORK@|$work|g" -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" -e "s|@NGINX_PORT@|$NGINX_PORT|g" \
         -e "s|@NGINX_TLS_PORT@|$NGINX_TLS_PORT|g" -e "s|@WS_PORT@|$WS_PORT|g" -e "s|@JWT@|$JWT|g" \
         -e "s|@UPSTREAM_TLS_PORT@|$UPSTREAM_TLS_PORT|g" -e "s|@NGINX_HTTPS_UP_PORT@|$NGINX_HTTPS_UP_PORT|g" \
+        -e "s|@BIGJWT1@|${BIGJWT:0:3000}|g" -e "s|@BIGJWT2@|${BIGJWT:3000:3000}|g" -e "s|@BIGJWT3@|${BIGJWT:6000}|g" \
         -e "s|@UPSTREAM_TLS@|listen 127.0.0.1:$UPSTREAM_TLS_PORT ssl backlog=4096; ssl_certificate $work/tls.crt; ssl_certificate_key $work/tls.key;|g" \
         "bench/$1" > "$work/$1"
 }
@@ -185,6 +194,21 @@ CLEAR="auth-token=$JWT"
 ECHOED=$(curl -s -H "Cookie: $CLEAR" "http://127.0.0.1:$NGINX_PORT/api/echo")
 echo "$ECHOED" | grep -q "$JWT" || { echo "bench: nginx did not pass the token: $ECHOED" >&2; exit 1; }
 
+# get-cookie-chunked: a login with the 7 KB token, whose session tokenjar
+# splits over auth-token.0, .1, …; every chunk goes back on each request.
+# nginx gets the same token in clear in one cookie.
+CHUNKED=
+case " $SCENARIOS " in
+    *" get-cookie-chunked "*)
+        CHUNKED=$(curl -s -D - -o /dev/null -H 'x-csrf: 1' -H 'content-type: application/json' -d '{}' \
+            "http://127.0.0.1:$TOKENJAR_PORT/api/login?big=1" | tr -d '\r' \
+            | sed -n 's/^set-cookie: \(auth-token\.[0-9]*=[^;]*\);.*/\1/Ip' | paste -sd ';' - | sed 's/;/; /g')
+        [ -n "$CHUNKED" ] || { echo "bench: the big login through tokenjar gave no chunked cookie" >&2; exit 1; }
+        ECHOED=$(curl -s -H "Cookie: $CHUNKED" "http://127.0.0.1:$TOKENJAR_PORT/api/echo")
+        echo "$ECHOED" | grep -q "$BIGJWT" || { echo "bench: tokenjar did not pass the big token" >&2; exit 1; }
+        echo "bench: the chunked session is $(echo "$CHUNKED" | tr ';' '\n' | wc -l) cookies, ${#CHUNKED} bytes" >&2 ;;
+esac
+
 ticks() { # utime + stime of the given processes, in clock ticks
     local total=0
     for p in "$@"; do
@@ -229,6 +253,10 @@ run() {
             [ "$target" = nginx ] && port=$NGINX_HTTPS_UP_PORT
             url="http://127.0.0.1:$port/api/echo"
             args=(-H "Cookie: $cookie") ;;
+        get-cookie-chunked)
+            # The build before chunked sessions cannot hold a 7 KB token.
+            [ "$target" = base ] && return 0
+            if [ "$target" = nginx ]; then args=(-H "Cookie: auth-token=$BIGJWT"); else args=(-H "Cookie: $CHUNKED"); fi ;;
         get-nocookie) ;;
         post-64k) args=(-H "Cookie: $cookie" -s bench/post.lua) ;;
         post-1m) args=(-H "Cookie: $cookie" -s bench/post-1m.lua); url="http://127.0.0.1:$port/api/upload" ;;
