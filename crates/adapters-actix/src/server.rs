@@ -440,19 +440,11 @@ fn client_request(
 /// The request with its body as a stream counted against
 /// `server.max_body_bytes`.
 fn with_body(head: ClientRequest<()>, payload: web::Payload, shared: &Shared) -> ClientRequest<RequestBody> {
-    ClientRequest {
-        method: head.method,
-        path: head.path,
-        query: head.query,
-        headers: head.headers,
-        peer: head.peer,
-        scheme: head.scheme,
-        body: RequestBody::new(
-            payload.into_inner(),
-            shared.max_body_bytes,
-            shared.client_body_timeout,
-        ),
-    }
+    head.with_body(RequestBody::new(
+        payload.into_inner(),
+        shared.max_body_bytes,
+        shared.client_body_timeout,
+    ))
 }
 
 /// The domain's view of the request without its body, refused at once

@@ -73,6 +73,23 @@ pub struct ClientRequest<B> {
     pub body: B,
 }
 
+impl<B> ClientRequest<B> {
+    /// The same request with `body` in place of its own: an adapter reads
+    /// the head first (a WebSocket handshake is decided on it) and gives
+    /// the body only to a request that goes on as an ordinary call.
+    pub fn with_body<T>(self, body: T) -> ClientRequest<T> {
+        ClientRequest {
+            method: self.method,
+            path: self.path,
+            query: self.query,
+            headers: self.headers,
+            peer: self.peer,
+            scheme: self.scheme,
+            body,
+        }
+    }
+}
+
 /// A request to the API, ready to send.
 #[derive(Debug)]
 pub struct UpstreamRequest<B> {
