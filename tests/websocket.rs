@@ -7,7 +7,7 @@
 //! is for a frame or a report, bounded only to fail.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_ws::Item;
 use awc::error::WsClientError;
@@ -16,7 +16,9 @@ use bytes::Bytes;
 use futures_util::SinkExt as _;
 use tokenjar_e2e::metrics::metric_sum;
 use tokenjar_e2e::pki::TestCa;
-use tokenjar_e2e::ws_api::{close_of, connect, next_frame, Ended, Socket, WsApi, CHOSEN_PROTOCOL};
+use tokenjar_e2e::ws_api::{
+    close_of, connect, next_frame, websockets_open_reaches, Ended, Socket, WsApi, CHOSEN_PROTOCOL,
+};
 use tokenjar_e2e::{spawn_app, TempDir, TestApp};
 
 /// tokenjar in front of a fresh WebSocket API (base path `/v1`).
@@ -71,18 +73,7 @@ async fn metrics(app: &TestApp) -> String {
 
 /// Waits (at most 10 s) until the open-sockets gauge reads `value`.
 async fn gauge_reaches(app: &TestApp, value: f64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let now = metric_sum(&metrics(app).await, "tokenjar_websockets_open", &[]);
-        if now == value {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "tokenjar_websockets_open stayed {now}, not {value}"
-        );
-        actix_rt::task::yield_now().await;
-    }
+    websockets_open_reaches(app.address, value, Duration::from_secs(10)).await;
 }
 
 #[actix_web::test]

@@ -12,9 +12,8 @@ use futures_util::future::join_all;
 use futures_util::SinkExt as _;
 use tokenjar_e2e::external::in_ci;
 use tokenjar_e2e::load::open_files_soft_limit;
-use tokenjar_e2e::metrics::metric_sum;
 use tokenjar_e2e::spawn_app;
-use tokenjar_e2e::ws_api::{close_of, connect, next_frame, Socket, WsApi};
+use tokenjar_e2e::ws_api::{close_of, connect, next_frame, websockets_open_reaches, Socket, WsApi};
 
 const SOCKETS: usize = 1_000;
 const MESSAGES: usize = 3;
@@ -41,30 +40,8 @@ async fn open_and_talk(url: String, origin: String, n: usize) -> Socket {
     socket
 }
 
-async fn gauge(address: std::net::SocketAddr) -> f64 {
-    let client = awc::Client::default();
-    let mut response = client
-        .get(format!("http://{address}/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics");
-    let body = response.body().limit(1 << 20).await.expect("read /metrics");
-    metric_sum(&String::from_utf8_lossy(&body), "tokenjar_websockets_open", &[])
-}
-
 async fn gauge_reaches(address: std::net::SocketAddr, value: f64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let now = gauge(address).await;
-        if now == value {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "tokenjar_websockets_open stayed {now}, not {value}"
-        );
-        actix_rt::task::yield_now().await;
-    }
+    websockets_open_reaches(address, value, Duration::from_secs(30)).await;
 }
 
 #[actix_web::test]

@@ -368,3 +368,28 @@ pub async fn close_of(socket: &mut Socket) -> (Option<u16>, String) {
         }
     }
 }
+
+/// Waits until tokenjar at `address` reports `value` open WebSockets
+/// (`tokenjar_websockets_open` on `/metrics`); panics after `within`.
+pub async fn websockets_open_reaches(address: SocketAddr, value: f64, within: Duration) {
+    let deadline = Instant::now() + within;
+    let client = awc::Client::default();
+    loop {
+        let mut response = client
+            .get(format!("http://{address}/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics");
+        let body = response.body().limit(1 << 20).await.expect("read /metrics");
+        let now =
+            crate::metrics::metric_sum(&String::from_utf8_lossy(&body), "tokenjar_websockets_open", &[]);
+        if now == value {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tokenjar_websockets_open stayed {now}, not {value}"
+        );
+        actix_rt::task::yield_now().await;
+    }
+}
