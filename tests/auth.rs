@@ -299,7 +299,10 @@ async fn any_2xx_login_with_a_token_logs_in() {
     let cookie = reply.set_cookie_for("auth-token").expect("cookie").pair();
 
     let session = app.session(Some(&cookie)).await;
-    assert_eq!(session.json(), json!({"loggedIn": true, "expiresAt": exp}));
+    assert_eq!(
+        session.json(),
+        json!({"loggedIn": true, "expiresAt": exp, "refreshable": false})
+    );
 }
 
 #[actix_web::test]
@@ -328,7 +331,10 @@ async fn login_keeps_other_fields_and_opaque_tokens_make_session_cookies() {
     );
 
     let session = app.session(Some(&cookie.pair())).await;
-    assert_eq!(session.json(), json!({"loggedIn": true, "expiresAt": null}));
+    assert_eq!(
+        session.json(),
+        json!({"loggedIn": true, "expiresAt": null, "refreshable": false})
+    );
     app.get_api("/api/echo", Some(&cookie.pair())).await;
     assert_eq!(api.last_request().header_all("auth-token"), vec![token.as_str()]);
 }
@@ -394,7 +400,10 @@ async fn session_reports_the_jwt_expiry_and_never_the_token() {
 
     let reply = app.session(Some(&cookie)).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
-    assert_eq!(reply.json(), json!({"loggedIn": true, "expiresAt": issued.exp}));
+    assert_eq!(
+        reply.json(),
+        json!({"loggedIn": true, "expiresAt": issued.exp, "refreshable": false})
+    );
     assert_no_token(&reply, &issued.token, "session");
     assert_eq!(api.requests().len(), 1, "only the login reached the API");
 }
@@ -495,7 +504,7 @@ async fn key_rotation_keeps_sessions_until_the_old_key_goes() {
         let reply = app.session(Some(&old_cookie)).await;
         assert_eq!(
             reply.json(),
-            json!({"loggedIn": true, "expiresAt": token.exp}),
+            json!({"loggedIn": true, "expiresAt": token.exp, "refreshable": false}),
             "a cookie sealed with K1 must open with keys K2,K1"
         );
         app.get_api("/api/echo", Some(&old_cookie)).await;
@@ -534,7 +543,10 @@ async fn without_encryption_the_cookie_holds_the_token_in_clear() {
     assert_eq!(cookie.attr("httponly"), Some(None));
 
     let session = app.session(Some(&cookie.pair())).await;
-    assert_eq!(session.json(), json!({"loggedIn": true, "expiresAt": issued.exp}));
+    assert_eq!(
+        session.json(),
+        json!({"loggedIn": true, "expiresAt": issued.exp, "refreshable": false})
+    );
     app.get_api("/api/echo", Some(&cookie.pair())).await;
     assert_eq!(
         api.last_request().header_all("auth-token"),

@@ -1,6 +1,6 @@
 //! Prometheus metrics (SPEC §9): requests by route class and status, their
 //! latency, upstream errors, logins, logouts, CSRF refusals, refused
-//! cookies and conflicting ones, open WebSockets, rendered in the text
+//! cookies and conflicting ones, token refreshes, open WebSockets, rendered in the text
 //! exposition format at `/metrics`.
 
 use prometheus::{
@@ -19,6 +19,7 @@ pub struct Metrics {
     csrf_refused: IntCounter,
     cookies_rejected: IntCounter,
     cookie_conflicts: IntCounter,
+    refreshes: IntCounterVec,
     websockets_open: IntGauge,
 }
 
@@ -76,6 +77,14 @@ impl Metrics {
             "tokenjar_cookie_conflicts_total",
             "Requests whose auth cookies opened to different sessions: none used, none deleted.",
         )?;
+        let refreshes = IntCounterVec::new(
+            Opts::new(
+                "tokenjar_refreshes_total",
+                "Requests that needed a token refresh, by result: ok (refreshed), reused (handed \
+                 another request's result), refused (session ended), failed (session kept).",
+            ),
+            &["result"],
+        )?;
         let websockets_open = IntGauge::new(
             "tokenjar_websockets_open",
             "WebSockets relayed right now (browser and API both connected).",
@@ -88,6 +97,7 @@ impl Metrics {
         registry.register(Box::new(csrf_refused.clone()))?;
         registry.register(Box::new(cookies_rejected.clone()))?;
         registry.register(Box::new(cookie_conflicts.clone()))?;
+        registry.register(Box::new(refreshes.clone()))?;
         registry.register(Box::new(websockets_open.clone()))?;
         Ok(Self {
             registry,
@@ -99,6 +109,7 @@ impl Metrics {
             csrf_refused,
             cookies_rejected,
             cookie_conflicts,
+            refreshes,
             websockets_open,
         })
     }
@@ -125,6 +136,9 @@ impl Metrics {
         }
         if handled.conflicting_cookies {
             self.cookie_conflicts.inc();
+        }
+        if let Some(refresh) = handled.refresh {
+            self.refreshes.with_label_values(&[refresh.as_str()]).inc();
         }
     }
 
@@ -157,7 +171,9 @@ impl Metrics {
             // Counted apart: the answer was good, the token outgrew
             // `cookie.max_chunks`, and the operator's fix differs.
             ErrorKind::TokenTooLarge => upstream("token_too_large"),
-            ErrorKind::BadRequest
+            // Counted by tokenjar_refreshes_total{result="refused"}.
+            ErrorKind::SessionExpired
+            | ErrorKind::BadRequest
             | ErrorKind::NotFound
             | ErrorKind::MethodNotAllowed
             | ErrorKind::RequestTimeout

@@ -46,6 +46,7 @@ fn rules(upstream_url: &str) -> Arc<Rules> {
         ),
         csrf: CsrfRules::default(),
         forwarding: Forwarding::default(),
+        refresh: None,
     })
 }
 

@@ -33,6 +33,7 @@ fn rules() -> Rules {
         ),
         csrf: CsrfRules::default(),
         forwarding: Forwarding::default(),
+        refresh: None,
     }
 }
 

@@ -16,7 +16,7 @@ use subtle::ConstantTimeEq as _;
 
 use crate::ports::{Random, RandomError};
 use crate::setting::SettingError;
-use crate::token::{Token, TokenError};
+use crate::token::{Grant, Token, TokenError};
 
 /// Browsers keep at most this many bytes of one cookie's name and value.
 pub const MAX_COOKIE_BYTES: usize = 4096;
@@ -329,13 +329,32 @@ impl CookieKeys {
     }
 }
 
-/// An auth cookie that opened: the token and when it stops being valid.
+/// An auth cookie that opened: the tokens and when they stop being valid.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Session {
-    /// The API token.
+    /// The API (access) token.
     pub token: Token,
     /// Unix seconds after which the session is over, when known.
     pub expires_at: Option<i64>,
+    /// Unix seconds when the access token expires, when known (SPEC §14);
+    /// the session itself may live on, to refresh it.
+    pub access_expires_at: Option<i64>,
+    /// The refresh token, when the login gave one.
+    pub refresh: Option<Token>,
+}
+
+impl Session {
+    /// A session of `token` alone whose access token and session both end
+    /// at `expires_at`: what a cookie of the first format (no refresh
+    /// token) holds.
+    pub fn of_token(token: Token, expires_at: Option<i64>) -> Self {
+        Self {
+            token,
+            expires_at,
+            access_expires_at: expires_at,
+            refresh: None,
+        }
+    }
 }
 
 /// Why a present auth cookie was not accepted.
@@ -528,19 +547,26 @@ impl CookieJar {
     }
 
     /// The `Set-Cookie` values that store `token` for a request that carried
-    /// no auth cookie: [`issue_replacing`](Self::issue_replacing) with
-    /// nothing to replace.
+    /// no auth cookie: [`issue_replacing`](Self::issue_replacing) with a
+    /// grant of `token` alone and nothing to replace.
     ///
     /// # Errors
     /// As [`issue_replacing`](Self::issue_replacing).
     pub fn issue(&self, token: &Token, now: i64, random: &dyn Random) -> Result<IssuedCookie, CookieError> {
-        self.issue_replacing(token, now, random, Carried::default())
+        self.issue_replacing(
+            &Grant::access_only(token.clone()),
+            now,
+            random,
+            Carried::default(),
+        )
     }
 
-    /// The `Set-Cookie` values that store `token`, at time `now` (Unix
+    /// The `Set-Cookie` values that store `grant`, at time `now` (Unix
     /// seconds), sealed with a nonce from `random`, replacing the auth
-    /// cookies the request `carried`. Lifetime: `max_age_s` if set, else
-    /// the JWT `exp`, else a session cookie.
+    /// cookies the request `carried`. Lifetime (SPEC §6, §14):
+    /// `max_age_s` if set; else, with a refresh token, that token's JWT
+    /// `exp` (a session cookie when it has none), since the session lives
+    /// on past each access token; else the access token's expiry.
     ///
     /// A value that fits (name and value within [`CHUNK_BYTES`]) is set as
     /// `<name>` alone; a longer one is cut into `<name>.0`, `<name>.1`, …,
@@ -549,13 +575,17 @@ impl CookieJar {
     /// chunk (nor a stale whole cookie) can later be joined to the new
     /// session.
     ///
+    /// In clear mode (`encrypt = false`) only the access token is stored:
+    /// a refresh token is never kept in clear (the settings refuse refresh
+    /// without sealing).
+    ///
     /// # Errors
     /// [`CookieError::TooLarge`] when the session needs more than
     /// `max_chunks` cookies; [`CookieError`] when the token cannot be
     /// stored in a cookie, or no nonce could be had.
     pub fn issue_replacing(
         &self,
-        token: &Token,
+        grant: &Grant,
         now: i64,
         random: &dyn Random,
         carried: Carried,
@@ -564,15 +594,17 @@ impl CookieJar {
             i64::try_from(self.policy.max_age_s)
                 .ok()
                 .and_then(|age| now.checked_add(age))
+        } else if let Some(refresh) = &grant.refresh {
+            refresh.jwt_exp()
         } else {
-            token.jwt_exp()
+            grant.access_expires_at
         };
         let value = if self.policy.encrypt {
-            self.seal(token, expires_at, random)?
+            self.seal(grant, expires_at, random)?
         } else {
             // Percent-encoded so that a token with `;`, `,` or a space cannot
             // break out of the cookie value.
-            Cookie::new(self.policy.name.as_str(), token.expose())
+            Cookie::new(self.policy.name.as_str(), grant.access.expose())
                 .encoded()
                 .to_string()
                 .split_once('=')
@@ -803,7 +835,7 @@ impl CookieJar {
     }
 
     fn open_value(&self, value: &str, now: i64) -> Result<Session, Rejection> {
-        let (token, expires_at) = if self.policy.encrypt {
+        let session = if self.policy.encrypt {
             self.unseal(value).ok_or(Rejection::Unopenable)?
         } else {
             let decoded = percent_encoding::percent_decode_str(value)
@@ -811,32 +843,51 @@ impl CookieJar {
                 .map_err(|_| Rejection::Unopenable)?;
             let token = Token::new(decoded.into_owned()).map_err(|_| Rejection::Unopenable)?;
             let exp = token.jwt_exp();
-            (token, exp)
+            Session::of_token(token, exp)
         };
-        if expires_at.is_some_and(|exp| now >= exp) {
+        if session.expires_at.is_some_and(|exp| now >= exp) {
             return Err(Rejection::Expired);
         }
-        Ok(Session { token, expires_at })
+        Ok(session)
     }
 
-    /// The sealed plaintext is `<expires_at or empty>:<token>`: the expiry
-    /// travels inside the AEAD so a copied cookie cannot outlive it. The
-    /// value is what the `cookie` crate's private jar writes (and
-    /// [`CookieKeys::open`] reads): `base64(nonce ‖ ciphertext ‖ tag)`, the
-    /// cookie name as associated data, AES-256-GCM under the first key;
-    /// only the nonce comes from the [`Random`] port instead of the OS.
+    /// The sealed plaintext is `<expires_at or empty>:<token>` for a
+    /// session of one token whose access token ends with it (the first
+    /// format, still written for such sessions, so their cookies stay as
+    /// they were); else `<expires_at>,<access_expires_at>,<n>:<refresh
+    /// token of n bytes><access token>`, either expiry possibly empty and
+    /// `n` 0 without a refresh token. Tokens are printable ASCII, so a byte
+    /// count cuts between them. The expiries travel inside the AEAD so a
+    /// copied cookie cannot outlive them. The value is what the `cookie`
+    /// crate's private jar writes (and [`CookieKeys::open`] reads):
+    /// `base64(nonce ‖ ciphertext ‖ tag)`, the cookie name as associated
+    /// data, AES-256-GCM under the first key; only the nonce comes from the
+    /// [`Random`] port instead of the OS.
     fn seal(
         &self,
-        token: &Token,
+        grant: &Grant,
         expires_at: Option<i64>,
         random: &dyn Random,
     ) -> Result<String, CookieError> {
         let cipher = self.keys.openers.first().ok_or(CookieError::NoKey)?;
-        let exp = expires_at.map(|e| e.to_string()).unwrap_or_default();
+        let stamp = |t: Option<i64>| t.map(|e| e.to_string()).unwrap_or_default();
         let mut sealed = vec![0; NONCE_LEN];
         random.fill(&mut sealed)?;
         let nonce = *Nonce::from_slice(&sealed);
-        let mut text = format!("{exp}:{}", token.expose()).into_bytes();
+        let access = grant.access.expose();
+        let mut text = match &grant.refresh {
+            None if grant.access_expires_at == expires_at => format!("{}:{access}", stamp(expires_at)),
+            refresh => {
+                let refresh = refresh.as_ref().map_or("", Token::expose);
+                format!(
+                    "{},{},{}:{refresh}{access}",
+                    stamp(expires_at),
+                    stamp(grant.access_expires_at),
+                    refresh.len()
+                )
+            }
+        }
+        .into_bytes();
         // Fails only for a plaintext beyond AES-GCM's limit (64 GiB).
         let tag = cipher
             .encrypt_in_place_detached(&nonce, self.policy.name.as_bytes(), &mut text)
@@ -848,15 +899,35 @@ impl CookieJar {
         Ok(base64::engine::general_purpose::STANDARD.encode(sealed))
     }
 
-    fn unseal(&self, value: &str) -> Option<(Token, Option<i64>)> {
+    /// The session a sealed value holds, in either format of
+    /// [`seal`](Self::seal); `None` for anything else.
+    fn unseal(&self, value: &str) -> Option<Session> {
         let plaintext = self.keys.open(&self.policy.name, value)?;
-        let (exp, token) = plaintext.split_once(':')?;
-        let exp = if exp.is_empty() {
+        let (meta, rest) = plaintext.split_once(':')?;
+        let stamp = |t: &str| -> Option<Option<i64>> {
+            if t.is_empty() {
+                Some(None)
+            } else {
+                t.parse::<i64>().ok().map(Some)
+            }
+        };
+        let Some((exp, more)) = meta.split_once(',') else {
+            return Some(Session::of_token(Token::new(rest.to_owned()).ok()?, stamp(meta)?));
+        };
+        let (access_exp, refresh_len) = more.split_once(',')?;
+        let refresh_len: usize = refresh_len.parse().ok()?;
+        let (refresh, access) = (rest.get(..refresh_len)?, rest.get(refresh_len..)?);
+        let refresh = if refresh.is_empty() {
             None
         } else {
-            Some(exp.parse::<i64>().ok()?)
+            Some(Token::new(refresh.to_owned()).ok()?)
         };
-        Some((Token::new(token.to_owned()).ok()?, exp))
+        Some(Session {
+            token: Token::new(access.to_owned()).ok()?,
+            expires_at: stamp(exp)?,
+            access_expires_at: stamp(access_exp)?,
+            refresh,
+        })
     }
 
     fn render(&self, name: &str, value: String, max_age: Option<i64>) -> String {
@@ -904,6 +975,7 @@ impl<'a> Search<'a> {
                 None => self.opened = Some(session),
                 Some(first) if same_token(&first.token, &session.token) => {
                     first.expires_at = earliest(first.expires_at, session.expires_at);
+                    first.access_expires_at = earliest(first.access_expires_at, session.access_expires_at);
                 }
                 Some(_) => return true,
             },
@@ -1076,10 +1148,7 @@ mod tests {
         let state = jar.open([header.as_bytes()], NOW);
         assert_eq!(
             state,
-            CookieState::Valid(Session {
-                token: tok("tok-1"),
-                expires_at: Some(NOW + 60)
-            })
+            CookieState::Valid(Session::of_token(tok("tok-1"), Some(NOW + 60)))
         );
         // And what tokenjar seals, the `cookie` crate opens.
         let issued = jar.issue(&tok("tok-2"), NOW, &RANDOM).unwrap();
@@ -1469,7 +1538,10 @@ mod tests {
                 short.open([header.as_bytes()], NOW),
                 CookieState::Valid(Session {
                     token: token.clone(),
-                    expires_at: Some(NOW + 60)
+                    expires_at: Some(NOW + 60),
+                    // An opaque token: its own expiry is unknown.
+                    access_expires_at: None,
+                    refresh: None,
                 }),
                 "{header}"
             );
@@ -1717,7 +1789,9 @@ mod tests {
     fn login(jar: &CookieJar, store: &mut CookieStore, token: &Token) -> Vec<String> {
         let header = store.header();
         let carried = jar.carried([header.as_bytes()]);
-        let issued = jar.issue_replacing(token, NOW, &RANDOM, carried).unwrap();
+        let issued = jar
+            .issue_replacing(&Grant::access_only(token.clone()), NOW, &RANDOM, carried)
+            .unwrap();
         store.apply(&issued.set_cookies);
         issued.set_cookies
     }

@@ -55,6 +55,12 @@ pub enum FlowError {
     /// The token cannot be stored in the cookie.
     #[error("cannot issue the cookie: {0}")]
     Cookie(#[from] CookieError),
+    /// The API refused the session's refresh token (SPEC §14).
+    #[error("the API refused the refresh token: the session is over")]
+    SessionExpired,
+    /// The API's 2xx answer to a refresh could not be used.
+    #[error("bad refresh response: {0}")]
+    BadRefresh(LoginError),
 }
 
 impl FlowError {
@@ -75,6 +81,7 @@ impl FlowError {
     pub fn status(&self) -> u16 {
         match self.kind() {
             ErrorKind::BadRequest => 400,
+            ErrorKind::SessionExpired => 401,
             ErrorKind::Csrf | ErrorKind::Origin => 403,
             ErrorKind::NotFound => 404,
             ErrorKind::MethodNotAllowed => 405,
@@ -89,6 +96,7 @@ impl FlowError {
     pub fn code(&self) -> &'static str {
         match self.kind() {
             ErrorKind::BadRequest => "bad_request",
+            ErrorKind::SessionExpired => "session_expired",
             ErrorKind::Csrf => "csrf",
             ErrorKind::Origin => "origin",
             ErrorKind::NotFound => "not_found",
@@ -106,6 +114,8 @@ impl FlowError {
     pub fn message(&self) -> &'static str {
         match self {
             Self::BadPath(_) => "The request path is malformed or could escape the API's base path.",
+            Self::SessionExpired => "The session has ended; please log in again.",
+            Self::BadRefresh(_) => "The API's answer to a token refresh could not be used.",
             Self::BadRequest(what) => what,
             Self::Csrf(_) => "The request was refused as a possible cross-site request forgery.",
             Self::Origin(_) => "The WebSocket handshake does not come from an allowed origin.",
@@ -142,6 +152,8 @@ impl FlowError {
                 ErrorKind::BadRequest
             }
             Self::Csrf(_) => ErrorKind::Csrf,
+            Self::SessionExpired => ErrorKind::SessionExpired,
+            Self::BadRefresh(_) => ErrorKind::UpstreamUnavailable,
             Self::Origin(_) => ErrorKind::Origin,
             Self::NotFound => ErrorKind::NotFound,
             Self::MethodNotAllowed { .. } => ErrorKind::MethodNotAllowed,
@@ -203,6 +215,8 @@ impl ErrorBody {
 pub enum ErrorKind {
     /// 400 `bad_request`
     BadRequest,
+    /// 401 `session_expired`
+    SessionExpired,
     /// 403 `csrf`
     Csrf,
     /// 403 `origin`
@@ -285,6 +299,12 @@ mod tests {
                 "token_too_large",
             ),
             (UpstreamError::Timeout.into(), 504, "upstream_timeout"),
+            (FlowError::SessionExpired, 401, "session_expired"),
+            (
+                FlowError::BadRefresh(LoginError::NoToken),
+                502,
+                "upstream_unavailable",
+            ),
             (BodyReadError::Timeout.into(), 504, "upstream_timeout"),
         ];
         for (error, status, code) in cases {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::cookies::{Carried, CookieJar, CookieState, Rejection};
+use crate::cookies::{Carried, CookieJar, CookieState, Rejection, Session};
 use crate::csrf::CsrfRules;
 use crate::error::FlowError;
 use crate::exchange::{
@@ -19,6 +19,7 @@ use crate::headers::Headers;
 use crate::login::{LoginError, LoginRules, MAX_LOGIN_BODY};
 use crate::method::Method;
 use crate::ports::{Clock, Random, Upstream, UpstreamError};
+use crate::refresh::{RefreshResult, RefreshRules, Renewal, Turn, Verdict};
 use crate::relay;
 use crate::routes::{Listener, PathError, Route, RouteClass, Routes};
 use crate::text::contains;
@@ -42,6 +43,8 @@ pub struct Rules {
     pub csrf: CsrfRules,
     /// Which peers may speak for the browser, and the public origin.
     pub forwarding: Forwarding,
+    /// Token refresh (SPEC §14), when `refresh.path` is set.
+    pub refresh: Option<RefreshRules>,
 }
 
 /// How a login went, for logs and metrics.
@@ -83,6 +86,8 @@ pub struct Handled<B> {
     pub conflicting_cookies: bool,
     /// How a login went, on the login route.
     pub login: Option<LoginResult>,
+    /// How the session's refresh went, when the request needed one.
+    pub refresh: Option<RefreshResult>,
 }
 
 /// The request flow over an upstream `U`, a clock `C` and a random
@@ -165,17 +170,27 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
         // Which auth cookies (whole and chunks) were sent, by name: needed
         // only where cookies are written, so the header is not read twice
         // on every call.
-        let writes =
-            rejected_cookie.is_some() || matches!(route, Route::Logout | Route::Proxy { login: true, .. });
+        let refreshing = match (&self.rules.refresh, &cookie, &route) {
+            (Some(rules), CookieState::Valid(session), Route::Proxy { login: false, .. })
+                if RefreshRules::can_refresh(session) =>
+            {
+                Some((rules, session))
+            }
+            _ => None,
+        };
+        let writes = rejected_cookie.is_some()
+            || refreshing.is_some()
+            || matches!(route, Route::Logout | Route::Proxy { login: true, .. });
         let carried = if writes {
             self.rules.cookies.carried(request.headers.get_all("cookie"))
         } else {
             Carried::default()
         };
 
+        let mut refresh = None;
         let (result, login) = match route {
             Route::Session => (self.session(&request.method, &cookie), None),
-            Route::Logout => (self.logout(&request.method, carried), None),
+            Route::Logout => (self.logout(request, &cookie, carried).await, None),
             Route::Outside
             | Route::Ops(_)
             | Route::OpsNotFound
@@ -183,11 +198,20 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
             | Route::PageFile
             | Route::PageBuiltIn
             | Route::PageMissing => (Err(FlowError::NotFound), None),
-            Route::Proxy { rest, login: false } => (
-                self.proxy(&self.rules.upstream, request, &rest, cookie.token())
-                    .await,
-                None,
-            ),
+            Route::Proxy { rest, login: false } => match refreshing {
+                Some((rules, session)) => {
+                    let (result, outcome) = self
+                        .proxy_refreshing(rules, request, &rest, session, carried, now)
+                        .await;
+                    refresh = outcome;
+                    (result, None)
+                }
+                None => (
+                    self.proxy(&self.rules.upstream, request, &rest, cookie.token())
+                        .await,
+                    None,
+                ),
+            },
             Route::Proxy { rest, login: true } => {
                 let result = self.login(request, &rest, cookie.token(), carried, now).await;
                 let outcome = match &result {
@@ -200,6 +224,12 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
         };
 
         let (mut reply, error) = settle(result);
+        // A refused refresh ends the session: every cookie of it goes.
+        if matches!(error, Some(FlowError::SessionExpired)) {
+            for removal in self.rules.cookies.removals(carried) {
+                reply.headers.append("set-cookie", removal);
+            }
+        }
         // A cookie that failed to open is deleted, every chunk of it too,
         // unless this very reply already writes the cookies (a login or a
         // logout, which replace or delete whatever was sent).
@@ -215,6 +245,7 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
             rejected_cookie,
             conflicting_cookies,
             login,
+            refresh,
         }
     }
 
@@ -349,6 +380,7 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
             rejected_cookie: None,
             conflicting_cookies: false,
             login: None,
+            refresh: None,
         }
     }
 
@@ -366,18 +398,48 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
     fn session(&self, method: &Method, cookie: &CookieState) -> Result<Reply<U::ResponseBody>, FlowError> {
         FlowError::read_only(method)?;
         let body = match cookie {
-            CookieState::Valid(session) => {
-                json!({ "loggedIn": true, "expiresAt": session.expires_at })
-            }
+            CookieState::Valid(session) => json!({
+                "loggedIn": true,
+                "expiresAt": session.access_expires_at.or(session.expires_at),
+                "refreshable": self.rules.refresh.is_some() && RefreshRules::can_refresh(session),
+            }),
             _ => json!({ "loggedIn": false }),
         };
         Ok(no_store(Reply::json(200, &body)))
     }
 
-    /// Deletes `<name>` and every chunk the request `carried`.
-    fn logout(&self, method: &Method, carried: Carried) -> Result<Reply<U::ResponseBody>, FlowError> {
-        if *method != Method::Post {
+    /// Deletes `<name>` and every chunk the request `carried`; with
+    /// `refresh.revoke_path` set, first tells the API the session's refresh
+    /// token (best effort: the logout goes on whatever the answer).
+    async fn logout(
+        &self,
+        request: ClientRequest<U::RequestBody>,
+        cookie: &CookieState,
+        carried: Carried,
+    ) -> Result<Reply<U::ResponseBody>, FlowError> {
+        if request.method != Method::Post {
             return Err(FlowError::MethodNotAllowed { allow: "POST" });
+        }
+        let revocation = match (&self.rules.refresh, cookie) {
+            (
+                Some(rules),
+                CookieState::Valid(Session {
+                    refresh: Some(refresh),
+                    ..
+                }),
+            ) => rules.revocation(
+                &self.rules.upstream,
+                refresh,
+                request.headers.get_str("x-request-id"),
+            ),
+            _ => None,
+        };
+        if let Some(revocation) = revocation {
+            if let Ok(response) = self.upstream.send_bytes(revocation).await {
+                // Read to its end so the connection can serve again; what
+                // it says changes nothing.
+                let _ = self.upstream.read_body(response.body, DRAINED_BODY).await;
+            }
         }
         let mut reply = no_store(Reply::json(200, &json!({ "loggedIn": false })));
         for removal in self.rules.cookies.removals(carried) {
@@ -448,6 +510,175 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
             rejected_cookie: None,
             conflicting_cookies: false,
             login: None,
+            refresh: None,
+        }
+    }
+
+    /// An API call of a session that holds a refresh token (SPEC §14):
+    /// refreshed first when its access token is due, and for a `GET`,
+    /// `HEAD` or `OPTIONS` without a body that the API answers 401,
+    /// refreshed and sent once more. A renewed session's cookies go out
+    /// with the answer, replacing the ones the request `carried`.
+    async fn proxy_refreshing(
+        &self,
+        rules: &RefreshRules,
+        request: ClientRequest<U::RequestBody>,
+        rest: &str,
+        session: &Session,
+        carried: Carried,
+        now: i64,
+    ) -> (Result<Reply<U::ResponseBody>, FlowError>, Option<RefreshResult>) {
+        let request_id = request.headers.get_str("x-request-id").map(str::to_owned);
+        let mut outcome = None;
+        let mut renewed = None;
+        if rules.is_due(session, now) {
+            let (renewal, result) = self.renew(rules, session, None, request_id.as_deref()).await;
+            outcome = Some(result);
+            match renewal {
+                Renewal::Renewed(grant) => renewed = Some(grant),
+                Renewal::Refused => return (Err(FlowError::SessionExpired), outcome),
+                Renewal::Failed(error) => return (Err(error), outcome),
+            }
+        }
+        let token = renewed.as_ref().map_or(&session.token, |grant| &grant.access);
+        // Only a request that can be sent again as it was: no body, a
+        // method without effects, and not already on fresh tokens.
+        let retry = renewed.is_none()
+            && matches!(request.method, Method::Get | Method::Head | Method::Options)
+            && BodySize::from_headers(&request.headers) == BodySize::None;
+        let planned = self.plan(&self.rules.upstream, request, rest, Some(token));
+        let again = retry.then(|| UpstreamRequest {
+            method: planned.method.clone(),
+            url: planned.url.clone(),
+            headers: planned.headers.clone(),
+            body_size: BodySize::None,
+            body: Vec::new(),
+        });
+        let response = match self.upstream.send(planned).await {
+            Ok(response) => response,
+            Err(error) => return (Err(error.into()), outcome),
+        };
+        let response = match again.filter(|_| response.status == 401) {
+            None => Ok(response),
+            Some(mut again) => {
+                // Read to its end so the connection can serve again.
+                let _ = self.upstream.read_body(response.body, DRAINED_BODY).await;
+                let (renewal, result) = self
+                    .renew(rules, session, Some(token), request_id.as_deref())
+                    .await;
+                outcome = Some(result);
+                match renewal {
+                    Renewal::Renewed(grant) => {
+                        self.rules.token.apply(&mut again.headers, Some(&grant.access));
+                        renewed = Some(grant);
+                        self.upstream.send_bytes(again).await.map_err(FlowError::from)
+                    }
+                    Renewal::Refused => Err(FlowError::SessionExpired),
+                    Renewal::Failed(error) => Err(error),
+                }
+            }
+        };
+        let mut reply = match response.and_then(|r| refuse_unasked_switch(r.status).map(|()| r)) {
+            Ok(response) => self.pass_through(response),
+            Err(error) => return (Err(error), outcome),
+        };
+        if let Some(grant) = renewed {
+            match self
+                .rules
+                .cookies
+                .issue_replacing(&grant, self.clock.now(), &self.random, carried)
+            {
+                Ok(issued) => {
+                    for set_cookie in issued.set_cookies {
+                        reply.headers.append("set-cookie", set_cookie);
+                    }
+                }
+                Err(error) => return (Err(error.into()), outcome),
+            }
+        }
+        (Ok(reply), outcome)
+    }
+
+    /// The session's refresh, shared with every other request of the
+    /// session in the process ([`crate::Refreshes`]): led by this request,
+    /// or waited for, or handed over from one that just finished.
+    /// `refused` is the access token the API answered 401 to, if that is
+    /// why.
+    async fn renew(
+        &self,
+        rules: &RefreshRules,
+        session: &Session,
+        refused: Option<&Token>,
+        request_id: Option<&str>,
+    ) -> (Renewal, RefreshResult) {
+        let Some(refresh) = &session.refresh else {
+            return (Renewal::Refused, RefreshResult::Refused);
+        };
+        loop {
+            match rules.flights().turn(refresh, self.clock.now(), refused) {
+                Turn::Reuse(renewal) => return shared(renewal),
+                Turn::Wait(waiting) => {
+                    if let Some(renewal) = waiting.await {
+                        return shared(renewal);
+                    }
+                    // The leader was cancelled: take a turn again.
+                }
+                Turn::Lead(lease) => {
+                    let renewal = self.refresh(rules, refresh, request_id).await;
+                    lease.finish(renewal.clone(), self.clock.now());
+                    let result = match renewal {
+                        Renewal::Renewed(_) => RefreshResult::Ok,
+                        Renewal::Refused => RefreshResult::Refused,
+                        Renewal::Failed(_) => RefreshResult::Failed,
+                    };
+                    return (renewal, result);
+                }
+            }
+        }
+    }
+
+    /// One refresh call to the API: spends `refresh` and reads the new
+    /// tokens with the login's rules. An answer without a new refresh
+    /// token keeps the old one.
+    async fn refresh(&self, rules: &RefreshRules, refresh: &Token, request_id: Option<&str>) -> Renewal {
+        let mut request = rules.request(&self.rules.upstream, refresh, request_id);
+        // The body must be parsed, so it must come uncompressed.
+        request.headers.remove("accept-encoding");
+        let response = match self.upstream.send_bytes(request).await {
+            Ok(response) => response,
+            Err(error) => return Renewal::Failed(error.into()),
+        };
+        let status = response.status;
+        let encoded = response
+            .headers
+            .get_str("content-encoding")
+            .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"));
+        let body = self.upstream.read_body(response.body, MAX_LOGIN_BODY).await;
+        match RefreshRules::verdict(status) {
+            Verdict::Refused => return Renewal::Refused,
+            Verdict::Failed => {
+                return Renewal::Failed(
+                    UpstreamError::Unavailable(format!("the refresh was answered {status}")).into(),
+                )
+            }
+            Verdict::Read => {}
+        }
+        let body = match body {
+            Ok(body) => body,
+            Err(error) => return Renewal::Failed(error.into()),
+        };
+        if encoded {
+            return Renewal::Failed(FlowError::BadRefresh(LoginError::Encoded));
+        }
+        match self.rules.login.extract(&body) {
+            Ok(login) => {
+                let mut grant = login.grant(self.clock.now());
+                if grant.refresh.is_none() {
+                    grant.refresh = Some(refresh.clone());
+                }
+                Renewal::Renewed(Arc::new(grant))
+            }
+            Err(error) => Renewal::Failed(FlowError::BadRefresh(error)),
         }
     }
 
@@ -502,13 +733,15 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
                 body: ReplyBody::Full(body),
             });
         }
-        let login = self.rules.login.extract(&body)?;
+        let mut login = self.rules.login.extract(&body)?;
+        let reply_body = std::mem::take(&mut login.body);
+        let grant = login.grant(now);
         let issued = self
             .rules
             .cookies
-            .issue_replacing(&login.token, now, &self.random, carried)?;
+            .issue_replacing(&grant, now, &self.random, carried)?;
 
-        let secret = login.token.expose().as_bytes();
+        let secrets = [Some(&grant.access), grant.refresh.as_ref()];
         let mut headers = relay::response_headers(headers, self.rules.cookies.name());
         headers.retain(|name, value| {
             // The body is tokenjar's now, so the API's description of its
@@ -516,7 +749,10 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
             !matches!(
                 name,
                 "content-type" | "content-encoding" | "etag" | "content-md5" | "digest"
-            ) && !contains(value, secret)
+            ) && !secrets
+                .iter()
+                .flatten()
+                .any(|secret| contains(value, secret.expose().as_bytes()))
         });
         headers.append("content-type", "application/json");
         for set_cookie in issued.set_cookies {
@@ -525,7 +761,7 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
         Ok(no_store(Reply {
             status: 200,
             headers,
-            body: ReplyBody::Full(login.body),
+            body: ReplyBody::Full(reply_body),
         }))
     }
 }
@@ -547,6 +783,20 @@ fn settle<B>(result: Result<Reply<B>, FlowError>) -> (Reply<B>, Option<FlowError
         Err(error) => (error.reply(), Some(error)),
     }
 }
+
+/// Another request's refresh result, as this request's.
+fn shared(renewal: Renewal) -> (Renewal, RefreshResult) {
+    let result = match renewal {
+        Renewal::Renewed(_) => RefreshResult::Reused,
+        Renewal::Refused => RefreshResult::Refused,
+        Renewal::Failed(_) => RefreshResult::Failed,
+    };
+    (renewal, result)
+}
+
+/// Most of an answer read only to be thrown away (a 401 before a retry, a
+/// revocation's): a longer one is left, and its connection with it.
+const DRAINED_BODY: usize = 64 * 1024;
 
 /// Session state must never be served from a cache.
 fn no_store<B>(mut reply: Reply<B>) -> Reply<B> {

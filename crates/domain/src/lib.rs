@@ -55,6 +55,7 @@ mod method;
 #[cfg(feature = "test-util")]
 pub mod oracle;
 mod ports;
+mod refresh;
 mod relay;
 pub mod request_id;
 mod routes;
@@ -76,11 +77,15 @@ pub use exchange::{
 pub use forwarding::{Cidr, Forwarding};
 pub use gateway::{Gateway, Handled, LoginResult, Rules};
 pub use headers::Headers;
-pub use login::{LoginError, LoginRules, MAX_LOGIN_BODY};
+pub use login::{Login, LoginError, LoginRules, MAX_LOGIN_BODY};
 pub use method::Method;
 pub use ports::{BodyReadError, Clock, Random, RandomError, Upstream, UpstreamError};
+pub use refresh::{
+    Lease, RefreshResult, RefreshRules, Refreshes, Renewal, Turn, Verdict, Waiting, MAX_REMEMBERED,
+    MAX_REMEMBERED_BYTES,
+};
 pub use relay::{request_headers, response_headers};
 pub use routes::{Listener, Op, Pages, PathError, Route, RouteClass, Routes};
 pub use setting::SettingError;
-pub use token::{Token, TokenError, TokenRules, MAX_TOKEN_LEN};
+pub use token::{Grant, Token, TokenError, TokenRules, MAX_TOKEN_LEN};
 pub use websocket::{is_handshake, CloseCode, MessageSize, WebSocketPlan};

@@ -1,12 +1,12 @@
-//! Reading the token out of the API's login response, and the body the
-//! browser gets instead: the API's JSON minus the token, plus
+//! Reading the tokens out of the API's login (and refresh) response, and
+//! the body the browser gets instead: the API's JSON minus the tokens, plus
 //! `"loggedIn": true`.
 
 use serde_json::Value;
 
 use crate::setting::SettingError;
 use crate::text::contains;
-use crate::token::{Token, TokenError};
+use crate::token::{Grant, Token, TokenError};
 
 /// Largest login response body read (1 MiB); a bigger one is refused.
 pub const MAX_LOGIN_BODY: usize = 1024 * 1024;
@@ -39,28 +39,59 @@ pub enum LoginError {
     TokenInRefusal,
 }
 
-/// Where the token sits in the login response (a JSON Pointer, RFC 6901).
+/// Where the tokens sit in the login response (JSON Pointers, RFC 6901):
+/// the access token always, the refresh token and the access token's
+/// lifetime when configured (SPEC §14).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoginRules {
-    pointer: String,
+    token: Pointer,
+    refresh: Option<Pointer>,
+    expires_in: Option<Pointer>,
 }
 
 impl Default for LoginRules {
     fn default() -> Self {
         Self {
-            pointer: "/authToken".to_owned(),
+            token: Pointer("/authToken".to_owned()),
+            refresh: None,
+            expires_in: None,
         }
     }
 }
 
-/// A login response with its token taken out.
+/// A login (or refresh) response with its tokens taken out.
 #[derive(Debug)]
 pub struct Login {
-    /// The token, for the cookie.
+    /// The access token, for the cookie.
     pub token: Token,
+    /// The refresh token, when the rules name one and the answer has it.
+    pub refresh: Option<Token>,
+    /// The access token's lifetime in seconds, when the rules name a field
+    /// for it and the answer has a usable number there.
+    pub expires_in_s: Option<u64>,
     /// The JSON body for the browser.
     pub body: Vec<u8>,
 }
+
+impl Login {
+    /// What the session keeps of this answer, received at `now`: the access
+    /// token's expiry is `expires_in_s` after `now`, else its JWT `exp`.
+    pub fn grant(self, now: i64) -> Grant {
+        let access_expires_at = match self.expires_in_s {
+            Some(secs) => i64::try_from(secs).ok().and_then(|s| now.checked_add(s)),
+            None => self.token.jwt_exp(),
+        };
+        Grant {
+            access: self.token,
+            refresh: self.refresh,
+            access_expires_at,
+        }
+    }
+}
+
+/// Longest access-token lifetime believed (ten years): a larger
+/// `expires_in` is read as none, not as an overflow.
+const MAX_EXPIRES_IN_S: u64 = 10 * 365 * 24 * 3600;
 
 impl LoginRules {
     /// Rules for a token at `pointer`, e.g. `/authToken` or `/data/token`.
@@ -69,41 +100,72 @@ impl LoginRules {
     /// The `response_field` problem when `pointer` is not a JSON Pointer to
     /// a member.
     pub fn new(pointer: &str) -> Result<Self, Vec<SettingError>> {
-        let refuse = |message: String| Err(vec![SettingError::new("response_field", message)]);
-        if !pointer.starts_with('/') {
-            return refuse(format!(
-                "{pointer:?} is not a JSON Pointer (it must start with /)"
-            ));
-        }
-        let mut chars = pointer.chars().peekable();
-        while let Some(c) = chars.next() {
-            if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
-                return refuse(format!("{pointer:?} has a ~ not followed by 0 or 1"));
-            }
-        }
         Ok(Self {
-            pointer: pointer.to_owned(),
+            token: Pointer::new("response_field", pointer)?,
+            refresh: None,
+            expires_in: None,
         })
     }
 
-    /// The pointer.
-    pub fn pointer(&self) -> &str {
-        &self.pointer
+    /// The same rules, reading a refresh token at `pointer` too (`""`:
+    /// none). The refresh token is taken out of what the browser gets,
+    /// like the access token.
+    ///
+    /// # Errors
+    /// The `refresh_field` problem when `pointer` is not a JSON Pointer.
+    pub fn with_refresh(mut self, pointer: &str) -> Result<Self, Vec<SettingError>> {
+        self.refresh = Pointer::optional("refresh_field", pointer)?;
+        Ok(self)
     }
 
-    /// Takes the token out of a 2xx login response body.
+    /// The same rules, reading the access token's lifetime in seconds at
+    /// `pointer` too (`""`: none, the JWT `exp` is used).
+    ///
+    /// # Errors
+    /// The `expires_in_field` problem when `pointer` is not a JSON Pointer.
+    pub fn with_expires_in(mut self, pointer: &str) -> Result<Self, Vec<SettingError>> {
+        self.expires_in = Pointer::optional("expires_in_field", pointer)?;
+        Ok(self)
+    }
+
+    /// The access token's pointer.
+    pub fn pointer(&self) -> &str {
+        &self.token.0
+    }
+
+    /// Whether the rules read a refresh token.
+    pub fn reads_refresh(&self) -> bool {
+        self.refresh.is_some()
+    }
+
+    /// Whether the rules read the access token's lifetime.
+    pub fn reads_expires_in(&self) -> bool {
+        self.expires_in.is_some()
+    }
+
+    /// Takes the tokens out of a 2xx login (or refresh) response body.
     ///
     /// # Errors
     /// [`LoginError`] when the body is too large, not JSON, has no token
-    /// string at the pointer, the token cannot go in a header, or the token
+    /// string at the pointer, a token cannot go in a header, or a token
     /// appears again elsewhere in what the browser would get.
     pub fn extract(&self, body: &[u8]) -> Result<Login, LoginError> {
         if body.len() > MAX_LOGIN_BODY {
             return Err(LoginError::TooLarge);
         }
         let mut doc: Value = serde_json::from_slice(body).map_err(|_| LoginError::NotJson)?;
-        let token = self.take(&mut doc)?;
+        let expires_in_s = self.expires_in.as_ref().and_then(|p| seconds(p.get(&doc)));
+        // Both tokens are read before either is removed: removing one from
+        // an array would shift the other's index.
+        let refresh = match self.refresh.as_ref().and_then(|p| p.get(&doc)) {
+            Some(Value::String(s)) if !s.is_empty() => Some(Token::new(s.clone())?),
+            _ => None,
+        };
+        let token = self.token.take(&mut doc).ok_or(LoginError::NoToken)?;
         let token = Token::new(token)?;
+        if let (Some(pointer), Some(_)) = (&self.refresh, &refresh) {
+            pointer.take(&mut doc);
+        }
         let mut doc = match doc {
             Value::Object(map) => map,
             // Not an object at the top: nothing of it can carry `loggedIn`,
@@ -115,36 +177,79 @@ impl LoginRules {
         let body = doc.to_string().into_bytes();
         // Both the decoded values (where escapes hide it) and the bytes sent
         // (where JSON syntax or another member's escapes can spell it).
-        if mentions(&doc, token.expose()) || contains(&body, token.expose().as_bytes()) {
+        let repeated =
+            |secret: &Token| mentions(&doc, secret.expose()) || contains(&body, secret.expose().as_bytes());
+        if repeated(&token) || refresh.as_ref().is_some_and(repeated) {
             return Err(LoginError::TokenRepeated);
         }
-        Ok(Login { token, body })
+        Ok(Login {
+            token,
+            refresh,
+            expires_in_s,
+            body,
+        })
     }
 
-    /// Whether a body holds a non-empty string at the pointer (any
-    /// answer's, not only a 2xx one's). A body that is not JSON holds none.
+    /// Whether a body holds a non-empty string at the token's pointer, or
+    /// at the refresh token's (any answer's, not only a 2xx one's). A body
+    /// that is not JSON holds none.
     pub fn holds_token(&self, body: &[u8]) -> bool {
         let Ok(doc) = serde_json::from_slice::<Value>(body) else {
             return false;
         };
-        let (parent, key) = self.parent_and_key();
-        is_token(doc.pointer(parent).and_then(|parent| member(parent, &key)))
+        is_token(self.token.get(&doc)) || self.refresh.as_ref().is_some_and(|p| is_token(p.get(&doc)))
+    }
+}
+
+/// A JSON Pointer to a member (RFC 6901), checked when configured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Pointer(String);
+
+impl Pointer {
+    /// The pointer `text`, whose problems are reported under `key`.
+    fn new(key: &'static str, text: &str) -> Result<Self, Vec<SettingError>> {
+        let refuse = |message: String| Err(vec![SettingError::new(key, message)]);
+        if !text.starts_with('/') {
+            return refuse(format!("{text:?} is not a JSON Pointer (it must start with /)"));
+        }
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
+                return refuse(format!("{text:?} has a ~ not followed by 0 or 1"));
+            }
+        }
+        Ok(Self(text.to_owned()))
     }
 
-    /// The pointer to the token's parent, and the token's key within it
+    /// As [`new`](Self::new), with `""` meaning none.
+    fn optional(key: &'static str, text: &str) -> Result<Option<Self>, Vec<SettingError>> {
+        if text.is_empty() {
+            return Ok(None);
+        }
+        Self::new(key, text).map(Some)
+    }
+
+    /// The pointer to the member's parent, and the member's key within it
     /// (`~1` and `~0` unescaped).
     fn parent_and_key(&self) -> (&str, String) {
         // `new` made sure the pointer starts with `/`.
-        let (parent, last) = self.pointer.rsplit_once('/').unwrap_or_default();
+        let (parent, last) = self.0.rsplit_once('/').unwrap_or_default();
         (parent, last.replace("~1", "/").replace("~0", "~"))
     }
 
-    /// Removes and returns the string at the pointer.
-    fn take(&self, doc: &mut Value) -> Result<String, LoginError> {
+    /// The value at the pointer.
+    fn get<'v>(&self, doc: &'v Value) -> Option<&'v Value> {
         let (parent, key) = self.parent_and_key();
-        let parent = doc.pointer_mut(parent).ok_or(LoginError::NoToken)?;
+        doc.pointer(parent).and_then(|parent| member(parent, &key))
+    }
+
+    /// Removes and returns the non-empty string at the pointer; leaves
+    /// anything else where it is.
+    fn take(&self, doc: &mut Value) -> Option<String> {
+        let (parent, key) = self.parent_and_key();
+        let parent = doc.pointer_mut(parent)?;
         if !is_token(member(parent, &key)) {
-            return Err(LoginError::NoToken);
+            return None;
         }
         let taken = match (parent, key.parse::<usize>().ok()) {
             (Value::Object(map), _) => map.shift_remove(&key),
@@ -152,10 +257,27 @@ impl LoginRules {
             _ => None,
         };
         match taken {
-            Some(Value::String(s)) => Ok(s),
-            _ => Err(LoginError::NoToken),
+            Some(Value::String(s)) => Some(s),
+            _ => None,
         }
     }
+}
+
+/// A lifetime in seconds: a non-negative number (a fraction is cut) or a
+/// string of digits, up to [`MAX_EXPIRES_IN_S`].
+fn seconds(value: Option<&Value>) -> Option<u64> {
+    let secs = match value? {
+        Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.is_finite() && *f >= 0.0 && *f <= MAX_EXPIRES_IN_S as f64)
+                .map(|f| f as u64)
+        }),
+        Value::String(s) if !s.is_empty() && s.len() <= 12 && s.bytes().all(|b| b.is_ascii_digit()) => {
+            s.parse().ok()
+        }
+        _ => None,
+    }?;
+    (secs <= MAX_EXPIRES_IN_S).then_some(secs)
 }
 
 /// The member `key` of `parent`: an object's by name, an array's by index.

@@ -104,6 +104,13 @@ impl Upstream for InMemoryUpstream {
         ready(answer)
     }
 
+    fn send_bytes(
+        &self,
+        request: UpstreamRequest<Vec<u8>>,
+    ) -> impl Future<Output = Result<UpstreamResponse<Vec<u8>>, UpstreamError>> {
+        self.send(request)
+    }
+
     fn read_body(&self, body: Vec<u8>, limit: usize) -> impl Future<Output = Result<Vec<u8>, BodyReadError>> {
         ready(if body.len() > limit {
             Err(BodyReadError::TooLarge)

@@ -27,8 +27,20 @@ pub trait Upstream {
         request: UpstreamRequest<Self::RequestBody>,
     ) -> impl Future<Output = Result<UpstreamResponse<Self::ResponseBody>, UpstreamError>>;
 
-    /// Reads a whole response body of at most `limit` bytes (used only for
-    /// the login response, which must be parsed).
+    /// Sends one request whose body is all at hand: tokenjar's own calls
+    /// (a token refresh, a revocation) and a bodiless request sent again
+    /// after a refresh. Resolves as [`send`](Self::send) does.
+    ///
+    /// # Errors
+    /// [`UpstreamError`] when no complete response head arrived.
+    fn send_bytes(
+        &self,
+        request: UpstreamRequest<Vec<u8>>,
+    ) -> impl Future<Output = Result<UpstreamResponse<Self::ResponseBody>, UpstreamError>>;
+
+    /// Reads a whole response body of at most `limit` bytes (used for the
+    /// login and refresh answers, which must be parsed, and to drain an
+    /// answer that is thrown away).
     ///
     /// # Errors
     /// [`BodyReadError::TooLarge`] past `limit`, or the stream's failure.

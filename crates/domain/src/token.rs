@@ -1,5 +1,6 @@
 //! The API token: a secret string that may travel only in an upstream request
-//! header, how it is written into that header, and what its JWT `exp` says.
+//! header, how it is written into that header, what its JWT `exp` says, and
+//! the grant of a login or refresh that holds it.
 
 use std::fmt;
 use std::str::FromStr;
@@ -90,6 +91,32 @@ impl fmt::Debug for Token {
 impl fmt::Display for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
+    }
+}
+
+/// What the API granted at a login or a refresh (SPEC §14): the access
+/// token, the refresh token when there is one, and when the access token
+/// expires, when known. Its `Debug` shows no token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// The token that goes upstream.
+    pub access: Token,
+    /// The token that buys the next access token.
+    pub refresh: Option<Token>,
+    /// Unix seconds when the access token expires, when known.
+    pub access_expires_at: Option<i64>,
+}
+
+impl Grant {
+    /// A grant of `access` alone, expiring at its JWT `exp` if it has one:
+    /// what a login without refresh settings gives.
+    pub fn access_only(access: Token) -> Self {
+        let access_expires_at = access.jwt_exp();
+        Self {
+            access,
+            refresh: None,
+            access_expires_at,
+        }
     }
 }
 

@@ -29,6 +29,7 @@ fn rules(token: TokenRules, upstream: &str) -> Arc<Rules> {
         ),
         csrf: CsrfRules::default(),
         forwarding: Forwarding::default(),
+        refresh: None,
     })
 }
 
@@ -198,7 +199,7 @@ fn login_call_session_logout() {
     let session = app.send("GET", "/api/session", &[("cookie", &cookie)], b"");
     assert_eq!(
         json_of(&session),
-        json!({"loggedIn": true, "expiresAt": NOW + 3600})
+        json!({"loggedIn": true, "expiresAt": NOW + 3600, "refreshable": false})
     );
     assert!(!contains(&everything_sent(&session), &token));
 

@@ -325,7 +325,13 @@ proptest! {
         prop_assert_eq!(issued.expires_at, expires_at);
         let expected = match expires_at {
             Some(exp) if NOW >= exp => CookieState::Rejected(Rejection::Expired),
-            _ => CookieState::Valid(Session { token: token.clone(), expires_at }),
+            _ => CookieState::Valid(Session {
+                token: token.clone(),
+                expires_at,
+                // The access token's own expiry, whatever the cookie's.
+                access_expires_at: token.jwt_exp(),
+                refresh: None,
+            }),
         };
         let opened = open_pair(&jar, &name, &value, NOW);
         prop_assert!(opened == expected, "{text:?}: {opened:?} != {expected:?}");
@@ -643,7 +649,7 @@ proptest! {
         let copies = places.into_iter().map(|at| (at, cookies.session(&token))).collect();
         let headers = arrange(junk, copies, &cuts);
         let opened = open_headers(&cookies.jar, &headers);
-        let expected = CookieState::Valid(Session { token: Token::new(token).unwrap(), expires_at: None });
+        let expected = CookieState::Valid(Session::of_token(Token::new(token).unwrap(), None));
         // `Valid`, so not `Rejected`: the response deletes nothing.
         prop_assert!(opened == expected, "{:?} from {:?}", opened, headers);
     }

@@ -33,6 +33,7 @@ mod frontend;
 mod load;
 mod log;
 mod ops;
+mod refresh;
 mod routes;
 mod section;
 mod server;
@@ -59,6 +60,7 @@ use self::frontend::FrontendSection;
 use self::load::Loader;
 use self::log::LogSection;
 use self::ops::OpsSection;
+use self::refresh::RefreshSection;
 use self::routes::RoutesSection;
 use self::section::{Problems, Section};
 use self::server::ServerSection;
@@ -81,6 +83,9 @@ pub struct Settings {
     pub routes: RoutesSection,
     /// `token.*`
     pub token: TokenSection,
+    /// `refresh.*`
+    #[serde(default)]
+    pub refresh: RefreshSection,
     /// `cookie.*`
     pub cookie: CookieSection,
     /// `csrf.*`
@@ -151,6 +156,7 @@ impl Settings {
             upstream: loader.section(defaults.upstream),
             routes: loader.section(defaults.routes),
             token: loader.section(defaults.token),
+            refresh: loader.section(defaults.refresh),
             cookie: loader.section(defaults.cookie),
             csrf: loader.section(defaults.csrf),
             websocket: loader.section(defaults.websocket),
@@ -172,6 +178,7 @@ impl Settings {
         let upstream = problems.take(self.upstream.validate());
         let routes = problems.take(self.routes.validate());
         let token = problems.take(self.token.validate());
+        let refresh = problems.take(self.refresh.validate());
         let forwarding = problems.take(self.server.forwarding());
         let ops = problems.take(self.ops.validate());
         let cookies = problems.take(self.cookie.validate());
@@ -179,6 +186,7 @@ impl Settings {
         let websocket = problems.take(self.websocket.validate());
         let frontend = problems.take(self.frontend.validate());
         let tls = problems.take(self.tls.validate());
+        problems.take(self.refresh_needs());
         let json_logs = problems.take(self.log.validate());
         problems.finish(|| {
             let (upstream, token, cookies) = (upstream?, token?, cookies?);
@@ -190,6 +198,7 @@ impl Settings {
                 cookies: cookies.jar,
                 csrf: csrf?,
                 forwarding: forwarding?,
+                refresh: refresh?,
             };
             let adapter = AppSettings {
                 server: server?,
@@ -209,6 +218,38 @@ impl Settings {
                 ephemeral_key: cookies.ephemeral_key,
             })
         })
+    }
+
+    /// The rules that tie refresh to the token and cookie sections: a
+    /// refresh path needs a refresh token to spend, and refresh tokens and
+    /// lifetimes are kept only in sealed cookies (a clear cookie holds the
+    /// access token alone, and a refresh token must never sit in clear).
+    fn refresh_needs(&self) -> Result<(), Vec<Problem>> {
+        let mut problems = Vec::new();
+        if !self.refresh.path.is_empty() && self.token.refresh_field.is_empty() {
+            problems.push(Problem::new(
+                "token.refresh_field",
+                "refresh.path is set, so the login answer's refresh token must be named here",
+            ));
+        }
+        if !self.cookie.encrypt {
+            for (key, value) in [
+                ("token.refresh_field", &self.token.refresh_field),
+                ("token.expires_in_field", &self.token.expires_in_field),
+            ] {
+                if !value.is_empty() {
+                    problems.push(Problem::new(
+                        key,
+                        "needs cookie.encrypt = true (a clear cookie holds the token alone)",
+                    ));
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
     }
 
     /// The effective settings as TOML, with the cookie keys and the metrics
@@ -233,7 +274,10 @@ impl Settings {
             upstream_header: DemoApi::TOKEN_HEADER.to_owned(),
             upstream_scheme: String::new(),
             drop_client_headers: self.token.drop_client_headers.clone(),
+            refresh_field: String::new(),
+            expires_in_field: String::new(),
         };
+        demo.refresh = RefreshSection::default();
         let tls = self.server.tls_cert_file.is_some() || self.server.tls_key_file.is_some();
         if !tls {
             // Plain http on loopback: a Secure cookie would never come back.

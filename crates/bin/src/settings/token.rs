@@ -1,5 +1,6 @@
-//! `[token]`: where the token is in the login response, and how it (and
-//! nothing the client sent in its place) goes to the API.
+//! `[token]`: where the token (and the refresh token and its lifetime) is
+//! in the login response, and how it (and nothing the client sent in its
+//! place) goes to the API.
 
 use serde::{Deserialize, Serialize};
 use tokenjar_domain::{LoginRules, TokenRules};
@@ -17,6 +18,12 @@ pub struct TokenSection {
     pub upstream_scheme: String,
     /// Client headers never forwarded.
     pub drop_client_headers: Vec<String>,
+    /// JSON Pointer to the refresh token; `""` = none.
+    #[serde(default)]
+    pub refresh_field: String,
+    /// JSON Pointer to the access token's lifetime in seconds; `""` = none.
+    #[serde(default)]
+    pub expires_in_field: String,
 }
 
 /// The checked `[token]` section: two of the domain's rules.
@@ -33,7 +40,11 @@ impl Section for TokenSection {
 
     fn validate(&self) -> Result<Token, Vec<Problem>> {
         let mut problems = Problems::in_section(Self::NAME);
-        let login = problems.domain(LoginRules::new(&self.response_field));
+        let login = problems.domain(
+            LoginRules::new(&self.response_field)
+                .and_then(|rules| rules.with_refresh(&self.refresh_field))
+                .and_then(|rules| rules.with_expires_in(&self.expires_in_field)),
+        );
         let rules = problems.domain(
             TokenRules::new(&self.upstream_header, &self.upstream_scheme)
                 .and_then(|rules| rules.dropping(&self.drop_client_headers)),
