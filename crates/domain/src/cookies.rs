@@ -1134,6 +1134,180 @@ mod tests {
         assert_eq!(opened.value(), ":tok");
     }
 
+    /// What the `cookie` crate's private jar opens `set_cookie`'s value to.
+    fn plaintext(jar: &CookieJar, set_cookie: &str) -> String {
+        let (name, value) = pair(set_cookie)
+            .split_once('=')
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .unwrap();
+        let mut theirs = cookie::CookieJar::new();
+        theirs.add_original(Cookie::new(name.clone(), value));
+        theirs
+            .private(&jar.keys.keys[0])
+            .get(&name)
+            .unwrap()
+            .value()
+            .to_owned()
+    }
+
+    fn grant(access: Token, refresh: Option<Token>, access_expires_at: Option<i64>) -> Grant {
+        Grant {
+            access,
+            refresh,
+            access_expires_at,
+        }
+    }
+
+    #[test]
+    fn a_session_with_a_refresh_token_is_sealed_in_the_second_format() {
+        let jar = jar();
+        let issued = jar
+            .issue_replacing(
+                &grant(tok("A9:zz"), Some(tok("R7,qq:1")), Some(NOW + 30)),
+                NOW,
+                &RANDOM,
+                Carried::default(),
+            )
+            .unwrap();
+        // Byte counts, not separators, cut the tokens apart.
+        assert_eq!(
+            plaintext(&jar, &issued.set_cookies[0]),
+            format!(",{},7:R7,qq:1A9:zz", NOW + 30)
+        );
+        let header = pair(&issued.set_cookies[0]);
+        assert_eq!(
+            jar.open([header.as_bytes()], NOW),
+            CookieState::Valid(Session {
+                token: tok("A9:zz"),
+                expires_at: None,
+                access_expires_at: Some(NOW + 30),
+                refresh: Some(tok("R7,qq:1")),
+            })
+        );
+        // The access token's expiry does not end the session: it is
+        // refreshed instead.
+        assert!(matches!(
+            jar.open([header.as_bytes()], NOW + 3600),
+            CookieState::Valid(_)
+        ));
+        // Neither token shows in the session's Debug.
+        assert!(!format!("{:?}", jar.open([header.as_bytes()], NOW)).contains("qq"));
+    }
+
+    #[test]
+    fn a_session_with_a_refresh_token_lives_by_the_refresh_token() {
+        let check = |max_age_s: u64, refresh: Token, expected: Option<i64>| {
+            let jar = jar_with(
+                CookiePolicy {
+                    max_age_s,
+                    ..CookiePolicy::default()
+                },
+                CookieKeys::generate(&RANDOM).unwrap(),
+            );
+            let g = grant(jwt_with_exp(NOW + 60), Some(refresh), Some(NOW + 60));
+            let issued = jar.issue_replacing(&g, NOW, &RANDOM, Carried::default()).unwrap();
+            assert_eq!(issued.expires_at, expected);
+            let max_age = Cookie::parse(issued.set_cookies[0].as_str())
+                .unwrap()
+                .max_age()
+                .map(|age| age.whole_seconds());
+            assert_eq!(max_age, expected.map(|e| e - NOW));
+        };
+        // cookie.max_age_s first, then the refresh token's JWT exp, else a
+        // browser-session cookie; never the access token's 60 s.
+        check(600, jwt_with_exp(NOW + 86_400), Some(NOW + 600));
+        check(0, jwt_with_exp(NOW + 86_400), Some(NOW + 86_400));
+        check(0, tok("opaque-refresh"), None);
+    }
+
+    #[test]
+    fn a_one_token_session_keeps_the_first_format() {
+        let jar = jar();
+        let issued = jar
+            .issue_replacing(
+                &grant(jwt_with_exp(NOW + 60), None, Some(NOW + 60)),
+                NOW,
+                &RANDOM,
+                Carried::default(),
+            )
+            .unwrap();
+        assert!(plaintext(&jar, &issued.set_cookies[0]).starts_with(&format!("{}:", NOW + 60)));
+        // A lifetime from `expires_in` that is not the JWT's: the second
+        // format, and the session ends with the access token.
+        let issued = jar
+            .issue_replacing(
+                &grant(tok("opaque"), None, Some(NOW + 90)),
+                NOW,
+                &RANDOM,
+                Carried::default(),
+            )
+            .unwrap();
+        assert_eq!(issued.expires_at, Some(NOW + 90));
+        assert_eq!(
+            jar.open([pair(&issued.set_cookies[0]).as_bytes()], NOW),
+            CookieState::Valid(Session::of_token(tok("opaque"), Some(NOW + 90)))
+        );
+    }
+
+    #[test]
+    fn a_large_session_with_a_refresh_token_is_chunked_and_joins() {
+        let jar = jar();
+        let (access, refresh) = (long_token(3_000, b'a'), long_token(3_000, b'r'));
+        let issued = jar
+            .issue_replacing(
+                &grant(access.clone(), Some(refresh.clone()), Some(NOW + 30)),
+                NOW,
+                &RANDOM,
+                Carried::default(),
+            )
+            .unwrap();
+        assert_eq!(issued.set_cookies.len(), 3);
+        let mut store = CookieStore::new();
+        store.apply(&issued.set_cookies);
+        let CookieState::Valid(session) = opened(&jar, &store) else {
+            panic!("the chunks join");
+        };
+        assert_eq!((session.token, session.refresh), (access, Some(refresh)));
+    }
+
+    #[test]
+    fn clear_mode_keeps_the_access_token_alone() {
+        let jar = jar_with(
+            CookiePolicy {
+                encrypt: false,
+                ..CookiePolicy::default()
+            },
+            CookieKeys::generate(&RANDOM).unwrap(),
+        );
+        let issued = jar
+            .issue_replacing(
+                &grant(tok("acc"), Some(tok("ref")), None),
+                NOW,
+                &RANDOM,
+                Carried::default(),
+            )
+            .unwrap();
+        assert_eq!(pair(&issued.set_cookies[0]), sent("acc"));
+    }
+
+    #[test]
+    fn a_malformed_second_format_does_not_open() {
+        let jar = jar();
+        let key = &jar.keys.keys[0];
+        for plaintext in [
+            ",,5:abc", ",,x:abc", ",1,:a", "1,2:ab", ",,3:", ",,1:r", "x,,0:a", ",x,0:a",
+        ] {
+            let mut theirs = cookie::CookieJar::new();
+            theirs.private_mut(key).add(Cookie::new(DEFAULT_NAME, plaintext));
+            let value = theirs.get(DEFAULT_NAME).unwrap().value().to_owned();
+            assert_eq!(
+                jar.open([sent(&value).as_bytes()], NOW),
+                CookieState::Rejected(Rejection::Unopenable),
+                "{plaintext}"
+            );
+        }
+    }
+
     #[test]
     fn opening_matches_the_cookie_crates_private_jar() {
         let jar = jar();

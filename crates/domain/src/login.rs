@@ -456,6 +456,123 @@ mod tests {
         );
     }
 
+    fn refreshing(refresh: &str, expires_in: &str) -> LoginRules {
+        rules("/authToken")
+            .with_refresh(refresh)
+            .unwrap()
+            .with_expires_in(expires_in)
+            .unwrap()
+    }
+
+    #[test]
+    fn the_refresh_token_is_taken_out_and_the_lifetime_read() {
+        let login = refreshing("/refreshToken", "/expiresIn")
+            .extract(br#"{"authToken":"a-1","refreshToken":"r-1","expiresIn":300,"user":"u"}"#)
+            .unwrap();
+        assert_eq!(login.token.expose(), "a-1");
+        assert_eq!(login.refresh.as_ref().map(Token::expose), Some("r-1"));
+        assert_eq!(login.expires_in_s, Some(300));
+        // The lifetime stays for the page; the refresh token does not.
+        assert_eq!(login.body, br#"{"expiresIn":300,"user":"u","loggedIn":true}"#);
+        let grant = login.grant(1_000);
+        assert_eq!(grant.access_expires_at, Some(1_300));
+        assert_eq!(grant.refresh.as_ref().map(Token::expose), Some("r-1"));
+    }
+
+    #[test]
+    fn a_missing_refresh_token_or_lifetime_is_none() {
+        let rules = refreshing("/data/refresh", "/expiresIn");
+        let login = rules.extract(br#"{"authToken":"a-1"}"#).unwrap();
+        assert_eq!((login.refresh, login.expires_in_s), (None, None));
+        // Not a string: not a refresh token, and left where it is.
+        let login = rules
+            .extract(br#"{"authToken":"a-1","data":{"refresh":7}}"#)
+            .unwrap();
+        assert_eq!(login.refresh, None);
+        assert_eq!(login.body, br#"{"data":{"refresh":7},"loggedIn":true}"#);
+        // Without a lifetime field, the JWT `exp` gives the expiry.
+        assert_eq!(
+            rules
+                .extract(br#"{"authToken":"opaque"}"#)
+                .unwrap()
+                .grant(5)
+                .access_expires_at,
+            None
+        );
+    }
+
+    #[test]
+    fn lifetimes_are_read_leniently_and_bounded() {
+        let rules = refreshing("", "/e");
+        let read = |value: &str| {
+            rules
+                .extract(format!(r#"{{"authToken":"a","e":{value}}}"#).as_bytes())
+                .unwrap()
+                .expires_in_s
+        };
+        assert_eq!(read("0"), Some(0));
+        assert_eq!(read("3600"), Some(3600));
+        assert_eq!(read("59.9"), Some(59));
+        assert_eq!(read(r#""120""#), Some(120));
+        for bad in [
+            "-1",
+            "-0.5",
+            "1e300",
+            r#""12s""#,
+            r#""""#,
+            "null",
+            "true",
+            "[1]",
+            "315360001",
+        ] {
+            assert_eq!(read(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_refresh_token_repeated_elsewhere_is_refused() {
+        let rules = refreshing("/refreshToken", "");
+        for body in [
+            r#"{"authToken":"a-1","refreshToken":"r-123","copy":"r-123"}"#,
+            // Two pointers into one array: the refresh token must not be
+            // left behind when taking the access token shifts it.
+            r#"{"authToken":"a-1","refreshToken":"r-123","k":["r-123"]}"#,
+        ] {
+            assert_eq!(
+                rules.extract(body.as_bytes()).map(|_| ()),
+                Err(LoginError::TokenRepeated),
+                "{body}"
+            );
+        }
+        let shifted = LoginRules::new("/t/0").unwrap().with_refresh("/t/1").unwrap();
+        assert_eq!(
+            shifted.extract(br#"{"t":["a-1","r-123"]}"#).map(|_| ()),
+            Err(LoginError::TokenRepeated)
+        );
+        assert_eq!(
+            rules
+                .extract(br#"{"authToken":"a-1","refreshToken":"bad\u0000"}"#)
+                .map(|_| ()),
+            Err(LoginError::Token(TokenError::NotHeaderSafe))
+        );
+    }
+
+    #[test]
+    fn a_refusal_holding_a_refresh_token_is_caught() {
+        let rules = refreshing("/refreshToken", "");
+        assert!(rules.holds_token(br#"{"refreshToken":"r","error":"x"}"#));
+        assert!(!rules.holds_token(br#"{"error":"x"}"#));
+    }
+
+    #[test]
+    fn refresh_and_lifetime_pointers_are_validated_under_their_keys() {
+        let key = |r: Result<LoginRules, Vec<SettingError>>| r.err().unwrap()[0].key;
+        assert_eq!(key(rules("/a").with_refresh("refresh")), "refresh_field");
+        assert_eq!(key(rules("/a").with_expires_in("/x~2")), "expires_in_field");
+        assert!(!rules("/a").with_refresh("").unwrap().reads_refresh());
+        assert!(rules("/a").with_expires_in("/e").unwrap().reads_expires_in());
+    }
+
     #[test]
     fn pointers_are_validated() {
         assert!(LoginRules::new("/authToken").is_ok());

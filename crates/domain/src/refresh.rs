@@ -541,3 +541,276 @@ impl Table {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future as _;
+    use std::task::{Context, Poll, Waker};
+
+    use super::*;
+
+    const NOW: i64 = 1_700_000_000;
+
+    fn tok(s: &str) -> Token {
+        Token::new(s.to_owned()).unwrap()
+    }
+
+    fn renewed(access: &str, expires_at: Option<i64>) -> Renewal {
+        Renewal::Renewed(Arc::new(Grant {
+            access: tok(access),
+            refresh: Some(tok(&format!("{access}-r"))),
+            access_expires_at: expires_at,
+        }))
+    }
+
+    fn lead(turn: Turn<'_>) -> Lease<'_> {
+        match turn {
+            Turn::Lead(lease) => lease,
+            other => panic!("expected to lead, got {other:?}"),
+        }
+    }
+
+    /// Polls a waiting request once, as an executor would.
+    fn poll(waiting: &mut Waiting) -> Poll<Option<Renewal>> {
+        Pin::new(waiting).poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    fn session(refresh: Option<&str>, access_expires_at: Option<i64>) -> Session {
+        Session {
+            token: tok("access"),
+            expires_at: None,
+            access_expires_at,
+            refresh: refresh.map(tok),
+        }
+    }
+
+    fn rules() -> RefreshRules {
+        RefreshRules::new("/auth/refresh", "refreshToken", 60, 30, "/auth/revoke").unwrap()
+    }
+
+    #[test]
+    fn a_session_is_due_within_the_leeway_and_only_with_a_refresh_token() {
+        let rules = rules();
+        let check = |s: Session, due: bool| assert_eq!(rules.is_due(&s, NOW), due, "{s:?}");
+        check(session(Some("r"), Some(NOW + 61)), false);
+        check(session(Some("r"), Some(NOW + 60)), true);
+        check(session(Some("r"), Some(NOW - 5)), true);
+        // Unknown expiry: the API's 401 says when.
+        check(session(Some("r"), None), false);
+        // Nothing to spend.
+        check(session(None, Some(NOW - 5)), false);
+    }
+
+    #[test]
+    fn the_refresh_and_revoke_calls_carry_the_token_in_the_configured_field() {
+        let rules = rules();
+        let base = UpstreamBase::parse("http://api.internal:9000/v1").unwrap();
+        let request = rules.request(&base, &tok("r-1"), Some("req-7"));
+        assert_eq!(request.method, Method::Post);
+        assert_eq!(request.url, "http://api.internal:9000/v1/auth/refresh");
+        assert_eq!(request.body, br#"{"refreshToken":"r-1"}"#);
+        assert_eq!(request.body_size, BodySize::Sized(request.body.len() as u64));
+        assert_eq!(request.headers.get_str("content-type"), Some("application/json"));
+        assert_eq!(request.headers.get_str("x-request-id"), Some("req-7"));
+        // The refresh token is the only credential: no cookie, no token header.
+        assert!(!request.headers.contains("cookie"));
+        assert!(!request.headers.contains("auth-token"));
+
+        let revoke = rules.revocation(&base, &tok("r-1"), None).unwrap();
+        assert_eq!(revoke.url, "http://api.internal:9000/v1/auth/revoke");
+        assert_eq!(revoke.body, br#"{"refreshToken":"r-1"}"#);
+        let without = RefreshRules::new("/auth/refresh", "rt", 60, 30, "").unwrap();
+        assert!(without.revocation(&base, &tok("r-1"), None).is_none());
+    }
+
+    #[test]
+    fn verdicts_by_status() {
+        for (status, verdict) in [
+            (200, Verdict::Read),
+            (201, Verdict::Read),
+            (400, Verdict::Refused),
+            (401, Verdict::Refused),
+            (403, Verdict::Refused),
+            (408, Verdict::Failed),
+            (429, Verdict::Failed),
+            (500, Verdict::Failed),
+            (503, Verdict::Failed),
+            (302, Verdict::Failed),
+        ] {
+            assert_eq!(RefreshRules::verdict(status), verdict, "{status}");
+        }
+    }
+
+    #[test]
+    fn settings_are_checked_and_named() {
+        let keys = |r: Result<RefreshRules, Vec<SettingError>>| -> Vec<String> {
+            r.err()
+                .unwrap_or_default()
+                .iter()
+                .map(|e| e.key.to_owned())
+                .collect()
+        };
+        assert_eq!(keys(RefreshRules::new("refresh", "f", 1, 1, "")), ["path"]);
+        assert_eq!(keys(RefreshRules::new("/a b", "f", 1, 1, "")), ["path"]);
+        assert_eq!(keys(RefreshRules::new("/r?x=1", "f", 1, 1, "")), ["path"]);
+        assert_eq!(
+            keys(RefreshRules::new("/r", "", 1, 1, "revoke")),
+            ["revoke_path", "request_field"]
+        );
+        assert!(RefreshRules::new("/r", "f", u64::MAX, u64::MAX, "/v").is_ok());
+    }
+
+    #[test]
+    fn one_leads_the_others_wait_and_get_its_result() {
+        let table = Refreshes::new(30, 60);
+        let lease = lead(table.turn(&tok("r"), NOW, None));
+        let mut waiting: Vec<Waiting> = (0..3)
+            .map(|_| match table.turn(&tok("r"), NOW, None) {
+                Turn::Wait(w) => w,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!((table.running(), table.waiting()), (1, 3));
+        assert!(waiting.iter_mut().all(|w| poll(w).is_pending()));
+        // Another session is not held up.
+        drop(lead(table.turn(&tok("other"), NOW, None)));
+
+        let result = renewed("a2", Some(NOW + 300));
+        lease.finish(result.clone(), NOW + 1);
+        for w in &mut waiting {
+            assert_eq!(poll(w), Poll::Ready(Some(result.clone())));
+        }
+        assert_eq!((table.running(), table.waiting(), table.kept()), (0, 0, 1));
+    }
+
+    #[test]
+    fn a_kept_result_is_reused_within_the_window_only() {
+        let table = Refreshes::new(30, 60);
+        let result = renewed("a2", Some(NOW + 300));
+        lead(table.turn(&tok("r"), NOW, None)).finish(result.clone(), NOW);
+        match table.turn(&tok("r"), NOW + 29, None) {
+            Turn::Reuse(r) => assert_eq!(r, result),
+            other => panic!("{other:?}"),
+        }
+        // The window is over: the old refresh token is spent again (an API
+        // that rotates will refuse it, which is the point of the window).
+        drop(lead(table.turn(&tok("r"), NOW + 30, None)));
+        assert_eq!(table.kept(), 0);
+    }
+
+    #[test]
+    fn a_kept_access_token_inside_the_leeway_is_not_handed_out() {
+        // An API that keeps its refresh tokens: the same key refreshes again
+        // later, and the old result must not come back stale.
+        let table = Refreshes::new(600, 60);
+        lead(table.turn(&tok("r"), NOW, None)).finish(renewed("a2", Some(NOW + 100)), NOW);
+        assert!(matches!(table.turn(&tok("r"), NOW + 39, None), Turn::Reuse(_)));
+        let lease = lead(table.turn(&tok("r"), NOW + 40, None));
+        lease.finish(renewed("a3", Some(NOW + 400)), NOW + 40);
+        match table.turn(&tok("r"), NOW + 41, None) {
+            Turn::Reuse(Renewal::Renewed(g)) => assert_eq!(g.access, tok("a3")),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(table.kept(), 1);
+    }
+
+    #[test]
+    fn a_result_holding_the_token_the_api_just_refused_is_no_help() {
+        let table = Refreshes::new(30, 60);
+        lead(table.turn(&tok("r"), NOW, None)).finish(renewed("a2", Some(NOW + 300)), NOW);
+        assert!(matches!(
+            table.turn(&tok("r"), NOW, Some(&tok("a1"))),
+            Turn::Reuse(_)
+        ));
+        assert!(matches!(
+            table.turn(&tok("r"), NOW, Some(&tok("a2"))),
+            Turn::Lead(_)
+        ));
+    }
+
+    #[test]
+    fn a_refusal_is_kept_and_a_failure_is_not() {
+        let table = Refreshes::new(30, 60);
+        lead(table.turn(&tok("r"), NOW, None)).finish(Renewal::Refused, NOW);
+        assert!(matches!(
+            table.turn(&tok("r"), NOW + 1, None),
+            Turn::Reuse(Renewal::Refused)
+        ));
+
+        let lease = lead(table.turn(&tok("s"), NOW, None));
+        let Turn::Wait(mut waiting) = table.turn(&tok("s"), NOW, None) else {
+            panic!("the second request waits");
+        };
+        let failure = Renewal::Failed(FlowError::Upstream(crate::UpstreamError::Timeout));
+        lease.finish(failure.clone(), NOW);
+        // The waiter shares the failure; the next request tries again.
+        assert_eq!(poll(&mut waiting), Poll::Ready(Some(failure)));
+        assert!(matches!(table.turn(&tok("s"), NOW + 1, None), Turn::Lead(_)));
+    }
+
+    #[test]
+    fn a_cancelled_leader_hands_the_turn_to_a_waiter() {
+        let table = Refreshes::new(30, 60);
+        let lease = lead(table.turn(&tok("r"), NOW, None));
+        let Turn::Wait(mut waiting) = table.turn(&tok("r"), NOW, None) else {
+            panic!("the second request waits");
+        };
+        drop(lease);
+        assert_eq!(poll(&mut waiting), Poll::Ready(None));
+        assert!(matches!(table.turn(&tok("r"), NOW, None), Turn::Lead(_)));
+    }
+
+    #[test]
+    fn nothing_is_kept_with_a_window_of_zero() {
+        let table = Refreshes::new(0, 60);
+        lead(table.turn(&tok("r"), NOW, None)).finish(renewed("a2", Some(NOW + 300)), NOW);
+        assert_eq!(table.kept(), 0);
+        assert!(matches!(table.turn(&tok("r"), NOW, None), Turn::Lead(_)));
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_forgets_the_oldest_first() {
+        let table = Refreshes::new(3600, 60);
+        let total = MAX_REMEMBERED + 5;
+        for i in 0..total {
+            let key = tok(&format!("r{i}"));
+            lead(table.turn(&key, NOW, None)).finish(renewed("a", Some(NOW + 7200)), NOW);
+        }
+        assert_eq!(table.kept(), MAX_REMEMBERED);
+        assert!(matches!(table.turn(&tok("r0"), NOW, None), Turn::Lead(_)));
+        let newest = tok(&format!("r{}", total - 1));
+        assert!(matches!(table.turn(&newest, NOW, None), Turn::Reuse(_)));
+
+        // Large tokens: the byte cap holds first.
+        let big = Refreshes::new(3600, 60);
+        let access = "a".repeat(60 * 1024);
+        for i in 0..2_000 {
+            lead(big.turn(&tok(&format!("r{i}")), NOW, None)).finish(renewed(&access, Some(NOW + 7200)), NOW);
+        }
+        let per = 2 * 60 * 1024 + 2;
+        assert!(big.kept() <= MAX_REMEMBERED_BYTES / per + 1, "{}", big.kept());
+        assert!(big.kept() >= MAX_REMEMBERED_BYTES / per - 1, "{}", big.kept());
+    }
+
+    #[test]
+    fn expired_results_are_swept_as_time_passes() {
+        let table = Refreshes::new(10, 60);
+        for i in 0..50 {
+            lead(table.turn(&tok(&format!("r{i}")), NOW, None)).finish(renewed("a", None), NOW + i);
+        }
+        assert_eq!(table.kept(), 50);
+        // A turn at NOW + 30 sweeps everything that finished before NOW + 21.
+        drop(lead(table.turn(&tok("new"), NOW + 30, None)));
+        assert_eq!(table.kept(), 29);
+    }
+
+    #[test]
+    fn the_table_holds_no_refresh_token() {
+        let table = Refreshes::new(30, 60);
+        let secret = "refresh-secret-123";
+        lead(table.turn(&tok(secret), NOW, None)).finish(Renewal::Refused, NOW);
+        let printed = format!("{table:?} {:?}", rules());
+        assert!(!printed.contains(secret));
+        assert_ne!(key_of(&tok(secret)).as_slice(), secret.as_bytes());
+    }
+}
