@@ -12,10 +12,11 @@ use tokenjar_domain::memory::SeededRandom;
 // The judges of a result, shared with the fuzz targets; see the module's doc for why they
 // stay apart from the rules they judge.
 use tokenjar_domain::oracle::{contains, resolved_path, stays_under_base, BASE, BASE_PATH, NOW};
-use tokenjar_domain::{CookieError, Rejection, CHUNK_BYTES, DEFAULT_NAME};
 use tokenjar_domain::{
-    CookieJar, CookieKeys, CookiePolicy, CookieState, LoginRules, Route, Routes, Session, Token, UpstreamBase,
+    Carried, CookieJar, CookieKeys, CookiePolicy, CookieState, Grant, LoginRules, Route, Routes, Session,
+    Token, UpstreamBase,
 };
+use tokenjar_domain::{CookieError, Rejection, CHUNK_BYTES, DEFAULT_NAME};
 
 /// Nonces and keys: different on each call, the same on each run.
 static RANDOM: SeededRandom = SeededRandom::new(11);
@@ -739,6 +740,42 @@ proptest! {
         let header = header_in_order(&pairs, &order);
         let opened = jar.open([header.as_bytes()], NOW);
         prop_assert_eq!(opened.token().map(Token::expose), Some(text.as_str()));
+    }
+
+    #[test]
+    fn a_session_with_a_refresh_token_round_trips_whole(
+        access in prop_oneof![token_text(1..=2_000), token_text(2_001..=20_000)],
+        refresh in proptest::option::of(prop_oneof![token_text(1..=2_000), token_text(2_001..=20_000)]),
+        access_expires_at in proptest::option::of(NOW - 100..NOW + 100_000),
+        max_age_s in prop_oneof![Just(0u64), 1u64..200_000],
+        order in proptest::collection::vec(any::<u32>(), 16),
+    ) {
+        let key = base64::engine::general_purpose::STANDARD.encode([9; 64]);
+        let jar = CookieJar::new(policy(DEFAULT_NAME, max_age_s), keys(&[key])).with_max_chunks(16);
+        let grant = Grant {
+            access: Token::new(access).unwrap(),
+            refresh: refresh.map(|r| Token::new(r).unwrap()),
+            access_expires_at,
+        };
+        let issued = jar.issue_replacing(&grant, NOW, &RANDOM, Carried::default()).unwrap();
+        let pairs: Vec<(String, String)> = issued.set_cookies.iter().map(|c| pair(c)).collect();
+        let header = header_in_order(&pairs, &order);
+        let expected = Session {
+            token: grant.access.clone(),
+            expires_at: issued.expires_at,
+            access_expires_at,
+            refresh: grant.refresh.clone(),
+        };
+        // A session sealed without a refresh token ends with its access
+        // token; an expiry already past does not open (that is the rule,
+        // not a failure to round-trip).
+        match jar.open([header.as_bytes()], NOW) {
+            CookieState::Valid(session) => prop_assert_eq!(session, expected),
+            CookieState::Rejected(Rejection::Expired) => {
+                prop_assert!(issued.expires_at.is_some_and(|exp| exp <= NOW));
+            }
+            other => prop_assert!(false, "{:?}", other),
+        }
     }
 
     #[test]
