@@ -173,6 +173,16 @@ fn probe(addr: SocketAddr) -> Probe {
     let mut stream = match TcpStream::connect(addr) {
         Ok(stream) => stream,
         Err(err) if err.kind() == ErrorKind::ConnectionRefused => return Probe::Refused,
+        // A listener closing while the handshake is under way resets it:
+        // not served either.
+        Err(err)
+            if matches!(
+                err.kind(),
+                ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+            ) =>
+        {
+            return Probe::ClosedWithoutAnswer
+        }
         Err(err) => panic!("connecting to {addr}: {err}"),
     };
     stream.set_read_timeout(Some(SOON)).unwrap();

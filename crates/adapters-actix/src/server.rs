@@ -405,7 +405,7 @@ async fn websocket(
     worker: &Worker,
 ) -> HttpResponse {
     let shared = &worker.shared;
-    let plan = match worker.gateway.websocket(route, client) {
+    let plan = match worker.gateway.websocket(route, client).await {
         Ok(plan) => plan,
         Err(handled) => {
             shared.metrics.record(&handled);
@@ -418,13 +418,25 @@ async fn websocket(
         let request_id = request_id_of(request);
         tracing::info!(request_id, route = "api", reason = ?why, "auth cookie refused and deleted");
     }
-    match websocket::open(request, payload, plan, worker.gateway.upstream(), &shared.sockets).await {
-        Handshake::Open(response) => response,
-        Handshake::Refused(status) => {
-            HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY)).finish()
-        }
-        Handshake::Failed(error) => fail(&error, &shared.metrics, false, request),
+    if let Some(refresh) = plan.refresh {
+        let request_id = request_id_of(request);
+        tracing::info!(request_id, result = refresh.as_str(), "token refresh");
     }
+    // A refreshed session's cookies must reach the browser however the
+    // handshake ends: the old cookie's refresh token is spent.
+    let cookies = plan.reply_headers.clone();
+    let mut response =
+        match websocket::open(request, payload, plan, worker.gateway.upstream(), &shared.sockets).await {
+            Handshake::Open(response) => return response,
+            Handshake::Refused(status) => {
+                HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY)).finish()
+            }
+            Handshake::Failed(error) => fail(&error, &shared.metrics, false, request),
+        };
+    for (name, value) in headers::to_actix(cookies) {
+        response.headers_mut().append(name, value);
+    }
+    response
 }
 
 /// The domain's view of the request: its body a stream, refused at once
@@ -528,6 +540,7 @@ fn report(handled: &Handled<ResponseBody>, request: &HttpRequest) {
         && handled.rejected_cookie.is_none()
         && !handled.conflicting_cookies
         && handled.login.is_none()
+        && handled.refresh.is_none()
     {
         return;
     }
@@ -548,6 +561,9 @@ fn report(handled: &Handled<ResponseBody>, request: &HttpRequest) {
     }
     if let Some(login) = handled.login {
         tracing::info!(request_id, result = login.as_str(), "login");
+    }
+    if let Some(refresh) = handled.refresh {
+        tracing::info!(request_id, result = refresh.as_str(), "token refresh");
     }
 }
 

@@ -265,11 +265,13 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
     /// with a refusal: the rules every request meets ([`admit`](Self::admit)),
     /// then the `Origin` rule that stands in for CSRF's header, then the
     /// cookie's token on the API's handshake (without a valid cookie the
-    /// handshake goes on without a token, like any API call).
+    /// handshake goes on without a token, like any API call). A session
+    /// due for a refresh is refreshed first, as for any API call (SPEC
+    /// §14); its new cookies go into the plan's reply headers.
     ///
     /// # Errors
     /// The refusal to answer with, as any request's.
-    pub fn websocket<B>(
+    pub async fn websocket<B>(
         &self,
         route: &Route,
         request: ClientRequest<B>,
@@ -301,11 +303,51 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
                 .map(|end| u64::try_from(end.saturating_sub(now)).unwrap_or(0)),
             _ => None,
         };
-        let carried = if rejected_cookie.is_some() {
+        let due = match (&self.rules.refresh, &cookie) {
+            (Some(rules), CookieState::Valid(session)) if rules.is_due(session, now) => {
+                Some((rules, session))
+            }
+            _ => None,
+        };
+        let carried = if rejected_cookie.is_some() || due.is_some() {
             self.rules.cookies.carried(request.headers.get_all("cookie"))
         } else {
             Carried::default()
         };
+        let mut reply_headers = Headers::new();
+        let mut refresh = None;
+        let mut renewed = None;
+        if let Some((rules, session)) = due {
+            let request_id = request.headers.get_str("x-request-id");
+            let (renewal, result) = self.renew(rules, session, None, request_id).await;
+            refresh = Some(result);
+            let refused = |error: FlowError| {
+                let mut handled = Self::failed(class, error);
+                handled.refresh = refresh;
+                handled
+            };
+            match renewal {
+                Renewal::Renewed(grant) => {
+                    let issued = self
+                        .rules
+                        .cookies
+                        .issue_replacing(&grant, self.clock.now(), &self.random, carried)
+                        .map_err(|error| refused(error.into()))?;
+                    for set_cookie in issued.set_cookies {
+                        reply_headers.append("set-cookie", set_cookie);
+                    }
+                    renewed = Some(grant);
+                }
+                Renewal::Refused => {
+                    let mut handled = refused(FlowError::SessionExpired);
+                    for removal in self.rules.cookies.removals(carried) {
+                        handled.reply.headers.append("set-cookie", removal);
+                    }
+                    return Err(handled);
+                }
+                Renewal::Failed(error) => return Err(refused(error)),
+            }
+        }
         let url = self.rules.upstream.websocket_url(rest, request.query.as_deref());
         let mut headers = relay::request_headers(
             request.headers,
@@ -314,8 +356,8 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
             &self.rules.forwarding,
         );
         websocket::strip_handshake(&mut headers);
-        self.rules.token.apply(&mut headers, cookie.token());
-        let mut reply_headers = Headers::new();
+        let token = renewed.as_ref().map(|grant| &grant.access).or(cookie.token());
+        self.rules.token.apply(&mut headers, token);
         if rejected_cookie.is_some() {
             for removal in self.rules.cookies.removals(carried) {
                 reply_headers.append("set-cookie", removal);
@@ -328,6 +370,7 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
             reply_headers,
             rejected_cookie,
             conflicting_cookies: matches!(cookie, CookieState::Conflicting),
+            refresh,
         })
     }
 

@@ -59,13 +59,15 @@ pub struct WebSocketPlan {
     /// its end is known: the socket is closed with 1008 (policy violation)
     /// when they are up, so that the app reconnects with a fresh session.
     pub session_left_s: Option<u64>,
-    /// Headers for the browser's `101` answer (the deletion of a cookie
-    /// that failed to open).
+    /// Headers for the browser's answer, whatever it is (the deletion of a
+    /// cookie that failed to open, or a refreshed session's cookies).
     pub reply_headers: Headers,
     /// A cookie that was sent but refused (and is being deleted).
     pub rejected_cookie: Option<Rejection>,
     /// Auth cookies that opened to different sessions: none was used.
     pub conflicting_cookies: bool,
+    /// How the session's refresh went, when the handshake needed one.
+    pub refresh: Option<crate::refresh::RefreshResult>,
 }
 
 /// A WebSocket close code that tokenjar itself sends (RFC 6455 §7.4.1).

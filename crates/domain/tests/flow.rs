@@ -669,7 +669,7 @@ impl App {
             self.gateway.is_websocket(&route, &request),
             "{target} is a handshake"
         );
-        self.gateway.websocket(&route, request)
+        pollster::block_on(self.gateway.websocket(&route, request))
     }
 }
 

@@ -564,3 +564,63 @@ fn fifty_concurrent_requests_across_an_expiry_share_one_refresh() {
     let count = |r: RefreshResult| results.iter().filter(|(_, got, _)| *got == Some(r)).count();
     assert_eq!((count(RefreshResult::Ok), count(RefreshResult::Reused)), (1, 49));
 }
+
+/// A WebSocket handshake to `/api/socket` from `browser`'s page.
+fn handshake(app: &App, browser: &CookieStore) -> Result<tokenjar_domain::WebSocketPlan, Handled<Vec<u8>>> {
+    let headers: Headers = [
+        ("host", "app.example"),
+        ("origin", "http://app.example"),
+        ("upgrade", "websocket"),
+        ("connection", "Upgrade"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("sec-websocket-version", "13"),
+        ("cookie", browser.header().as_str()),
+    ]
+    .into_iter()
+    .collect();
+    let request = ClientRequest {
+        method: "GET".into(),
+        path: "/api/socket".to_owned(),
+        query: None,
+        headers,
+        peer: Some("192.0.2.7".parse().unwrap()),
+        scheme: "http",
+        body: (),
+    };
+    let route = app
+        .gateway
+        .route(tokenjar_domain::Listener::Main, &request.path)
+        .unwrap();
+    assert!(app.gateway.is_websocket(&route, &request));
+    pollster::block_on(app.gateway.websocket(&route, request))
+}
+
+#[test]
+fn a_due_session_is_refreshed_before_a_websocket_handshake() {
+    let app = App::standard();
+    let mut browser = CookieStore::new();
+    app.login(&mut browser);
+    let plan = handshake(&app, &browser).unwrap();
+    assert_eq!(plan.refresh, None);
+    assert!(plan.reply_headers.get_all("set-cookie").next().is_none());
+
+    app.clock.advance(300);
+    let plan = handshake(&app, &browser).unwrap();
+    assert_eq!(plan.refresh, Some(RefreshResult::Ok));
+    assert_eq!(
+        plan.headers.get_str("auth-token"),
+        Some(app.current_access().as_str())
+    );
+    let before = browser.header();
+    browser.apply(plan.reply_headers.get_all("set-cookie"));
+    assert_ne!(browser.header(), before, "the 101 carries the new cookie");
+
+    // Refused: the handshake is answered 401 and the session deleted.
+    app.api.families.lock().unwrap().last_mut().unwrap().revoked = true;
+    app.clock.advance(300);
+    let refused = handshake(&app, &browser).unwrap_err();
+    assert_eq!(refused.reply.status, 401);
+    assert_eq!(json_of(&refused)["error"], "session_expired");
+    assert_eq!(refused.refresh, Some(RefreshResult::Refused));
+    assert!(deletes_cookie(&refused));
+}
