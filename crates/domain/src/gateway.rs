@@ -18,7 +18,7 @@ use crate::forwarding::Forwarding;
 use crate::headers::Headers;
 use crate::login::{LoginError, LoginRules, MAX_LOGIN_BODY};
 use crate::method::Method;
-use crate::ports::{Clock, Random, Upstream, UpstreamError};
+use crate::ports::{BodyReadError, Clock, Random, Upstream, UpstreamError};
 use crate::refresh::{RefreshResult, RefreshRules, Renewal, Turn, Verdict};
 use crate::relay;
 use crate::routes::{Listener, PathError, Route, RouteClass, Routes};
@@ -708,7 +708,13 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
         }
         let body = match body {
             Ok(body) => body,
-            Err(error) => return Renewal::Failed(error.into()),
+            // Not a login's body: no `bad_login_response` for it.
+            Err(BodyReadError::Timeout) => return Renewal::Failed(UpstreamError::Timeout.into()),
+            Err(error) => {
+                return Renewal::Failed(
+                    UpstreamError::Unavailable(format!("the refresh answer's body: {error}")).into(),
+                )
+            }
         };
         if encoded {
             return Renewal::Failed(FlowError::BadRefresh(LoginError::Encoded));

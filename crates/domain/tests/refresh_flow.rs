@@ -624,3 +624,113 @@ fn a_due_session_is_refreshed_before_a_websocket_handshake() {
     assert_eq!(refused.refresh, Some(RefreshResult::Refused));
     assert!(deletes_cookie(&refused));
 }
+
+#[test]
+fn a_hostile_refresh_answer_fails_the_request_and_keeps_the_session() {
+    let huge = format!(r#"{{"authToken":"a-2","pad":"{}"}}"#, "x".repeat(1024 * 1024));
+    let cases: Vec<(&str, Result<UpstreamResponse<Vec<u8>>, UpstreamError>, u16, &str)> = vec![
+        (
+            "not JSON",
+            Ok(tokenjar_domain::memory::bytes_response(
+                200,
+                "text/html",
+                b"<html>".to_vec(),
+            )),
+            502,
+            "upstream_unavailable",
+        ),
+        (
+            "no token",
+            Ok(json_response(200, &json!({"ok": true}))),
+            502,
+            "upstream_unavailable",
+        ),
+        (
+            "header breaking token",
+            Ok(json_response(200, &json!({"authToken": "a\r\nSet-Cookie: x=1"}))),
+            502,
+            "upstream_unavailable",
+        ),
+        (
+            "refresh token not header-safe",
+            Ok(json_response(
+                200,
+                &json!({"authToken": "a-2", "refreshToken": "r\u{0}"}),
+            )),
+            502,
+            "upstream_unavailable",
+        ),
+        (
+            "over 1 MiB",
+            Ok(tokenjar_domain::memory::bytes_response(
+                200,
+                "application/json",
+                huge.into_bytes(),
+            )),
+            502,
+            "upstream_unavailable",
+        ),
+        (
+            "compressed",
+            Ok({
+                let mut r = json_response(200, &json!({"authToken": "a-2"}));
+                r.headers.append("content-encoding", "gzip");
+                r
+            }),
+            502,
+            "upstream_unavailable",
+        ),
+        (
+            "redirect",
+            Ok(json_response(302, &json!({"authToken": "a-2"}))),
+            502,
+            "upstream_unavailable",
+        ),
+        (
+            "too many requests",
+            Ok(json_response(429, &json!({}))),
+            502,
+            "upstream_unavailable",
+        ),
+        ("timeout", Err(UpstreamError::Timeout), 504, "upstream_timeout"),
+        (
+            "reset",
+            Err(UpstreamError::Unavailable("reset".into())),
+            502,
+            "upstream_unavailable",
+        ),
+    ];
+    for (what, answer, status, code) in cases {
+        let answer = Mutex::new(Some(answer));
+        let clock = Arc::new(ManualClock::new(NOW));
+        let rules = rules(30);
+        let gateway = Gateway::new(
+            rules.clone(),
+            InMemoryUpstream::new(move |request| match request.path() {
+                "/login" => Ok(json_response(
+                    200,
+                    &json!({"authToken": "a-1", "refreshToken": "r-1", "expiresIn": 10}),
+                )),
+                "/refresh" => answer.lock().unwrap().take().unwrap(),
+                _ => Ok(json_response(200, &json!({}))),
+            }),
+            clock.clone(),
+            SeededRandom::new(5),
+        );
+        let mut browser = CookieStore::new();
+        let login = send(&gateway, "", "POST", "/api/login", b"{}");
+        browser.apply(login.reply.headers.get_all("set-cookie"));
+        let call = send(&gateway, &browser.header(), "GET", "/api/me", b"");
+        assert_eq!(call.reply.status, status, "{what}");
+        assert_eq!(json_of(&call)["error"], code, "{what}");
+        assert_eq!(call.refresh, Some(RefreshResult::Failed), "{what}");
+        assert!(
+            call.reply.headers.get_all("set-cookie").next().is_none(),
+            "{what}: session kept"
+        );
+        let seen = everything(&call);
+        assert!(!seen.contains("a-2") && !seen.contains("r-1"), "{what}: {seen}");
+        // Nothing was kept: the next request asks the API again.
+        assert_eq!(rules.refresh.as_ref().unwrap().flights().kept(), 0, "{what}");
+    }
+}
