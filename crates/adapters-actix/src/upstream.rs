@@ -193,13 +193,6 @@ impl OverHttp2<'_> {
     }
 }
 
-/// A request body as it leaves: all at hand (or none), or streamed from
-/// the client with its length when known.
-enum Outgoing {
-    InHand(Option<Bytes>),
-    Stream(RequestBody, Option<u64>),
-}
-
 /// Where awc is sent for one URL: the client pair, the URL as awc gets it,
 /// and the `Host` to name when it differs from that URL's.
 struct Target<'a> {
@@ -239,46 +232,6 @@ impl AwcUpstream {
             request = request.set_header(actix_web::http::header::HOST, host);
         }
         Ok(request)
-    }
-
-    /// Sends a request whose body is `outgoing`, over HTTP/2 when the
-    /// origin speaks it, else on the guarded HTTP/1.1 clients.
-    async fn dispatch(
-        &self,
-        method: tokenjar_domain::Method,
-        url: &str,
-        headers: Headers,
-        outgoing: Outgoing,
-        flags: &BodyFlags,
-    ) -> Result<UpstreamResponse<ResponseBody>, UpstreamError> {
-        let target = self.target(url)?;
-        let (head_timeout, h2) = self.route(url).await?;
-        if let Some(h2) = h2 {
-            let body = match outgoing {
-                Outgoing::InHand(None) => http2::Body::None,
-                Outgoing::InHand(Some(bytes)) => http2::Body::Bytes(bytes),
-                Outgoing::Stream(body, size) => http2::Body::Stream(body, size),
-            };
-            // Boxed, as `route` is: an https request's HTTP/2 state stays
-            // out of every plain request's future.
-            let response = Box::pin(h2.send(method.as_str(), url, headers, body, flags)).await?;
-            return Ok(convert_h2(response, &method));
-        }
-        let client = match outgoing {
-            Outgoing::InHand(_) => &target.clients.buffered,
-            Outgoing::Stream(..) => &target.clients.uploads,
-        };
-        let request = build(client, &method, &target, headers)?;
-        let send = match outgoing {
-            // No body at all: no `Content-Length: 0` either.
-            Outgoing::InHand(None) => request.send_body(actix_web::body::None::new()),
-            Outgoing::InHand(Some(bytes)) => request.send_body(bytes),
-            Outgoing::Stream(body, Some(n)) => request.send_body(SizedStream::new(n, body)),
-            Outgoing::Stream(body, None) => request.send_stream(body),
-        };
-        let response = response_head(head_timeout, send, flags).await;
-        self.after_http1(url, &response);
-        Ok(convert(response.map_err(|e| naming(e, url))?, &method))
     }
 
     /// The HTTP/2 side and the authority (`host[:port]` as the URL spells
@@ -395,38 +348,70 @@ impl Upstream for AwcUpstream {
         let flags = body.flags();
         // A body that fits the buffer is read before any connection is
         // taken: however slowly it comes, it holds none.
-        let outgoing = match body_size {
-            BodySize::None => Outgoing::InHand(None),
-            BodySize::Sized(n) if n > self.buffer_bytes => Outgoing::Stream(body, Some(n)),
-            BodySize::Sized(_) | BodySize::Stream => match body
+        let in_hand = match body_size {
+            BodySize::None => Some(None),
+            BodySize::Sized(n) if n > self.buffer_bytes => None,
+            BodySize::Sized(_) | BodySize::Stream => body
                 .read_up_to(self.buffer_bytes)
                 .await
                 .map_err(|e| body_error(&e, &flags))?
-            {
-                Some(bytes) => Outgoing::InHand(Some(bytes)),
-                None => Outgoing::Stream(
-                    body,
-                    match body_size {
-                        BodySize::Sized(n) => Some(n),
-                        _ => None,
-                    },
-                ),
-            },
+                .map(Some),
         };
-        self.dispatch(method, &url, headers, outgoing, &flags).await
+        let target = self.target(&url)?;
+        let (head_timeout, h2) = self.route(&url).await?;
+        if let Some(h2) = h2 {
+            let body = match (in_hand, body_size) {
+                (Some(None), _) => http2::Body::None,
+                (Some(Some(bytes)), _) => http2::Body::Bytes(bytes),
+                (None, BodySize::Sized(n)) => http2::Body::Stream(body, Some(n)),
+                (None, _) => http2::Body::Stream(body, None),
+            };
+            // Boxed, as `route` is: an https request's HTTP/2 state stays
+            // out of every plain request's future.
+            let response = Box::pin(h2.send(method.as_str(), &url, headers, body, &flags)).await?;
+            return Ok(convert_h2(response, &method));
+        }
+        let client = if in_hand.is_some() {
+            &target.clients.buffered
+        } else {
+            &target.clients.uploads
+        };
+        let outgoing = build(client, &method, &target, headers)?;
+        let send = match (in_hand, body_size) {
+            // No body at all: no `Content-Length: 0` either.
+            (Some(None), _) => outgoing.send_body(actix_web::body::None::new()),
+            (Some(Some(bytes)), _) => outgoing.send_body(bytes),
+            (None, BodySize::Sized(n)) => outgoing.send_body(SizedStream::new(n, body)),
+            (None, _) => outgoing.send_stream(body),
+        };
+        let response = response_head(head_timeout, send, &flags).await;
+        self.after_http1(&url, &response);
+        Ok(convert(response.map_err(|e| naming(e, &url))?, &method))
     }
 
+    /// The body in hand becomes a payload of its own, so the request takes
+    /// the one path every request takes (read into the buffer when it fits).
     async fn send_bytes(
         &self,
         request: UpstreamRequest<Vec<u8>>,
     ) -> Result<UpstreamResponse<ResponseBody>, UpstreamError> {
-        let outgoing = match request.body_size {
-            BodySize::None => Outgoing::InHand(None),
-            BodySize::Sized(_) | BodySize::Stream => Outgoing::InHand(Some(Bytes::from(request.body))),
-        };
-        let flags = BodyFlags::default();
-        self.dispatch(request.method, &request.url, request.headers, outgoing, &flags)
-            .await
+        let UpstreamRequest {
+            method,
+            url,
+            headers,
+            body_size,
+            body,
+        } = request;
+        // All there already: the pause limit can never come into play.
+        let body = RequestBody::new(actix_web::dev::Payload::from(body), None, Duration::from_secs(1));
+        self.send(UpstreamRequest {
+            method,
+            url,
+            headers,
+            body_size,
+            body,
+        })
+        .await
     }
 
     /// A cheap reachability check: any HTTP answer from the API counts.

@@ -903,7 +903,11 @@ impl CookieJar {
     /// [`seal`](Self::seal); `None` for anything else.
     fn unseal(&self, value: &str) -> Option<Session> {
         let plaintext = self.keys.open(&self.policy.name, value)?;
-        let (meta, rest) = plaintext.split_once(':')?;
+        // Plain byte loops: this runs on every request, the separators are
+        // within the first few bytes, and both `str`'s char searcher and
+        // `memchr` cost about a hundred instructions more per call there.
+        let colon = plaintext.bytes().position(|b| b == b':')?;
+        let (meta, rest) = (plaintext.get(..colon)?, plaintext.get(colon + 1..)?);
         let stamp = |t: &str| -> Option<Option<i64>> {
             if t.is_empty() {
                 Some(None)
@@ -911,9 +915,10 @@ impl CookieJar {
                 t.parse::<i64>().ok().map(Some)
             }
         };
-        let Some((exp, more)) = meta.split_once(',') else {
+        let Some(comma) = meta.bytes().position(|b| b == b',') else {
             return Some(Session::of_token(Token::new(rest.to_owned()).ok()?, stamp(meta)?));
         };
+        let (exp, more) = (meta.get(..comma)?, meta.get(comma + 1..)?);
         let (access_exp, refresh_len) = more.split_once(',')?;
         let refresh_len: usize = refresh_len.parse().ok()?;
         let (refresh, access) = (rest.get(..refresh_len)?, rest.get(refresh_len..)?);
