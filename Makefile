@@ -27,13 +27,14 @@ test:
 ##   all of them, so a new crate test is never left out;
 ## - the end-to-end targets in CHECK_E2E (tests/Cargo.toml says what each
 ##   covers).
-## Left to `make test`: browser (Chromium), scale (nginx), soak (30 s),
-## idle_connections (10,000 connections, a high open-files limit) and
-## websocket_scale (1,000 WebSockets, ~2,500 open files). A new quick
-## end-to-end target goes into CHECK_E2E.
+## Left to `make test`: browser (Chromium), scale and refresh_instances
+## (nginx), soak (30 s), idle_connections (10,000 connections, a high
+## open-files limit) and websocket_scale (1,000 WebSockets, ~2,500 open
+## files). A new quick end-to-end target goes into CHECK_E2E.
 CHECK_E2E = proxy auth streaming cli ops frontend answers forwarding lifecycle \
 	hostile_cookies hostile_login hostile_requests hostile_forgery \
-	api_restart broken_api slow_clients events tls_listener upstream_tls websocket
+	api_restart broken_api slow_clients events tls_listener upstream_tls websocket \
+	refresh
 check: lint
 	$(CARGO) test --workspace --exclude tokenjar-e2e
 	$(CARGO) test --workspace $(addprefix --test ,$(CHECK_E2E))

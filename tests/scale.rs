@@ -8,145 +8,19 @@
 //! `CI=true`, where it fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::{SocketAddr, TcpListener};
-use std::os::unix::fs::MetadataExt as _;
-use std::os::unix::process::CommandExt as _;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use awc::http::Method;
 use tokenjar_e2e::external::{find_program, programs_or_skip, send_signal};
 use tokenjar_e2e::metrics::metric_sum;
-use tokenjar_e2e::{
-    spawn_app, workspace_root, RecordingApi, Reply, SetCookie, TempDir, TestApp, KEY_1, KEY_2,
-};
+use tokenjar_e2e::nginx::Nginx;
+use tokenjar_e2e::{spawn_app, RecordingApi, Reply, SetCookie, TestApp, KEY_1, KEY_2};
 
-/// Longest wait for nginx to start or for a condition to hold.
+/// Longest wait for a condition to hold.
 const WAIT: Duration = Duration::from_secs(20);
 
 /// How often a waited-for condition is re-checked.
 const POLL: Duration = Duration::from_millis(20);
-
-/// nginx: started in its own process group so that stopping it takes its
-/// worker too.
-struct Nginx {
-    child: Child,
-    port: u16,
-    prefix: TempDir,
-}
-
-impl Nginx {
-    /// Fills in the template for instances `a` and `b` and starts nginx on a
-    /// free loopback port; retries with another port if that one was taken
-    /// in between (ports are picked by binding port 0 and letting go).
-    fn start(program: &Path, a: SocketAddr, b: SocketAddr) -> Self {
-        let template = std::fs::read_to_string(workspace_root().join("tests/nginx/lb.conf.template"))
-            .expect("read tests/nginx/lb.conf.template");
-        let mut last_error = String::new();
-        for _ in 0..5 {
-            let prefix = TempDir::new("nginx");
-            let port = free_port();
-            let conf = fill(&template, prefix.path(), port, a, b);
-            prefix.write("nginx.conf", &conf);
-            let child = Command::new(program)
-                .arg("-p")
-                .arg(prefix.path())
-                .arg("-c")
-                .arg(prefix.path().join("nginx.conf"))
-                .arg("-e")
-                .arg(prefix.path().join("error.log"))
-                .process_group(0)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|err| panic!("could not start {}: {err}", program.display()));
-            let mut nginx = Self { child, port, prefix };
-            match nginx.wait_until_listening() {
-                Ok(()) => return nginx,
-                Err(error) => last_error = error,
-            }
-            if !last_error.contains("Address already in use") {
-                break;
-            }
-        }
-        panic!("nginx did not start:\n{last_error}");
-    }
-
-    /// nginx writes its pid file only once its listening socket is bound;
-    /// an early exit means it failed (the error log says why).
-    fn wait_until_listening(&mut self) -> Result<(), String> {
-        let pid_file = self.prefix.path().join("nginx.pid");
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let pid = std::fs::read_to_string(&pid_file).unwrap_or_default();
-            if pid.trim() == self.child.id().to_string() {
-                return Ok(());
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!("nginx exited ({status}):\n{}", self.error_log()));
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "nginx wrote no pid file within {WAIT:?}:\n{}",
-                    self.error_log()
-                ));
-            }
-            std::thread::sleep(POLL);
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn origin(&self) -> String {
-        self.url("")
-    }
-
-    fn error_log(&self) -> String {
-        std::fs::read_to_string(self.prefix.path().join("error.log")).unwrap_or_default()
-    }
-
-    fn access_log(&self) -> String {
-        std::fs::read_to_string(self.prefix.path().join("access.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        send_signal(self.child.id(), "KILL", true);
-        let _ = self.child.wait();
-    }
-}
-
-/// The template with every `@NAME@` replaced.
-fn fill(template: &str, prefix: &Path, port: u16, a: SocketAddr, b: SocketAddr) -> String {
-    // As root, nginx would run its worker as `nobody`; keep the test's own
-    // identity instead. Not root: nginx cannot switch users, so say nothing.
-    let root = std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0);
-    let filled = template
-        .replace("@USER_DIRECTIVE@", if root { "user root root;" } else { "" })
-        .replace("@PREFIX@", &prefix.display().to_string())
-        .replace("@LISTEN_PORT@", &port.to_string())
-        .replace("@PORT_A@", &a.port().to_string())
-        .replace("@PORT_B@", &b.port().to_string());
-    let unfilled = filled
-        .lines()
-        .find(|l| !l.trim_start().starts_with('#') && l.contains('@'));
-    assert!(
-        unfilled.is_none(),
-        "unfilled placeholder in the nginx template: {unfilled:?}"
-    );
-    filled
-}
-
-/// A loopback port nothing listens on right now.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local address").port()
-}
 
 /// The recording API, two tokenjar instances in front of it and nginx in
 /// front of them; `None` when nginx is missing (and this is not CI).

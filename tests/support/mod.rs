@@ -15,9 +15,11 @@ pub mod hostile;
 pub mod hostile_api;
 pub mod load;
 pub mod metrics;
+pub mod nginx;
 pub mod pattern;
 pub mod pki;
 pub mod raw;
+pub mod refresh_api;
 pub mod ws_api;
 
 use std::path::{Path, PathBuf};
