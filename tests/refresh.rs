@@ -359,9 +359,6 @@ async fn a_get_is_retried_only_once() {
 }
 
 #[actix_web::test]
-#[ignore = "proxy bug: a GET with `Content-Length: 0` gets the API's 401 \
-            passed through instead of a refresh and retry (proxy_refreshing \
-            takes BodySize::Sized(0) for a body)"]
 async fn a_get_with_content_length_0_is_retried_too() {
     // awc, curl with -d '' and several HTTP libraries send this on a GET;
     // the body is empty, so the request can be sent again as it was.

@@ -588,7 +588,10 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
         // method without effects, and not already on fresh tokens.
         let retry = renewed.is_none()
             && matches!(request.method, Method::Get | Method::Head | Method::Options)
-            && BodySize::from_headers(&request.headers) == BodySize::None;
+            && matches!(
+                BodySize::from_headers(&request.headers),
+                BodySize::None | BodySize::Sized(0)
+            );
         let planned = self.plan(&self.rules.upstream, request, rest, Some(token));
         let again = retry.then(|| UpstreamRequest {
             method: planned.method.clone(),
