@@ -628,7 +628,8 @@ fn a_due_session_is_refreshed_before_a_websocket_handshake() {
 #[test]
 fn a_hostile_refresh_answer_fails_the_request_and_keeps_the_session() {
     let huge = format!(r#"{{"authToken":"a-2","pad":"{}"}}"#, "x".repeat(1024 * 1024));
-    let cases: Vec<(&str, Result<UpstreamResponse<Vec<u8>>, UpstreamError>, u16, &str)> = vec![
+    type Answer = Result<UpstreamResponse<Vec<u8>>, UpstreamError>;
+    let cases: Vec<(&str, Answer, u16, &str)> = vec![
         (
             "not JSON",
             Ok(tokenjar_domain::memory::bytes_response(
