@@ -15,6 +15,10 @@
 #   each, against tests/ws_bench's echo API and load generator)
 #   (get-cookie-chunked: a session of a 7 KB token, sealed over three
 #   cookies, against nginx passing the same token in one clear cookie)
+#   (refresh: every request's access token is due, so each makes a refresh
+#   call to the API, then the API call; 1,024 sessions taken in turn, so
+#   that concurrent requests do not share one refresh. nginx's peer
+#   makes the same two calls with auth_request, bench/nginx-proxy.conf)
 #   ROUNDS=1 DURATION=3 bench/run.sh  # a quick look
 #   SCENARIOS="get-cookie login" bench/run.sh
 #   BENCH_BIN=/tmp/tokenjar-before bench/run.sh   # another build
@@ -27,7 +31,7 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
-SCENARIOS=${SCENARIOS:-"get-cookie get-nocookie post-64k post-1m download-100m login tls-listener tls-handshake get-cookie-https websocket get-cookie-chunked"}
+SCENARIOS=${SCENARIOS:-"get-cookie get-nocookie post-64k post-1m download-100m login tls-listener tls-handshake get-cookie-https websocket get-cookie-chunked refresh"}
 
 need() { command -v "$1" >/dev/null || { echo "bench: '$1' is missing (apt-get install $2)" >&2; exit 1; }; }
 need wrk wrk
@@ -91,9 +95,15 @@ NGINX_TLS_PORT=$(free_port)
 UPSTREAM_TLS_PORT=$(free_port)
 NGINX_HTTPS_UP_PORT=$(free_port)
 WS_PORT=$(free_port)
+NGINX_REFRESH_PORT=$(free_port)
 JWT=$(python3 -c 'import base64, json
 e = lambda d: base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
 print(e({"alg": "HS256", "typ": "JWT"}) + "." + e({"sub": "bench", "exp": 4102444800}) + ".c2lnbmF0dXJlLWJ5LXRoZS1hcGk")')
+# The access token the API's /refresh answers (refresh): another subject, so
+# that the token the API is sent tells a refreshed session.
+JWT2=$(python3 -c 'import base64, json
+e = lambda d: base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
+print(e({"alg": "HS256", "typ": "JWT"}) + "." + e({"sub": "bench-refreshed", "exp": 4102444800}) + ".c2lnbmF0dXJlLWJ5LXRoZS1hcGk")')
 # A token of about 7 KB (a JWT with many roles), whose sealed session takes
 # three cookies (get-cookie-chunked).
 BIGJWT=$(python3 -c 'import base64, json
@@ -117,6 +127,7 @@ chmod 644 "$work/tls.key"
 render() {
     sed -e "s|@WORK@|$work|g" -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" -e "s|@NGINX_PORT@|$NGINX_PORT|g" \
         -e "s|@NGINX_TLS_PORT@|$NGINX_TLS_PORT|g" -e "s|@WS_PORT@|$WS_PORT|g" -e "s|@JWT@|$JWT|g" \
+        -e "s|@JWT2@|$JWT2|g" -e "s|@NGINX_REFRESH_PORT@|$NGINX_REFRESH_PORT|g" \
         -e "s|@UPSTREAM_TLS_PORT@|$UPSTREAM_TLS_PORT|g" -e "s|@NGINX_HTTPS_UP_PORT@|$NGINX_HTTPS_UP_PORT|g" \
         -e "s|@BIGJWT1@|${BIGJWT:0:3000}|g" -e "s|@BIGJWT2@|${BIGJWT:3000:3000}|g" -e "s|@BIGJWT3@|${BIGJWT:6000}|g" \
         -e "s|@UPSTREAM_TLS@|listen 127.0.0.1:$UPSTREAM_TLS_PORT ssl backlog=4096; ssl_certificate $work/tls.crt; ssl_certificate_key $work/tls.key;|g" \
@@ -150,24 +161,31 @@ stop() {
 # start_tokenjar [BINARY] [MODE]: with "tls", tokenjar terminates TLS itself
 # (server.tls_cert_file) on its TLS port; with "https-upstream", it calls
 # the upstream's https port, trusting the bench CA (tls.ca_file); with
-# "ws", its API is the WebSocket echo API.
+# "ws", its API is the WebSocket echo API; with "refresh", sessions hold a
+# refresh token and are refreshed at the API's /refresh when due.
 start_tokenjar() {
-    local bin=${1:-$BIN} port=$TOKENJAR_PORT url tls=() upstream="http://127.0.0.1:$UPSTREAM_PORT"
+    local bin=${1:-$BIN} port=$TOKENJAR_PORT url extra=() upstream="http://127.0.0.1:$UPSTREAM_PORT"
     [ "${2:-}" = ws ] && upstream="http://127.0.0.1:$WS_PORT"
     stop "$TOKENJAR_PID"
     if [ "${2:-}" = tls ]; then
         port=$TOKENJAR_TLS_PORT
-        tls=(TOKENJAR_SERVER__TLS_CERT_FILE="$work/tls.crt" TOKENJAR_SERVER__TLS_KEY_FILE="$work/tls.key")
+        extra=(TOKENJAR_SERVER__TLS_CERT_FILE="$work/tls.crt" TOKENJAR_SERVER__TLS_KEY_FILE="$work/tls.key")
         url="https://127.0.0.1:$port/healthz"
     else
         url="http://127.0.0.1:$port/healthz"
     fi
     if [ "${2:-}" = https-upstream ]; then
         upstream="https://127.0.0.1:$UPSTREAM_TLS_PORT"
-        tls=(TOKENJAR_TLS__CA_FILE="$work/ca.crt")
+        extra=(TOKENJAR_TLS__CA_FILE="$work/ca.crt")
+    fi
+    # refresh.leeway_s stays at its default (60 s): the API's tokens come
+    # with expiresIn 0, so every request finds its session due.
+    if [ "${2:-}" = refresh ]; then
+        extra=(TOKENJAR_REFRESH__PATH=/refresh TOKENJAR_TOKEN__REFRESH_FIELD=/refreshToken
+            TOKENJAR_TOKEN__EXPIRES_IN_FIELD=/expiresIn)
     fi
     env TOKENJAR_SERVER__PORT="$port" TOKENJAR_SERVER__WORKERS=1 \
-    TOKENJAR_UPSTREAM__URL="$upstream" "${tls[@]}" \
+    TOKENJAR_UPSTREAM__URL="$upstream" "${extra[@]}" \
     TOKENJAR_COOKIE__SECURE=false TOKENJAR_COOKIE__NAME=auth-token TOKENJAR_COOKIE__KEYS="$KEY" RUST_LOG=warn \
         "${PROXY_CPU[@]}" "$bin" serve --config-dir "$work/none" 2>> "$work/tokenjar.log" &
     TOKENJAR_PID=$!
@@ -209,6 +227,48 @@ case " $SCENARIOS " in
         echo "bench: the chunked session is $(echo "$CHUNKED" | tr ';' '\n' | wc -l) cookies, ${#CHUNKED} bytes" >&2 ;;
 esac
 
+# refresh: REFRESH_SESSIONS logins through tokenjar configured for refresh,
+# each with a refresh token of its own, their cookies one a line for
+# bench/refresh.lua. tokenjar shares a refresh among the requests of one
+# refresh token in flight together; with 1,024 sessions taken in turn by 64
+# connections, a request would have to stay in flight while 1,024 others
+# start to meet another of its session. nginx gets as many refresh tokens
+# in clear (it checks none: the API's refresh answers any).
+REFRESH_SESSIONS=1024
+case " $SCENARIOS " in
+    *" refresh "*)
+        start_tokenjar "$BIN" refresh
+        python3 - "$TOKENJAR_PORT" "$REFRESH_SESSIONS" "$work/refresh-tokenjar.txt" "$work/refresh-nginx.txt" <<'PY'
+import http.client, secrets, sys
+port, n, tokenjar_path, nginx_path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+conn = http.client.HTTPConnection("127.0.0.1", port)
+with open(tokenjar_path, "w") as tokenjar, open(nginx_path, "w") as nginx:
+    for _ in range(n):
+        conn.request("POST", "/api/login?refresh=1", body="{}",
+                     headers={"x-csrf": "1", "content-type": "application/json"})
+        answer = conn.getresponse()
+        answer.read()
+        cookies = [v.split(";")[0] for k, v in answer.getheaders()
+                   if k.lower() == "set-cookie" and v.startswith("auth-token=")]
+        if answer.status != 200 or len(cookies) != 1:
+            sys.exit(f"bench: the refresh login through tokenjar gave {answer.status}, cookies {cookies}")
+        tokenjar.write(cookies[0] + "\n")
+        nginx.write(f"auth-refresh=bench-{secrets.token_hex(16)}\n")
+PY
+        # Both proxies must send the API the refreshed token, not the login's.
+        ECHOED=$(curl -s -H "Cookie: $(head -n 1 "$work/refresh-tokenjar.txt")" "http://127.0.0.1:$TOKENJAR_PORT/api/echo")
+        echo "$ECHOED" | grep -q "$JWT2" || { echo "bench: tokenjar did not refresh: $ECHOED" >&2; exit 1; }
+        ECHOED=$(curl -s -H "Cookie: $(head -n 1 "$work/refresh-nginx.txt")" "http://127.0.0.1:$NGINX_REFRESH_PORT/api/echo")
+        echo "$ECHOED" | grep -q "$JWT2" || { echo "bench: nginx did not refresh: $ECHOED" >&2; exit 1; }
+        start_tokenjar ;;
+esac
+
+# tokenjar_refreshes_total{result="RESULT"} on tokenjar's /metrics (0 before any).
+refreshes() {
+    curl -s "http://127.0.0.1:$TOKENJAR_PORT/metrics" \
+        | awk -v want="tokenjar_refreshes_total{result=\"$1\"}" '$1 == want {n = $2} END {print n + 0}'
+}
+
 ticks() { # utime + stime of the given processes, in clock ticks
     local total=0
     for p in "$@"; do
@@ -234,7 +294,7 @@ run() {
     else
         port=$TOKENJAR_PORT cookie=$SEALED
     fi
-    local url="http://127.0.0.1:$port/api/echo" conns=$CONNS tls=
+    local url="http://127.0.0.1:$port/api/echo" conns=$CONNS tls='' script_args=()
     case $scenario in
         tls-listener | tls-handshake)
             # The build before this scenario existed cannot listen with TLS.
@@ -257,6 +317,18 @@ run() {
             # The build before chunked sessions cannot hold a 7 KB token.
             [ "$target" = base ] && return 0
             if [ "$target" = nginx ]; then args=(-H "Cookie: auth-token=$BIGJWT"); else args=(-H "Cookie: $CHUNKED"); fi ;;
+        refresh)
+            # The build before refresh cannot refresh.
+            [ "$target" = base ] && return 0
+            tls=refresh
+            args=(-s bench/refresh.lua)
+            if [ "$target" = nginx ]; then
+                port=$NGINX_REFRESH_PORT
+                script_args=(-- "$work/refresh-nginx.txt")
+            else
+                script_args=(-- "$work/refresh-tokenjar.txt")
+            fi
+            url="http://127.0.0.1:$port/api/echo" ;;
         get-nocookie) ;;
         post-64k) args=(-H "Cookie: $cookie" -s bench/post.lua) ;;
         post-1m) args=(-H "Cookie: $cookie" -s bench/post-1m.lua); url="http://127.0.0.1:$port/api/upload" ;;
@@ -283,17 +355,25 @@ run() {
             "${LOAD_CPU[@]}" "$WS_BENCH" load "ws://127.0.0.1:$port/api/ws" "http://127.0.0.1:$port" \
                 "$cookie" "$conns" "$1" 128
         else
-            "${LOAD_CPU[@]}" wrk -t1 -c"$conns" -d"$1s" --latency "${args[@]}" "$url"
+            "${LOAD_CPU[@]}" wrk -t1 -c"$conns" -d"$1s" --latency "${args[@]}" "$url" "${script_args[@]}"
         fi
     }
     # One second of the same load first: connection pools and caches filled.
     drive 1 > /dev/null
-    local before after out
+    local before after out refreshed='' ok reused
+    # refresh: tokenjar's own count of the refreshes it made (ok) and
+    # handed on from another request (reused) during the measured run.
+    [ "$scenario" = refresh ] && [ "$target" = tokenjar ] && refreshed="$(refreshes ok) $(refreshes reused)"
     reset_hwm "${procs[@]}"
     before=$(ticks "${procs[@]}")
     out=$(drive "$DURATION")
     after=$(ticks "${procs[@]}")
     echo "$out" > "$work/wrk-$scenario-$target-$round.txt"
+    if [ -n "$refreshed" ]; then
+        read -r ok reused <<< "$refreshed"
+        echo "bench: round $round refresh tokenjar: $(($(refreshes ok) - ok)) refreshes made," \
+            "$(($(refreshes reused) - reused)) shared, for $(echo "$out" | sed -n 's/^ *\([0-9]*\) requests in.*/\1/p') requests" >&2
+    fi
     python3 - "$scenario" "$target" "$round" "$((after - before))" "$CLK_TCK" "$(sum_hwm "${procs[@]}")" \
         >> "$results" <<PY
 import re, sys
@@ -384,5 +464,13 @@ if any(r[1] == "base" for r in rows):
             t = statistics.median(y for _, y in ratios)
             change = statistics.median(y / x - 1 for x, y in ratios)
             print(f"| {scen} | {b:.3f} | {t:.3f} | {change:+.1%} |")
+# What a refresh adds to the request that waits for it: the same proxy's
+# cookie GET without one, from the same run.
+for target in ("tokenjar", "nginx"):
+    r, g = med.get(("refresh", target)), med.get(("get-cookie", target))
+    if r and g:
+        print(f"\nrefresh, {target}: p50 {r['p50']:.2f} ms against get-cookie's {g['p50']:.2f} (+{r['p50'] - g['p50']:.2f}),"
+              f" p99 {r['p99']:.2f} against {g['p99']:.2f} (+{r['p99'] - g['p99']:.2f}),"
+              f" CPU {r['cpu']:.1f} µs/req against {g['cpu']:.1f}")
 print("\npeak RSS: VmHWM of a freshly started proxy during one wrk run after a 1 s warm-up; nginx's master + worker")
 PY
