@@ -869,13 +869,9 @@ impl CookieJar {
         expires_at: Option<i64>,
         random: &dyn Random,
     ) -> Result<String, CookieError> {
-        let cipher = self.keys.openers.first().ok_or(CookieError::NoKey)?;
         let stamp = |t: Option<i64>| t.map(|e| e.to_string()).unwrap_or_default();
-        let mut sealed = vec![0; NONCE_LEN];
-        random.fill(&mut sealed)?;
-        let nonce = *Nonce::from_slice(&sealed);
         let access = grant.access.expose();
-        let mut text = match &grant.refresh {
+        let text = match &grant.refresh {
             None if grant.access_expires_at == expires_at => format!("{}:{access}", stamp(expires_at)),
             refresh => {
                 let refresh = refresh.as_ref().map_or("", Token::expose);
@@ -888,15 +884,57 @@ impl CookieJar {
             }
         }
         .into_bytes();
+        self.seal_text(&self.policy.name, text, random)
+    }
+
+    /// `text` sealed for a cookie called `name` under the first key, in the
+    /// private jar's format (see [`seal`](Self::seal)).
+    fn seal_text(&self, name: &str, mut text: Vec<u8>, random: &dyn Random) -> Result<String, CookieError> {
+        let cipher = self.keys.openers.first().ok_or(CookieError::NoKey)?;
+        let mut sealed = vec![0; NONCE_LEN];
+        random.fill(&mut sealed)?;
+        let nonce = *Nonce::from_slice(&sealed);
         // Fails only for a plaintext beyond AES-GCM's limit (64 GiB).
         let tag = cipher
-            .encrypt_in_place_detached(&nonce, self.policy.name.as_bytes(), &mut text)
+            .encrypt_in_place_detached(&nonce, name.as_bytes(), &mut text)
             .map_err(|_| CookieError::TooLarge {
                 max_chunks: self.max_chunks,
             })?;
         sealed.extend_from_slice(&text);
         sealed.extend_from_slice(&tag);
         Ok(base64::engine::general_purpose::STANDARD.encode(sealed))
+    }
+
+    /// Seals `text` as the value of another cookie of tokenjar's, called
+    /// `name` (the pending OpenID logins' `<name>-login`), under the same
+    /// keys: bound to that name, so it never opens as the session.
+    ///
+    /// # Errors
+    /// [`CookieError::NoKey`] without a key, or no nonce could be had.
+    pub fn seal_other(&self, name: &str, text: &str, random: &dyn Random) -> Result<String, CookieError> {
+        self.seal_text(name, text.as_bytes().to_vec(), random)
+    }
+
+    /// Opens a value sealed by [`seal_other`](Self::seal_other) for `name`.
+    pub fn open_other(&self, name: &str, value: &str) -> Option<String> {
+        self.keys.open(name, value)
+    }
+
+    /// A `Set-Cookie` value for another cookie of tokenjar's, with the auth
+    /// cookie's `Secure`, `Path` and `Domain`, `HttpOnly`, and `same_site`
+    /// and `max_age` (0 deletes it) of its own.
+    pub fn render_other(&self, name: &str, value: String, same_site: SameSite, max_age: i64) -> String {
+        let p = &self.policy;
+        let mut builder = Cookie::build((name.to_owned(), value))
+            .http_only(true)
+            .secure(p.secure)
+            .same_site(same_site.to_cookie())
+            .path(p.path.clone())
+            .max_age(cookie::time::Duration::seconds(max_age));
+        if let Some(domain) = &p.domain {
+            builder = builder.domain(domain.clone());
+        }
+        builder.build().to_string()
     }
 
     /// The session a sealed value holds, in either format of

@@ -52,6 +52,7 @@ mod login;
 #[cfg(any(test, feature = "test-util"))]
 pub mod memory;
 mod method;
+mod oidc;
 #[cfg(feature = "test-util")]
 pub mod oracle;
 mod ports;
@@ -79,6 +80,10 @@ pub use gateway::{Gateway, Handled, LoginResult, Rules};
 pub use headers::Headers;
 pub use login::{Login, LoginError, LoginRules, MAX_LOGIN_BODY};
 pub use method::Method;
+pub use oidc::{
+    return_to, AuthError, ErrorCode, IdClaims, IdTokenError, KeySet, Metadata, OidcClient, PendingLogin,
+    Prompt, ProviderError, TokenAnswer, CLOCK_SKEW_S, MAX_PENDING, MAX_PROVIDER_BODY, PENDING_LIFETIME_S,
+};
 pub use ports::{BodyReadError, Clock, Random, RandomError, Upstream, UpstreamError};
 pub use refresh::{
     Lease, RefreshResult, RefreshRules, Refreshes, Renewal, Turn, Verdict, Waiting, MAX_REMEMBERED,
