@@ -341,6 +341,8 @@ pub struct Session {
     pub access_expires_at: Option<i64>,
     /// The refresh token, when the login gave one.
     pub refresh: Option<Token>,
+    /// What the session keeps of the user (OIDC mode), as JSON text.
+    pub profile: Option<String>,
 }
 
 impl Session {
@@ -353,6 +355,7 @@ impl Session {
             expires_at,
             access_expires_at: expires_at,
             refresh: None,
+            profile: None,
         }
     }
 }
@@ -871,15 +874,27 @@ impl CookieJar {
     ) -> Result<String, CookieError> {
         let stamp = |t: Option<i64>| t.map(|e| e.to_string()).unwrap_or_default();
         let access = grant.access.expose();
-        let text = match &grant.refresh {
-            None if grant.access_expires_at == expires_at => format!("{}:{access}", stamp(expires_at)),
-            refresh => {
+        let text = match (&grant.refresh, &grant.profile) {
+            (None, None) if grant.access_expires_at == expires_at => {
+                format!("{}:{access}", stamp(expires_at))
+            }
+            (refresh, None) => {
                 let refresh = refresh.as_ref().map_or("", Token::expose);
                 format!(
                     "{},{},{}:{refresh}{access}",
                     stamp(expires_at),
                     stamp(grant.access_expires_at),
                     refresh.len()
+                )
+            }
+            (refresh, Some(profile)) => {
+                let refresh = refresh.as_ref().map_or("", Token::expose);
+                format!(
+                    "{},{},{},{}:{refresh}{profile}{access}",
+                    stamp(expires_at),
+                    stamp(grant.access_expires_at),
+                    refresh.len(),
+                    profile.len()
                 )
             }
         }
@@ -957,9 +972,16 @@ impl CookieJar {
             return Some(Session::of_token(Token::new(rest.to_owned()).ok()?, stamp(meta)?));
         };
         let (exp, more) = (meta.get(..comma)?, meta.get(comma + 1..)?);
-        let (access_exp, refresh_len) = more.split_once(',')?;
-        let refresh_len: usize = refresh_len.parse().ok()?;
-        let (refresh, access) = (rest.get(..refresh_len)?, rest.get(refresh_len..)?);
+        let (access_exp, lengths) = more.split_once(',')?;
+        let (refresh_len, profile_len) = match lengths.split_once(',') {
+            Some((r, p)) => (r.parse::<usize>().ok()?, Some(p.parse::<usize>().ok()?)),
+            None => (lengths.parse::<usize>().ok()?, None),
+        };
+        let (refresh, rest) = (rest.get(..refresh_len)?, rest.get(refresh_len..)?);
+        let (profile, access) = match profile_len {
+            Some(n) => (Some(rest.get(..n)?.to_owned()), rest.get(n..)?),
+            None => (None, rest),
+        };
         let refresh = if refresh.is_empty() {
             None
         } else {
@@ -970,6 +992,7 @@ impl CookieJar {
             expires_at: stamp(exp)?,
             access_expires_at: stamp(access_exp)?,
             refresh,
+            profile,
         })
     }
 
@@ -1198,6 +1221,7 @@ mod tests {
             access,
             refresh,
             access_expires_at,
+            profile: None,
         }
     }
 
@@ -1225,6 +1249,7 @@ mod tests {
                 expires_at: None,
                 access_expires_at: Some(NOW + 30),
                 refresh: Some(tok("R7,qq:1")),
+                profile: None,
             })
         );
         // The access token's expiry does not end the session: it is
@@ -1759,6 +1784,7 @@ mod tests {
                     // An opaque token: its own expiry is unknown.
                     access_expires_at: None,
                     refresh: None,
+                    profile: None,
                 }),
                 "{header}"
             );

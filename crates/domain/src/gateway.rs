@@ -670,7 +670,9 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
                     // The leader was cancelled: take a turn again.
                 }
                 Turn::Lead(lease) => {
-                    let renewal = self.refresh(rules, refresh, request_id).await;
+                    let renewal = self
+                        .refresh(rules, refresh, session.profile.as_deref(), request_id)
+                        .await;
                     lease.finish(renewal.clone(), self.clock.now());
                     let result = match renewal {
                         Renewal::Renewed(_) => RefreshResult::Ok,
@@ -685,8 +687,14 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
 
     /// One refresh call to the API: spends `refresh` and reads the new
     /// tokens with the login's rules. An answer without a new refresh
-    /// token keeps the old one.
-    async fn refresh(&self, rules: &RefreshRules, refresh: &Token, request_id: Option<&str>) -> Renewal {
+    /// token keeps the old one; the session's `profile` goes on unchanged.
+    async fn refresh(
+        &self,
+        rules: &RefreshRules,
+        refresh: &Token,
+        profile: Option<&str>,
+        request_id: Option<&str>,
+    ) -> Renewal {
         let mut request = rules.request(&self.rules.upstream, refresh, request_id);
         // The body must be parsed, so it must come uncompressed.
         request.headers.remove("accept-encoding");
@@ -728,6 +736,7 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
                 if grant.refresh.is_none() {
                     grant.refresh = Some(refresh.clone());
                 }
+                grant.profile = profile.map(str::to_owned);
                 Renewal::Renewed(Arc::new(grant))
             }
             Err(error) => Renewal::Failed(FlowError::BadRefresh(error)),

@@ -85,6 +85,7 @@ impl Login {
             access: self.token,
             refresh: self.refresh,
             access_expires_at,
+            profile: None,
         }
     }
 }

@@ -560,6 +560,7 @@ mod tests {
             access: tok(access),
             refresh: Some(tok(&format!("{access}-r"))),
             access_expires_at: expires_at,
+            profile: None,
         }))
     }
 
@@ -581,6 +582,7 @@ mod tests {
             expires_at: None,
             access_expires_at,
             refresh: refresh.map(tok),
+            profile: None,
         }
     }
 

@@ -105,6 +105,9 @@ pub struct Grant {
     pub refresh: Option<Token>,
     /// Unix seconds when the access token expires, when known.
     pub access_expires_at: Option<i64>,
+    /// What the session keeps of the user besides the tokens (OIDC mode:
+    /// the provider's session id and the user's claims), as JSON text.
+    pub profile: Option<String>,
 }
 
 impl Grant {
@@ -116,6 +119,7 @@ impl Grant {
             access,
             refresh: None,
             access_expires_at,
+            profile: None,
         }
     }
 }

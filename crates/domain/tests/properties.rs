@@ -332,6 +332,7 @@ proptest! {
                 // The access token's own expiry, whatever the cookie's.
                 access_expires_at: token.jwt_exp(),
                 refresh: None,
+                profile: None,
             }),
         };
         let opened = open_pair(&jar, &name, &value, NOW);
@@ -747,6 +748,7 @@ proptest! {
         access in prop_oneof![token_text(1..=2_000), token_text(2_001..=20_000)],
         refresh in proptest::option::of(prop_oneof![token_text(1..=2_000), token_text(2_001..=20_000)]),
         access_expires_at in proptest::option::of(NOW - 100..NOW + 100_000),
+        profile in proptest::option::of("[ -~]{0,300}"),
         max_age_s in prop_oneof![Just(0u64), 1u64..200_000],
         order in proptest::collection::vec(any::<u32>(), 16),
     ) {
@@ -756,6 +758,7 @@ proptest! {
             access: Token::new(access).unwrap(),
             refresh: refresh.map(|r| Token::new(r).unwrap()),
             access_expires_at,
+            profile,
         };
         let issued = jar.issue_replacing(&grant, NOW, &RANDOM, Carried::default()).unwrap();
         let pairs: Vec<(String, String)> = issued.set_cookies.iter().map(|c| pair(c)).collect();
@@ -765,6 +768,7 @@ proptest! {
             expires_at: issued.expires_at,
             access_expires_at,
             refresh: grant.refresh.clone(),
+            profile: grant.profile.clone(),
         };
         // A session sealed without a refresh token ends with its access
         // token; an expiry already past does not open (that is the rule,
