@@ -171,6 +171,7 @@ impl Metrics {
             // Counted apart: the answer was good, the token outgrew
             // `cookie.max_chunks`, and the operator's fix differs.
             ErrorKind::TokenTooLarge => upstream("token_too_large"),
+            ErrorKind::ProviderUnavailable => upstream("provider_unavailable"),
             // Counted by tokenjar_refreshes_total{result="refused"}.
             ErrorKind::SessionExpired
             | ErrorKind::BadRequest

@@ -47,6 +47,7 @@ fn rules(upstream_url: &str) -> Arc<Rules> {
         csrf: CsrfRules::default(),
         forwarding: Forwarding::default(),
         refresh: None,
+        oidc: None,
     })
 }
 

@@ -34,6 +34,7 @@ fn rules() -> Rules {
         csrf: CsrfRules::default(),
         forwarding: Forwarding::default(),
         refresh: None,
+        oidc: None,
     }
 }
 

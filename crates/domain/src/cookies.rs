@@ -935,6 +935,29 @@ impl CookieJar {
         self.keys.open(name, value)
     }
 
+    /// The first cookie called `name` in the request's `Cookie` header
+    /// values that opens, opened; and whether one by that name was sent.
+    pub fn read_other<'a>(
+        &self,
+        name: &str,
+        headers: impl IntoIterator<Item = &'a [u8]>,
+    ) -> (Option<String>, bool) {
+        let mut sent = false;
+        for header in headers {
+            let text = crate::text::lossy_utf8(header);
+            for cookie in Cookie::split_parse(text.as_ref()).flatten() {
+                if cookie.name() != name {
+                    continue;
+                }
+                sent = true;
+                if let Some(opened) = self.open_other(name, unquote(cookie.value_trimmed())) {
+                    return (Some(opened), true);
+                }
+            }
+        }
+        (None, sent)
+    }
+
     /// A `Set-Cookie` value for another cookie of tokenjar's, with the auth
     /// cookie's `Secure`, `Path` and `Domain`, `HttpOnly`, and `same_site`
     /// and `max_age` (0 deletes it) of its own.

@@ -61,6 +61,9 @@ pub enum FlowError {
     /// The API's 2xx answer to a refresh could not be used.
     #[error("bad refresh response: {0}")]
     BadRefresh(LoginError),
+    /// The OpenID Provider could not be reached or answered wrongly.
+    #[error("the OpenID provider is unavailable: {0}")]
+    ProviderUnavailable(String),
 }
 
 impl FlowError {
@@ -87,7 +90,10 @@ impl FlowError {
             ErrorKind::MethodNotAllowed => 405,
             ErrorKind::RequestTimeout => 408,
             ErrorKind::PayloadTooLarge => 413,
-            ErrorKind::UpstreamUnavailable | ErrorKind::BadLoginResponse | ErrorKind::TokenTooLarge => 502,
+            ErrorKind::UpstreamUnavailable
+            | ErrorKind::BadLoginResponse
+            | ErrorKind::TokenTooLarge
+            | ErrorKind::ProviderUnavailable => 502,
             ErrorKind::UpstreamTimeout => 504,
         }
     }
@@ -106,6 +112,7 @@ impl FlowError {
             ErrorKind::UpstreamUnavailable => "upstream_unavailable",
             ErrorKind::BadLoginResponse => "bad_login_response",
             ErrorKind::TokenTooLarge => "token_too_large",
+            ErrorKind::ProviderUnavailable => "provider_unavailable",
             ErrorKind::UpstreamTimeout => "upstream_timeout",
         }
     }
@@ -115,6 +122,7 @@ impl FlowError {
         match self {
             Self::BadPath(_) => "The request path is malformed or could escape the API's base path.",
             Self::SessionExpired => "The session has ended; please log in again.",
+            Self::ProviderUnavailable(_) => "The identity provider could not be reached or answered wrongly.",
             Self::BadRefresh(_) => "The API's answer to a token refresh could not be used.",
             Self::BadRequest(what) => what,
             Self::Csrf(_) => "The request was refused as a possible cross-site request forgery.",
@@ -153,6 +161,7 @@ impl FlowError {
             }
             Self::Csrf(_) => ErrorKind::Csrf,
             Self::SessionExpired => ErrorKind::SessionExpired,
+            Self::ProviderUnavailable(_) => ErrorKind::ProviderUnavailable,
             Self::BadRefresh(_) => ErrorKind::UpstreamUnavailable,
             Self::Origin(_) => ErrorKind::Origin,
             Self::NotFound => ErrorKind::NotFound,
@@ -235,6 +244,8 @@ pub enum ErrorKind {
     BadLoginResponse,
     /// 502 `token_too_large`
     TokenTooLarge,
+    /// 502 `provider_unavailable`
+    ProviderUnavailable,
     /// 504 `upstream_timeout`
     UpstreamTimeout,
 }

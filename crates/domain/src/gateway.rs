@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::cookies::{Carried, CookieJar, CookieState, Rejection, Session};
+use crate::cookies::{Carried, CookieError, CookieJar, CookieState, Rejection, Session};
 use crate::csrf::CsrfRules;
 use crate::error::FlowError;
 use crate::exchange::{
@@ -18,12 +18,16 @@ use crate::forwarding::Forwarding;
 use crate::headers::Headers;
 use crate::login::{LoginError, LoginRules, MAX_LOGIN_BODY};
 use crate::method::Method;
+use crate::oidc::{
+    return_to, AuthError, Discovered, IdTokenError, KeySet, Metadata, Oidc, PendingLogin, Prompt,
+    TokenAnswer, MAX_PROVIDER_BODY, PENDING_LIFETIME_S,
+};
 use crate::ports::{BodyReadError, Clock, Random, Upstream, UpstreamError};
 use crate::refresh::{RefreshResult, RefreshRules, Renewal, Turn, Verdict};
 use crate::relay;
 use crate::routes::{Listener, PathError, Route, RouteClass, Routes};
 use crate::text::contains;
-use crate::token::{Token, TokenRules};
+use crate::token::{Grant, Token, TokenRules};
 use crate::websocket::{self, WebSocketPlan};
 
 /// Everything the flow decides by, built once from configuration.
@@ -43,8 +47,11 @@ pub struct Rules {
     pub csrf: CsrfRules,
     /// Which peers may speak for the browser, and the public origin.
     pub forwarding: Forwarding,
-    /// Token refresh (SPEC §14), when `refresh.path` is set.
+    /// Token refresh (SPEC §14), when `refresh.path` is set or in OIDC
+    /// mode.
     pub refresh: Option<RefreshRules>,
+    /// OIDC mode (SPEC §16), when `oidc.issuer` is set.
+    pub oidc: Option<Oidc>,
 }
 
 /// How a login went, for logs and metrics.
@@ -180,7 +187,10 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
         };
         let writes = rejected_cookie.is_some()
             || refreshing.is_some()
-            || matches!(route, Route::Logout | Route::Proxy { login: true, .. });
+            || matches!(
+                route,
+                Route::Logout | Route::Proxy { login: true, .. } | Route::OidcCallback
+            );
         let carried = if writes {
             self.rules.cookies.carried(request.headers.get_all("cookie"))
         } else {
@@ -191,6 +201,11 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
         let (result, login) = match route {
             Route::Session => (self.session(&request.method, &cookie), None),
             Route::Logout => (self.logout(request, &cookie, carried).await, None),
+            Route::OidcLogin => (self.oidc_login(&request, now), None),
+            Route::OidcCallback => {
+                let (reply, outcome) = self.oidc_callback(&request, carried, now).await;
+                (Ok(reply), Some(outcome))
+            }
             Route::Outside
             | Route::Ops(_)
             | Route::OpsNotFound
@@ -441,14 +456,336 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
     fn session(&self, method: &Method, cookie: &CookieState) -> Result<Reply<U::ResponseBody>, FlowError> {
         FlowError::read_only(method)?;
         let body = match cookie {
-            CookieState::Valid(session) => json!({
-                "loggedIn": true,
-                "expiresAt": session.access_expires_at.or(session.expires_at),
-                "refreshable": self.rules.refresh.is_some() && RefreshRules::can_refresh(session),
-            }),
+            CookieState::Valid(session) => {
+                let mut body = json!({
+                    "loggedIn": true,
+                    "expiresAt": session.access_expires_at.or(session.expires_at),
+                    "refreshable": self.rules.refresh.is_some() && RefreshRules::can_refresh(session),
+                });
+                if self.rules.oidc.is_some() {
+                    // The user's claims the ID token held (SPEC §16).
+                    let user = session
+                        .profile
+                        .as_deref()
+                        .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+                        .and_then(|p| p.get("user").cloned())
+                        .unwrap_or_else(|| json!({}));
+                    body["user"] = user;
+                }
+                body
+            }
             _ => json!({ "loggedIn": false }),
         };
         Ok(no_store(Reply::json(200, &body)))
+    }
+
+    /// `GET routes.login` in OIDC mode (SPEC §16): a new pending login in
+    /// the login cookie (beside at most two others), and a 302 to the
+    /// provider. `returnTo` must be a path on this origin, `prompt` one the
+    /// spec names; either otherwise is 400.
+    fn oidc_login(
+        &self,
+        request: &ClientRequest<U::RequestBody>,
+        now: i64,
+    ) -> Result<Reply<U::ResponseBody>, FlowError> {
+        let Some(oidc) = &self.rules.oidc else {
+            return Err(FlowError::NotFound);
+        };
+        if !matches!(request.method, Method::Get | Method::Head) {
+            return Err(FlowError::MethodNotAllowed { allow: "GET, HEAD" });
+        }
+        let mut wanted_return = None;
+        let mut prompt = None;
+        for (name, value) in
+            url::form_urlencoded::parse(request.query.as_deref().unwrap_or_default().as_bytes())
+        {
+            match name.as_ref() {
+                "returnTo" if wanted_return.is_none() => wanted_return = Some(value.into_owned()),
+                "prompt" if prompt.is_none() => {
+                    prompt = Some(Prompt::parse(&value).ok_or(FlowError::BadRequest(
+                        "prompt is not one of none, login, consent, select_account.",
+                    ))?);
+                }
+                "returnTo" | "prompt" => {
+                    return Err(FlowError::BadRequest("A login parameter is given twice."))
+                }
+                _ => {}
+            }
+        }
+        let back = return_to(wanted_return.as_deref())
+            .map_err(|_| FlowError::BadRequest("returnTo must be a path on this site."))?;
+        let discovered = oidc.discovered().ok_or_else(|| {
+            FlowError::ProviderUnavailable("the provider has not been discovered yet".into())
+        })?;
+        let pending = PendingLogin::new(&self.random, back, now).map_err(CookieError::from)?;
+        let location = oidc
+            .client
+            .authorization_url(&discovered.metadata, &pending, prompt);
+        let mut logins = self.pending_logins(&request.headers, now).0;
+        logins.push(pending);
+        let mut reply = redirect(&location);
+        reply.headers.append("set-cookie", self.login_cookie(&logins)?);
+        Ok(reply)
+    }
+
+    /// The pending logins the request's login cookie holds at `now`, and
+    /// whether one was sent.
+    fn pending_logins(&self, headers: &Headers, now: i64) -> (Vec<PendingLogin>, bool) {
+        let name = Oidc::login_cookie_name(self.rules.cookies.name());
+        let (text, sent) = self.rules.cookies.read_other(&name, headers.get_all("cookie"));
+        (
+            text.map_or_else(Vec::new, |t| PendingLogin::list_from(&t, now)),
+            sent,
+        )
+    }
+
+    /// The `Set-Cookie` that stores `logins`, or deletes the login cookie
+    /// when there are none.
+    fn login_cookie(&self, logins: &[PendingLogin]) -> Result<String, FlowError> {
+        let name = Oidc::login_cookie_name(self.rules.cookies.name());
+        let lax = crate::cookies::SameSite::Lax;
+        if logins.is_empty() {
+            return Ok(self.rules.cookies.render_other(&name, String::new(), lax, 0));
+        }
+        let sealed = self
+            .rules
+            .cookies
+            .seal_other(&name, &PendingLogin::list_to(logins), &self.random)?;
+        Ok(self
+            .rules
+            .cookies
+            .render_other(&name, sealed, lax, PENDING_LIFETIME_S))
+    }
+
+    /// The provider's answer at the callback (SPEC §16): always a 302, to
+    /// the login's `returnTo` with a session, or to `/?auth_error=<code>`
+    /// without one.
+    async fn oidc_callback(
+        &self,
+        request: &ClientRequest<U::RequestBody>,
+        carried: Carried,
+        now: i64,
+    ) -> (Reply<U::ResponseBody>, LoginResult) {
+        let Some(oidc) = &self.rules.oidc else {
+            return (FlowError::NotFound.reply(), LoginResult::Failed);
+        };
+        let (mut logins, sent) = self.pending_logins(&request.headers, now);
+        let result = self
+            .complete_login(oidc, request, &mut logins, carried, now)
+            .await;
+        let (mut reply, outcome) = match result {
+            Ok((location, set_cookies)) => {
+                let mut reply = redirect(&location);
+                for set_cookie in set_cookies {
+                    reply.headers.append("set-cookie", set_cookie);
+                }
+                (reply, LoginResult::Success)
+            }
+            Err(error) => {
+                let outcome = match error {
+                    AuthError::Provider(_) => LoginResult::Refused,
+                    _ => LoginResult::Failed,
+                };
+                let location = format!(
+                    "/?auth_error={}",
+                    url::form_urlencoded::byte_serialize(error.code().as_bytes()).collect::<String>()
+                );
+                (redirect(&location), outcome)
+            }
+        };
+        if sent {
+            match self.login_cookie(&logins) {
+                Ok(set_cookie) => reply.headers.append("set-cookie", set_cookie),
+                Err(error) => return (error.reply(), LoginResult::Failed),
+            }
+        }
+        (reply, outcome)
+    }
+
+    /// The callback's work: its checks, the code exchange, the ID token's
+    /// checks, the session. The matched login leaves `logins` whatever
+    /// happens after the match (its code cannot be used twice).
+    async fn complete_login(
+        &self,
+        oidc: &Oidc,
+        request: &ClientRequest<U::RequestBody>,
+        logins: &mut Vec<PendingLogin>,
+        carried: Carried,
+        now: i64,
+    ) -> Result<(String, Vec<String>), AuthError> {
+        if request.method != Method::Get {
+            return Err(AuthError::InvalidRequest);
+        }
+        let discovered = oidc.discovered().ok_or(AuthError::ProviderUnavailable)?;
+        let query = request.query.as_deref().unwrap_or_default();
+        let (index, code) = match oidc
+            .client
+            .check_callback(&discovered.metadata, query, logins, now)
+        {
+            Ok(found) => found,
+            Err(error) => {
+                // A provider's error or a wrong `iss` for a known state ends
+                // that login too.
+                if let Some(i) = state_of(query).and_then(|s| logins.iter().position(|l| l.state == s)) {
+                    logins.remove(i);
+                }
+                return Err(error);
+            }
+        };
+        let login = logins.remove(index);
+        let exchange = oidc
+            .client
+            .token_request(&discovered.metadata, &code, &login.verifier);
+        let answer = self.provider_call(exchange).await?;
+        let id_token = answer
+            .id_token
+            .as_deref()
+            .ok_or(AuthError::InvalidToken(IdTokenError::Malformed))?;
+        let claims = match oidc
+            .client
+            .validate_id_token(&discovered.keys, id_token, &login.nonce, now)
+        {
+            Err(IdTokenError::UnknownKey) => {
+                let keys = self.refetch_keys(oidc, &discovered.metadata, now).await;
+                let keys = keys.ok_or(AuthError::InvalidToken(IdTokenError::UnknownKey))?;
+                oidc.client
+                    .validate_id_token(&keys, id_token, &login.nonce, now)?
+            }
+            other => other?,
+        };
+        let profile = json!({ "sub": claims.sub, "sid": claims.sid, "user": claims.user }).to_string();
+        let access_expires_at = match answer.expires_in {
+            Some(secs) => i64::try_from(secs).ok().and_then(|s| now.checked_add(s)),
+            None => answer.access_token.jwt_exp(),
+        };
+        let grant = Grant {
+            access: answer.access_token,
+            refresh: answer.refresh_token,
+            access_expires_at,
+            profile: Some(profile),
+        };
+        let issued = self
+            .rules
+            .cookies
+            .issue_replacing(&grant, now, &self.random, carried)
+            .map_err(|_| AuthError::ProviderUnavailable)?;
+        Ok((login.return_to, issued.set_cookies))
+    }
+
+    /// One call to the provider's token endpoint, its answer read.
+    async fn provider_call(&self, request: UpstreamRequest<Vec<u8>>) -> Result<TokenAnswer, AuthError> {
+        let response = self
+            .upstream
+            .send_bytes(request)
+            .await
+            .map_err(|_| AuthError::ProviderUnavailable)?;
+        let status = response.status;
+        let body = self
+            .upstream
+            .read_body(response.body, MAX_PROVIDER_BODY)
+            .await
+            .map_err(|_| AuthError::ProviderUnavailable)?;
+        TokenAnswer::parse(status, &body)
+    }
+
+    /// Fetches the provider's key set again for an unknown `kid`, at most
+    /// once per [`crate::KEY_REFETCH_S`]; the keys in force after.
+    async fn refetch_keys(&self, oidc: &Oidc, metadata: &Metadata, now: i64) -> Option<KeySet> {
+        if !oidc.may_refetch_keys(now) {
+            return None;
+        }
+        let keys = self.fetch_json(metadata.jwks_uri.as_str()).await.ok()?;
+        let keys = KeySet::parse(&keys).ok()?;
+        oidc.set_keys(keys.clone(), now);
+        Some(keys)
+    }
+
+    /// A `GET` of a JSON document from the provider, its body read whole.
+    async fn fetch_json(&self, url: &str) -> Result<Vec<u8>, String> {
+        let mut headers = Headers::new();
+        headers.append("accept", "application/json");
+        let request = UpstreamRequest {
+            method: Method::Get,
+            url: url.to_owned(),
+            headers,
+            body_size: BodySize::None,
+            body: Vec::new(),
+        };
+        let response = self
+            .upstream
+            .send_bytes(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status;
+        let body = self
+            .upstream
+            .read_body(response.body, MAX_PROVIDER_BODY)
+            .await
+            .map_err(|e| e.to_string())?;
+        if status != 200 {
+            return Err(format!("answered {status}"));
+        }
+        Ok(body)
+    }
+
+    /// The `refresh_token` grant at the provider (SPEC §16): `invalid_grant`
+    /// or any other refusal ends the session, as an API's refusal does.
+    async fn refresh_at_provider(&self, oidc: &Oidc, refresh: &Token, profile: Option<&str>) -> Renewal {
+        let unavailable = |why: &str| Renewal::Failed(FlowError::ProviderUnavailable(why.to_owned()));
+        let Some(discovered) = oidc.discovered() else {
+            return unavailable("the provider has not been discovered yet");
+        };
+        let request = oidc.client.refresh_request(&discovered.metadata, refresh);
+        let response = match self.upstream.send_bytes(request).await {
+            Ok(response) => response,
+            Err(error) => return unavailable(&error.to_string()),
+        };
+        let status = response.status;
+        let body = self.upstream.read_body(response.body, MAX_PROVIDER_BODY).await;
+        match RefreshRules::verdict(status) {
+            Verdict::Refused => return Renewal::Refused,
+            Verdict::Failed => return unavailable(&format!("the token endpoint answered {status}")),
+            Verdict::Read => {}
+        }
+        let Ok(body) = body else {
+            return unavailable("the token endpoint's answer could not be read");
+        };
+        match TokenAnswer::parse(status, &body) {
+            Ok(answer) => {
+                let now = self.clock.now();
+                let access_expires_at = match answer.expires_in {
+                    Some(secs) => i64::try_from(secs).ok().and_then(|s| now.checked_add(s)),
+                    None => answer.access_token.jwt_exp(),
+                };
+                Renewal::Renewed(Arc::new(Grant {
+                    access: answer.access_token,
+                    refresh: answer.refresh_token.or_else(|| Some(refresh.clone())),
+                    access_expires_at,
+                    profile: profile.map(str::to_owned),
+                }))
+            }
+            Err(_) => unavailable("the token endpoint's answer is unusable"),
+        }
+    }
+
+    /// Reads the provider's discovery document and key set (SPEC §16), for
+    /// the adapter to call at start until it succeeds: until then the
+    /// login routes answer `provider_unavailable` and `/readyz` 503.
+    ///
+    /// # Errors
+    /// What went wrong, for the log (never a secret).
+    pub async fn discover(&self) -> Result<(), String> {
+        let Some(oidc) = &self.rules.oidc else {
+            return Ok(());
+        };
+        let url = oidc.client.discovery_url();
+        let body = self.fetch_json(&url).await.map_err(|e| format!("{url}: {e}"))?;
+        let metadata = Metadata::parse(&body, &oidc.client).map_err(|e| format!("{url}: {e}"))?;
+        let jwks = metadata.jwks_uri.to_string();
+        let body = self.fetch_json(&jwks).await.map_err(|e| format!("{jwks}: {e}"))?;
+        let keys = KeySet::parse(&body).map_err(|e| format!("{jwks}: {e}"))?;
+        oidc.set_discovered(Discovered { metadata, keys }, self.clock.now());
+        Ok(())
     }
 
     /// Deletes `<name>` and every chunk the request `carried`; with
@@ -463,13 +800,25 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
         if request.method != Method::Post {
             return Err(FlowError::MethodNotAllowed { allow: "POST" });
         }
-        let revocation = match (&self.rules.refresh, cookie) {
+        let discovered = self.rules.oidc.as_ref().and_then(Oidc::discovered);
+        let revocation = match (&self.rules.refresh, cookie, &self.rules.oidc, &discovered) {
+            (
+                _,
+                CookieState::Valid(Session {
+                    refresh: Some(refresh),
+                    ..
+                }),
+                Some(oidc),
+                Some(discovered),
+            ) => oidc.client.revocation_request(&discovered.metadata, refresh),
             (
                 Some(rules),
                 CookieState::Valid(Session {
                     refresh: Some(refresh),
                     ..
                 }),
+                None,
+                _,
             ) => rules.revocation(
                 &self.rules.upstream,
                 refresh,
@@ -484,7 +833,16 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
                 let _ = self.upstream.read_body(response.body, DRAINED_BODY).await;
             }
         }
-        let mut reply = no_store(Reply::json(200, &json!({ "loggedIn": false })));
+        let body = match &self.rules.oidc {
+            // Where the page sends the browser to end the provider's
+            // session too.
+            Some(oidc) => json!({
+                "loggedIn": false,
+                "logoutUrl": discovered.and_then(|d| oidc.client.logout_url(&d.metadata)),
+            }),
+            None => json!({ "loggedIn": false }),
+        };
+        let mut reply = no_store(Reply::json(200, &body));
         for removal in self.rules.cookies.removals(carried) {
             reply.headers.append("set-cookie", removal);
         }
@@ -695,6 +1053,9 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
         profile: Option<&str>,
         request_id: Option<&str>,
     ) -> Renewal {
+        if let Some(oidc) = &self.rules.oidc {
+            return self.refresh_at_provider(oidc, refresh, profile).await;
+        }
         let mut request = rules.request(&self.rules.upstream, refresh, request_id);
         // The body must be parsed, so it must come uncompressed.
         request.headers.remove("accept-encoding");
@@ -843,6 +1204,20 @@ fn settle<B>(result: Result<Reply<B>, FlowError>) -> (Reply<B>, Option<FlowError
         Ok(reply) => (reply, None),
         Err(error) => (error.reply(), Some(error)),
     }
+}
+
+/// A 302 to `location`, never cached.
+fn redirect<B>(location: &str) -> Reply<B> {
+    let mut reply = no_store(Reply::json(302, &json!({})));
+    reply.headers.set("location", location);
+    reply
+}
+
+/// The `state` of a callback's query, if it has exactly one.
+fn state_of(query: &str) -> Option<String> {
+    let mut states = url::form_urlencoded::parse(query.as_bytes()).filter(|(name, _)| name == "state");
+    let first = states.next()?.1.into_owned();
+    states.next().is_none().then_some(first)
 }
 
 /// Another request's refresh result, as this request's.

@@ -6,6 +6,8 @@
 //! logout URL. The adapter fetches; these rules decide.
 
 use std::fmt;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -433,6 +435,107 @@ impl OidcClient {
             sid: str_claim("sid").map(str::to_owned),
             user,
         })
+    }
+}
+
+/// Least time between two fetches of the key set for an unknown `kid`, in
+/// seconds: a flood of tokens naming made-up keys must not become a flood
+/// of requests to the provider.
+pub const KEY_REFETCH_S: i64 = 60;
+
+/// OIDC mode as the flow sees it: the client, and what has been discovered
+/// of the provider, shared by every worker (filled by the adapter's
+/// discovery at start, and again when the provider rotates its keys).
+#[derive(Clone)]
+pub struct Oidc {
+    /// The client settings.
+    pub client: OidcClient,
+    state: Arc<ProviderState>,
+}
+
+#[derive(Default)]
+struct ProviderState {
+    discovered: RwLock<Option<Arc<Discovered>>>,
+    keys_fetched_at: AtomicI64,
+}
+
+/// The provider's metadata and keys, once fetched.
+#[derive(Debug)]
+pub struct Discovered {
+    /// The discovery document.
+    pub metadata: Metadata,
+    /// The signing keys.
+    pub keys: KeySet,
+}
+
+impl fmt::Debug for Oidc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Oidc")
+            .field("client", &self.client)
+            .field("discovered", &self.discovered().is_some())
+            .finish()
+    }
+}
+
+impl Oidc {
+    /// OIDC mode for `client`, nothing discovered yet.
+    pub fn new(client: OidcClient) -> Self {
+        Self {
+            client,
+            state: Arc::default(),
+        }
+    }
+
+    /// What is known of the provider; `None` until discovery succeeded.
+    pub fn discovered(&self) -> Option<Arc<Discovered>> {
+        self.state
+            .discovered
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Records a discovery made at `now`.
+    pub fn set_discovered(&self, discovered: Discovered, now: i64) {
+        self.state.keys_fetched_at.store(now, Ordering::SeqCst);
+        *self
+            .state
+            .discovered
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(discovered));
+    }
+
+    /// Replaces the keys (fetched at `now`), keeping the metadata.
+    pub fn set_keys(&self, keys: KeySet, now: i64) {
+        let mut slot = self
+            .state
+            .discovered
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(current) = slot.as_ref() {
+            *slot = Some(Arc::new(Discovered {
+                metadata: current.metadata.clone(),
+                keys,
+            }));
+            self.state.keys_fetched_at.store(now, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether the key set may be fetched again at `now` (at most once per
+    /// [`KEY_REFETCH_S`]); a `true` claims the turn.
+    pub fn may_refetch_keys(&self, now: i64) -> bool {
+        let last = self.state.keys_fetched_at.load(Ordering::SeqCst);
+        now.saturating_sub(last) >= KEY_REFETCH_S
+            && self
+                .state
+                .keys_fetched_at
+                .compare_exchange(last, now, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+    }
+
+    /// The pending logins' cookie name for an auth cookie called `name`.
+    pub fn login_cookie_name(name: &str) -> String {
+        format!("{name}-login")
     }
 }
 

@@ -162,6 +162,20 @@ impl RefreshRules {
         })
     }
 
+    /// Refresh at an OpenID provider's token endpoint (SPEC §16): the
+    /// requests are the provider's `refresh_token` grant, built by the
+    /// OIDC rules; the leeway and the sharing are these.
+    pub fn for_provider(leeway_s: u64, reuse_window_s: u64) -> Self {
+        let clamp = |s: u64| i64::try_from(s).unwrap_or(i64::MAX / 2).min(i64::MAX / 2);
+        Self {
+            path: String::new(),
+            request_field: String::new(),
+            revoke_path: None,
+            leeway_s: clamp(leeway_s),
+            flights: Arc::new(Refreshes::new(clamp(reuse_window_s), clamp(leeway_s))),
+        }
+    }
+
     /// Whether `session` can be refreshed: it holds a refresh token.
     pub fn can_refresh(session: &Session) -> bool {
         session.refresh.is_some()

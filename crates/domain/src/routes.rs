@@ -21,6 +21,9 @@ pub struct Routes {
     session: String,
     pages: Pages,
     ops_listener: bool,
+    /// OIDC mode: the callback's path (compared form); the login route is
+    /// then tokenjar's own, not proxied.
+    oidc_callback: Option<String>,
 }
 
 /// What a request path is for.
@@ -39,6 +42,10 @@ pub enum Route {
     Logout,
     /// Answered by tokenjar: session state.
     Session,
+    /// OIDC mode: start a login at the provider (`routes.login`).
+    OidcLogin,
+    /// OIDC mode: the provider's answer (the path of `oidc.redirect_url`).
+    OidcCallback,
     /// An operator endpoint.
     Ops(Op),
     /// A path on the operator listener that is no operator endpoint: 404,
@@ -138,7 +145,7 @@ impl Route {
     /// The class this route is counted under.
     pub fn class(&self) -> RouteClass {
         match self {
-            Self::Proxy { login: true, .. } => RouteClass::Login,
+            Self::Proxy { login: true, .. } | Self::OidcLogin | Self::OidcCallback => RouteClass::Login,
             Self::Proxy { .. } => RouteClass::Api,
             Self::Logout => RouteClass::Logout,
             Self::Session => RouteClass::Session,
@@ -234,7 +241,28 @@ impl Routes {
             session: session_n,
             pages: Pages::None,
             ops_listener: false,
+            oidc_callback: None,
         })
+    }
+
+    /// The same routes in OIDC mode (SPEC §16): `routes.login` and the
+    /// callback at `callback` (the path of `oidc.redirect_url`) are
+    /// answered by tokenjar.
+    ///
+    /// # Errors
+    /// The `redirect_url` problem when the callback's path is unusable or
+    /// another route's.
+    pub fn with_oidc(mut self, callback: &str) -> Result<Self, Vec<SettingError>> {
+        let refuse = |message: String| Err(vec![SettingError::new("redirect_url", message)]);
+        let callback_n = match normalise(callback) {
+            Ok(path) => path,
+            Err(e) => return refuse(format!("its path {callback:?}: {e}")),
+        };
+        if [&self.login, &self.logout, &self.session].contains(&&callback_n) || Op::at(callback).is_some() {
+            return refuse(format!("its path {callback:?} is another route's"));
+        }
+        self.oidc_callback = Some(callback_n);
+        Ok(self)
     }
 
     /// The same routes, with the web app's pages from `pages` and, when
@@ -287,6 +315,14 @@ impl Routes {
         }
         if matches(&self.session) {
             return Ok(Route::Session);
+        }
+        if let Some(callback) = &self.oidc_callback {
+            if matches(callback) {
+                return Ok(Route::OidcCallback);
+            }
+            if matches(&self.login) {
+                return Ok(Route::OidcLogin);
+            }
         }
         let rest = match raw_path.strip_prefix(self.prefix.as_str()) {
             Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,

@@ -30,6 +30,7 @@ fn rules(token: TokenRules, upstream: &str) -> Arc<Rules> {
         csrf: CsrfRules::default(),
         forwarding: Forwarding::default(),
         refresh: None,
+        oidc: None,
     })
 }
 

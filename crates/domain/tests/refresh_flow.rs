@@ -186,6 +186,7 @@ fn rules(window_s: u64) -> Arc<Rules> {
         csrf: CsrfRules::default(),
         forwarding: Forwarding::default(),
         refresh: Some(RefreshRules::new("/refresh", "refreshToken", LEEWAY, window_s, "/revoke").unwrap()),
+        oidc: None,
     })
 }
 

@@ -199,6 +199,7 @@ impl Settings {
                 csrf: csrf?,
                 forwarding: forwarding?,
                 refresh: refresh?,
+                oidc: None,
             };
             let adapter = AppSettings {
                 server: server?,
