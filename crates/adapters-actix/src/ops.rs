@@ -49,20 +49,37 @@ impl Readiness {
     }
 }
 
+/// What `/readyz` looks at: the API (through `upstream`, cached per
+/// worker in `readiness`) and, in OIDC mode, whether the provider is known.
+pub struct Ready<'a, U> {
+    /// The API's client.
+    pub upstream: &'a U,
+    /// This worker's cached answer.
+    pub readiness: &'a Readiness,
+    /// The API's base URL, probed.
+    pub base_url: &'a str,
+    /// False in OIDC mode until the provider's discovery succeeded.
+    pub provider_ready: bool,
+}
+
 /// Answers an operator endpoint.
 pub async fn answer(
     op: Op,
     request: &HttpRequest,
-    upstream: &impl Upstream,
-    readiness: &Readiness,
-    base_url: &str,
+    ready: Ready<'_, impl Upstream>,
     metrics: &crate::metrics::Metrics,
     settings: &OpsSettings,
 ) -> Result<HttpResponse, FlowError> {
     FlowError::read_only(&request.method().as_str().into())?;
     match op {
         Op::Health => Ok(HttpResponse::Ok().json(json!({ "status": "ok" }))),
-        Op::Ready => match readiness.check(upstream, base_url).await {
+        // OIDC mode: not ready before the provider is known (SPEC §16).
+        Op::Ready if !ready.provider_ready => {
+            let error = FlowError::ProviderUnavailable("the provider has not been discovered yet".into());
+            tracing::info!(detail = %error, "not ready");
+            Ok(HttpResponse::ServiceUnavailable().json(error.body().to_json()))
+        }
+        Op::Ready => match ready.readiness.check(ready.upstream, ready.base_url).await {
             Ok(()) => Ok(HttpResponse::Ok().json(json!({ "status": "ready" }))),
             Err(e) => {
                 // Not ready is a state, not a failed request: 503 for the

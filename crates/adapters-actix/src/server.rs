@@ -125,6 +125,9 @@ pub struct Application {
     /// Tells open WebSockets that tokenjar is stopping.
     stopping: Arc<watch::Sender<bool>>,
     server: Server,
+    /// OIDC mode: the rules and client settings the provider's discovery
+    /// runs with, from `start` until it succeeds.
+    discovery: Option<(Arc<Rules>, UpstreamSettings)>,
 }
 
 impl Application {
@@ -174,6 +177,10 @@ impl Application {
             sockets,
         });
         let upstream = settings.upstream.clone();
+        let discovery = rules
+            .oidc
+            .is_some()
+            .then(|| (Arc::clone(&rules), settings.upstream.clone()));
         let mut http = HttpServer::new(move || {
             // One client per worker: awc is not Send, and a per-worker pool
             // keeps connections warm without locking.
@@ -253,6 +260,7 @@ impl Application {
             tls,
             stopping,
             server: http.run(),
+            discovery,
         })
     }
 
@@ -325,7 +333,32 @@ impl Application {
                 }
             }
         });
+        if let Some((rules, upstream)) = self.discovery {
+            actix_web::rt::spawn(discover(rules, upstream));
+        }
         Ok(self.server)
+    }
+}
+
+/// Reads the OpenID provider's discovery document and keys until it
+/// succeeds (SPEC §16): a provider down at start is waited for, not a
+/// crash. Until then logins answer `provider_unavailable` and `/readyz`
+/// 503. Retries back off from one second to thirty.
+async fn discover(rules: Arc<Rules>, upstream: UpstreamSettings) {
+    let gateway = Gateway::new(rules, AwcUpstream::new(&upstream), SystemClock, OsRandom);
+    let mut pause = Duration::from_secs(1);
+    loop {
+        match gateway.discover().await {
+            Ok(()) => {
+                tracing::info!("OpenID provider discovered");
+                return;
+            }
+            Err(why) => {
+                tracing::warn!(detail = %why, retry_in_s = pause.as_secs(), "OpenID provider discovery failed");
+            }
+        }
+        actix_rt::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(30));
     }
 }
 
@@ -346,16 +379,19 @@ async fn handle(request: HttpRequest, payload: web::Payload, worker: web::Data<W
     let handled = match route {
         Err(error) => worker.gateway.refuse(error),
         Ok(Route::Ops(op)) => {
-            let answer = ops::answer(
-                op,
-                &request,
-                worker.gateway.upstream(),
-                &worker.readiness,
-                &shared.base_url,
-                &shared.metrics,
-                &shared.ops,
-            )
-            .await;
+            let provider_ready = worker
+                .gateway
+                .rules()
+                .oidc
+                .as_ref()
+                .is_none_or(|oidc| oidc.discovered().is_some());
+            let ready = ops::Ready {
+                upstream: worker.gateway.upstream(),
+                readiness: &worker.readiness,
+                base_url: &shared.base_url,
+                provider_ready,
+            };
+            let answer = ops::answer(op, &request, ready, &shared.metrics, &shared.ops).await;
             return answer.unwrap_or_else(|error| fail(&error, &shared.metrics, head, &request));
         }
         Ok(Route::OpsNotFound) => return fail(&FlowError::NotFound, &shared.metrics, head, &request),

@@ -81,8 +81,9 @@ pub use headers::Headers;
 pub use login::{Login, LoginError, LoginRules, MAX_LOGIN_BODY};
 pub use method::Method;
 pub use oidc::{
-    return_to, AuthError, ErrorCode, IdClaims, IdTokenError, KeySet, Metadata, OidcClient, PendingLogin,
-    Prompt, ProviderError, TokenAnswer, CLOCK_SKEW_S, MAX_PENDING, MAX_PROVIDER_BODY, PENDING_LIFETIME_S,
+    return_to, AuthError, Discovered, ErrorCode, IdClaims, IdTokenError, KeySet, Metadata, Oidc, OidcClient,
+    PendingLogin, Prompt, ProviderError, TokenAnswer, CLOCK_SKEW_S, KEY_REFETCH_S, MAX_PENDING,
+    MAX_PROVIDER_BODY, PENDING_LIFETIME_S,
 };
 pub use ports::{BodyReadError, Clock, Random, RandomError, Upstream, UpstreamError};
 pub use refresh::{

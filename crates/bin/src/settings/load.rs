@@ -425,6 +425,8 @@ mod tests {
             [
                 "cookie.keys",
                 "csrf.allowed_origins",
+                "oidc.scopes",
+                "oidc.user_claims",
                 "server.trusted_proxies",
                 "token.drop_client_headers"
             ]

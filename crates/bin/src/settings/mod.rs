@@ -32,6 +32,7 @@ mod csrf;
 mod frontend;
 mod load;
 mod log;
+mod oidc;
 mod ops;
 mod refresh;
 mod routes;
@@ -59,6 +60,7 @@ use self::csrf::CsrfSection;
 use self::frontend::FrontendSection;
 use self::load::Loader;
 use self::log::LogSection;
+use self::oidc::OidcSection;
 use self::ops::OpsSection;
 use self::refresh::RefreshSection;
 use self::routes::RoutesSection;
@@ -86,6 +88,9 @@ pub struct Settings {
     /// `refresh.*`
     #[serde(default)]
     pub refresh: RefreshSection,
+    /// `oidc.*`
+    #[serde(default)]
+    pub oidc: OidcSection,
     /// `cookie.*`
     pub cookie: CookieSection,
     /// `csrf.*`
@@ -157,6 +162,7 @@ impl Settings {
             routes: loader.section(defaults.routes),
             token: loader.section(defaults.token),
             refresh: loader.section(defaults.refresh),
+            oidc: loader.section(defaults.oidc),
             cookie: loader.section(defaults.cookie),
             csrf: loader.section(defaults.csrf),
             websocket: loader.section(defaults.websocket),
@@ -179,6 +185,7 @@ impl Settings {
         let routes = problems.take(self.routes.validate());
         let token = problems.take(self.token.validate());
         let refresh = problems.take(self.refresh.validate());
+        let oidc = problems.take(self.oidc.validate());
         let forwarding = problems.take(self.server.forwarding());
         let ops = problems.take(self.ops.validate());
         let cookies = problems.take(self.cookie.validate());
@@ -187,6 +194,27 @@ impl Settings {
         let frontend = problems.take(self.frontend.validate());
         let tls = problems.take(self.tls.validate());
         problems.take(self.refresh_needs());
+        let routes = match (routes, &oidc) {
+            (Some(routes), Some(Some(client))) => {
+                problems.take(routes.with_oidc(client.redirect_path()).map_err(|e| {
+                    e.into_iter()
+                        .map(|e| Problem::new(format!("oidc.{}", e.key), e.message))
+                        .collect()
+                }))
+            }
+            (routes, _) => routes,
+        };
+        let (refresh, oidc) = match oidc {
+            // OIDC mode refreshes at the provider, with refresh.*'s timing.
+            Some(Some(client)) => (
+                Some(Some(tokenjar_domain::RefreshRules::for_provider(
+                    self.refresh.leeway_s,
+                    self.refresh.reuse_window_s,
+                ))),
+                Some(Some(tokenjar_domain::Oidc::new(client))),
+            ),
+            other => (refresh, other.map(|_| None)),
+        };
         let json_logs = problems.take(self.log.validate());
         problems.finish(|| {
             let (upstream, token, cookies) = (upstream?, token?, cookies?);
@@ -199,7 +227,7 @@ impl Settings {
                 csrf: csrf?,
                 forwarding: forwarding?,
                 refresh: refresh?,
-                oidc: None,
+                oidc: oidc?,
             };
             let adapter = AppSettings {
                 server: server?,
@@ -233,6 +261,20 @@ impl Settings {
                 "refresh.path is set, so the login answer's refresh token must be named here",
             ));
         }
+        if !self.oidc.issuer.is_empty() {
+            if !self.refresh.path.is_empty() {
+                problems.push(Problem::new(
+                    "refresh.path",
+                    "OIDC mode refreshes at the provider's token endpoint: leave refresh.path empty",
+                ));
+            }
+            if !self.cookie.encrypt {
+                problems.push(Problem::new(
+                    "cookie.encrypt",
+                    "OIDC mode keeps sessions only in sealed cookies",
+                ));
+            }
+        }
         if !self.cookie.encrypt {
             for (key, value) in [
                 ("token.refresh_field", &self.token.refresh_field),
@@ -258,6 +300,7 @@ impl Settings {
     pub fn redacted_toml(&self) -> String {
         let shown = Self {
             cookie: self.cookie.redacted(),
+            oidc: self.oidc.redacted(),
             ops: self.ops.redacted(),
             ..self.clone()
         };
