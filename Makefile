@@ -4,7 +4,12 @@
 
 CARGO ?= cargo
 
-.PHONY: run serve test check lint fmt build release bench soak clean
+# npm ci's record in node_modules: newer than the lock file once installed.
+# Prerequisites are expanded as rules are read, so these come first.
+OIDC_MODULES = tests/oidc/node_modules/.package-lock.json
+OIDC_DEPS = $(if $(shell command -v npm 2>/dev/null),$(OIDC_MODULES))
+
+.PHONY: run serve test check lint fmt build release bench soak clean oidc-deps
 
 ## The demo: tokenjar in front of an embedded demo API, with a demo page.
 run:
@@ -18,7 +23,7 @@ serve:
 ## The end-to-end tests build the tokenjar binary themselves (tests/support/
 ## binary.rs). The open-files limit goes up to the hard limit first:
 ## tests/idle_connections.rs holds 10,000 connections.
-test:
+test: $(OIDC_DEPS)
 	ulimit -n "$$(ulimit -Hn)" 2>/dev/null || true; $(CARGO) test --workspace
 
 ## The edit-test loop: `make lint`, then every test that needs no browser,
@@ -34,10 +39,19 @@ test:
 CHECK_E2E = proxy auth streaming cli ops frontend answers forwarding lifecycle \
 	hostile_cookies hostile_login hostile_requests hostile_forgery \
 	api_restart broken_api slow_clients events tls_listener upstream_tls websocket \
-	refresh
-check: lint
+	refresh oidc_provider
+check: lint $(OIDC_DEPS)
 	$(CARGO) test --workspace --exclude tokenjar-e2e
 	$(CARGO) test --workspace $(addprefix --test ,$(CHECK_E2E))
+
+## The test OpenID Provider's packages (tests/oidc: npm's oidc-provider,
+## for the OIDC tests), installed from the lock file when missing or when the
+## lock file changed. `test` and `check` run it when npm is installed
+## (OIDC_DEPS above); without Node.js the OIDC tests skip (and fail under
+## CI=true).
+oidc-deps: $(OIDC_MODULES)
+$(OIDC_MODULES): tests/oidc/package-lock.json
+	npm ci --prefix tests/oidc --no-audit --no-fund
 
 ## Formatting and clippy, warnings as errors.
 lint:

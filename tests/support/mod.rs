@@ -16,6 +16,7 @@ pub mod hostile_api;
 pub mod load;
 pub mod metrics;
 pub mod nginx;
+pub mod oidc_provider;
 pub mod pattern;
 pub mod pki;
 pub mod raw;
