@@ -114,7 +114,13 @@ fn sets_cookie(value: &[u8], name: &str) -> bool {
         return true;
     };
     match cookie::Cookie::parse(text) {
-        Ok(c) => crate::cookies::Part::of(name, c.name().trim()).is_some(),
+        Ok(c) => {
+            let set = c.name().trim();
+            // The auth cookie, its chunks, and the pending OpenID logins'
+            // `<name>-login`: all tokenjar's alone.
+            crate::cookies::Part::of(name, set).is_some()
+                || set.strip_prefix(name).is_some_and(|rest| rest == "-login")
+        }
         Err(_) => true,
     }
 }
@@ -228,6 +234,8 @@ mod tests {
             ("Set-Cookie", " auth-token =evil2"),
             ("Set-Cookie", "theme=dark; Path=/"),
             ("Set-Cookie", "auth-token-2=ok"),
+            ("Set-Cookie", "auth-token-login=forged; Path=/"),
+            ("Set-Cookie", "auth-token.1=chunk"),
             ("Set-Cookie", "=novalue"),
             ("Connection", "x-hop"),
             ("X-Hop", "1"),
