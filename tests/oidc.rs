@@ -3,9 +3,10 @@
 //! recording API. The whole login, concurrent and replayed callbacks, one
 //! refresh for 50 concurrent requests, `returnTo` spellings that would leave
 //! the origin, key rotation, logout with revocation, and providers that are
-//! down or hostile (support/hostile_oidc.rs). The provider down at start
-//! and the recovery after a key rotation wait on tokenjar's timers (backoff,
-//! the JWKS rate limit): they live in tests/oidc_slow.rs.
+//! down at start or hostile (support/hostile_oidc.rs). Ignored (run with
+//! `cargo test --test oidc -- --ignored`): the recovery after a key rotation,
+//! which waits out tokenjar's once-a-minute JWKS limit, and a known proxy bug
+//! (an old cookie inside the reuse window spends a rotated refresh token).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use tokenjar_e2e::hostile_oidc::{HostileProvider, USABLE_JWKS};
 use tokenjar_e2e::oidc_provider::{query_param, OidcProvider, ProviderSettings};
-use tokenjar_e2e::{spawn_app, RecordingApi, Reply, TestApp};
+use tokenjar_e2e::{spawn_app, unix_now, RecordingApi, Reply, TestApp};
 
 /// The session cookie's name (spawn_app's plain-http default) and the login
 /// cookie's (`<cookie.name>-login`).
@@ -107,9 +108,15 @@ impl Scene {
     /// `None` when the provider cannot run here (no Node.js; see
     /// support/oidc_provider.rs). `env` is added to tokenjar's settings.
     async fn start(env: &[(&str, &str)]) -> Option<Self> {
+        Self::start_tuned(env, |_| {}).await
+    }
+
+    /// Like [`Scene::start`], with the provider's settings changed by `tune`.
+    async fn start_tuned(env: &[(&str, &str)], tune: impl FnOnce(&mut ProviderSettings)) -> Option<Self> {
         let port = free_port();
         let mut settings = ProviderSettings::new(&format!("http://127.0.0.1:{port}/api/callback"));
         settings.post_logout_redirect_uris = vec![format!("http://127.0.0.1:{port}/")];
+        tune(&mut settings);
         let provider = OidcProvider::start(&settings)?;
         let api = RecordingApi::start();
         let mut all = oidc_env(provider.issuer(), port);
@@ -346,18 +353,37 @@ async fn three_logins_at_once_succeed_and_replayed_or_foreign_callbacks_do_not()
     assert_eq!(mine.header("location"), Some("/mine"));
 }
 
+/// Provider access tokens of 8 s and a leeway of 5 s: a session is due
+/// for refresh 3 s after its login, and a refresh's result stays usable for
+/// reuse for 3 s (the docs' rule: leeway below the token's lifetime).
+const SHORT_TTL: u64 = 8;
+const SHORT_LEEWAY: &str = "5";
+
+/// Waits (on the wall clock, with a deadline) until the session in `jar`
+/// is due for refresh: its `expiresAt` within the leeway.
+async fn wait_until_due(scene: &Scene, jar: &Jar) {
+    let expires_at = scene.get("/api/session", jar).await.json()["expiresAt"]
+        .as_u64()
+        .expect("an expiresAt");
+    let due_at = expires_at - SHORT_LEEWAY.parse::<u64>().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(SHORT_TTL + 5);
+    while unix_now() < due_at {
+        assert!(Instant::now() < deadline, "the session never became due");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[actix_web::test]
 async fn fifty_concurrent_requests_across_an_expiry_share_one_refresh() {
-    // The provider's access tokens live 60 s; a leeway of 120 s makes every
-    // access token due for refresh at once, without waiting.
     let env = [
-        ("TOKENJAR_REFRESH__LEEWAY_S", "120"),
+        ("TOKENJAR_REFRESH__LEEWAY_S", SHORT_LEEWAY),
         ("TOKENJAR_REFRESH__REUSE_WINDOW_S", "60"),
     ];
-    let Some(scene) = Scene::start(&env).await else {
+    let Some(scene) = Scene::start_tuned(&env, |p| p.access_token_ttl = SHORT_TTL).await else {
         return;
     };
     let jar = scene.log_in("ada").await;
+    wait_until_due(&scene, &jar).await;
     assert_eq!(
         scene.provider.counters().refreshes,
         0,
@@ -368,12 +394,12 @@ async fn fifty_concurrent_requests_across_an_expiry_share_one_refresh() {
     let headers = [("cookie", cookie.as_str())];
     let replies = join_all((0..50).map(|_| scene.app.send("GET", "/api/me", &headers, Bytes::new()))).await;
     let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    let counters = scene.provider.counters();
     assert!(
         statuses.iter().all(|s| *s == 200),
-        "{statuses:?}\n{}",
+        "{statuses:?}\n{counters:?}\n{}",
         scene.app.logs().join("\n")
     );
-    let counters = scene.provider.counters();
     println!(
         "refresh_token grants for 50 concurrent requests: {}",
         counters.refreshes
@@ -396,8 +422,8 @@ async fn fifty_concurrent_requests_across_an_expiry_share_one_refresh() {
     assert_eq!(tokens.len(), 1, "{tokens:?}");
     assert_eq!(api_calls(&scene.api), 50);
 
-    // The session survives: the refreshed cookie refreshes again, with the
-    // rotated refresh token, and the provider accepts it.
+    // The session survives: once due again, the refreshed cookie refreshes
+    // with the rotated refresh token, and the provider accepts it.
     let mut next = jar.clone();
     next.keep(
         replies
@@ -405,6 +431,7 @@ async fn fifty_concurrent_requests_across_an_expiry_share_one_refresh() {
             .find(|r| r.set_cookie_for(SESSION).is_some())
             .expect("a new cookie"),
     );
+    wait_until_due(&scene, &next).await;
     let later = scene.get("/api/me", &next).await;
     assert_eq!(later.status, 200, "{}", later.text());
     let counters = scene.provider.counters();
@@ -415,6 +442,47 @@ async fn fifty_concurrent_requests_across_an_expiry_share_one_refresh() {
     );
     let session = scene.get("/api/session", &next).await.json();
     assert_eq!(session["loggedIn"], true, "{session}");
+}
+
+#[actix_web::test]
+#[ignore = "proxy bug: a request with the old cookie inside the reuse window, once the kept \
+            refresh result is itself within the leeway, spends the old (rotated) refresh token \
+            again; the provider revokes the grant and the session is lost"]
+async fn a_late_old_cookie_inside_the_reuse_window_does_not_spend_the_old_refresh_token() {
+    // Within the documented bounds: leeway (5 s) below the token's lifetime
+    // (8 s), reuse window 60 s.
+    let env = [
+        ("TOKENJAR_REFRESH__LEEWAY_S", SHORT_LEEWAY),
+        ("TOKENJAR_REFRESH__REUSE_WINDOW_S", "60"),
+    ];
+    let Some(scene) = Scene::start_tuned(&env, |p| p.access_token_ttl = SHORT_TTL).await else {
+        return;
+    };
+    let old = scene.log_in("ada").await;
+    wait_until_due(&scene, &old).await;
+    let first = scene.get("/api/me", &old).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(scene.provider.counters().refreshes, 1);
+    let mut new = old.clone();
+    new.keep(&first);
+    // A tab that still holds the old cookie calls 3 s later: inside the
+    // reuse window, but the kept result's token is now within the leeway.
+    wait_until_due(&scene, &new).await;
+    let late = scene.get("/api/me", &old).await;
+    let counters = scene.provider.counters();
+    // The session the first refresh made must live on: its own refresh
+    // (due now) must be accepted.
+    let current = scene.get("/api/me", &new).await;
+    let after = scene.provider.counters();
+    assert!(
+        late.status == 200 && current.status == 200 && counters.refresh_errors == 0 && counters.grants_revoked == 0,
+        "late old cookie: {} {}\nprovider then: {counters:?}\nthe refreshed session's next call: {} {}\nprovider after: {after:?}\n{}",
+        late.status,
+        late.text(),
+        current.status,
+        current.text(),
+        scene.app.logs().join("\n")
+    );
 }
 
 #[actix_web::test]
@@ -528,6 +596,93 @@ async fn logout_revokes_at_the_provider_and_ends_the_old_cookie() {
     let counters = scene.provider.counters();
     assert_eq!(counters.refreshes, 0, "{counters:?}");
     assert_eq!(api_calls(&scene.api), 0, "nothing reached the API");
+}
+
+#[actix_web::test]
+#[ignore = "waits out the JWKS rate limit (60 s after the start-up fetch); \
+            the in-memory test a_rotated_signing_key_is_fetched_again_at_most_once_a_minute covers it"]
+async fn a_rotated_key_is_fetched_again_after_a_minute() {
+    let Some(scene) = Scene::start(&[]).await else {
+        return;
+    };
+    let started = Instant::now();
+    scene.provider.rotate_keys();
+    // Each try is a whole login; the first ones (within a minute of the
+    // start-up fetch) fail with invalid_token, then one fetches the new key.
+    let deadline = started + Duration::from_secs(90);
+    let mut failures = 0;
+    loop {
+        let mut jar = Jar::default();
+        let url = scene.start_login(&mut jar, "?returnTo=/after").await;
+        let back = scene.provider.login_as(&url, "ada");
+        let reply = scene.callback(&mut jar, &back).await;
+        match reply.header("location") {
+            Some("/after") => break,
+            Some("/?auth_error=invalid_token") => failures += 1,
+            other => panic!("unexpected callback answer {other:?}: {reply:?}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no login succeeded 90 s after the rotation:\n{}",
+            scene.app.logs().join("\n")
+        );
+        // A polling interval: each try costs the provider a code exchange.
+        actix_rt::time::sleep(Duration::from_secs(2)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(55) || failures == 0,
+        "the key set was fetched again within the minute"
+    );
+}
+
+#[actix_web::test]
+async fn a_provider_down_at_start_is_read_once_it_comes_up() {
+    // The provider's port is picked first; nothing listens there yet.
+    let (provider_port, app_port) = (free_port(), free_port());
+    let issuer = format!("http://127.0.0.1:{provider_port}");
+    let api = RecordingApi::start();
+    let env = oidc_env(&issuer, app_port);
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let mut app = spawn_app(&api.url("/v1"), &pairs);
+
+    // At least one discovery has failed: tokenjar is up, not ready, and
+    // refuses logins without crashing.
+    assert!(
+        app.wait_for_log("OpenID provider discovery failed", READY_WAIT),
+        "{}",
+        app.logs().join("\n")
+    );
+    app.get_api("/readyz", None)
+        .await
+        .assert_error(503, "provider_unavailable");
+    get(&app, "/api/login", None)
+        .await
+        .assert_error(502, "provider_unavailable");
+    assert!(
+        app.exit_status().is_none(),
+        "tokenjar exited:\n{}",
+        app.logs().join("\n")
+    );
+
+    let mut settings = ProviderSettings::new(&format!("http://127.0.0.1:{app_port}/api/callback"));
+    settings.port = provider_port;
+    let Some(provider) = OidcProvider::start(&settings) else {
+        return;
+    };
+    assert_eq!(provider.issuer(), issuer);
+    let up = Instant::now();
+    // The backoff goes 1 s, 2 s, 4 s, … up to 30 s: within 40 s at worst.
+    assert!(
+        wait_ready(&app, Duration::from_secs(40)).await,
+        "not ready 40 s after the provider came up:\n{}",
+        app.logs().join("\n")
+    );
+    println!("ready {:?} after the provider came up", up.elapsed());
+
+    // And logins work.
+    let scene = Scene { provider, api, app };
+    let jar = scene.log_in("ada").await;
+    assert_eq!(scene.get("/api/session", &jar).await.json()["loggedIn"], true);
 }
 
 /// tokenjar against `provider` (hostile), with its own port.
