@@ -568,6 +568,9 @@ async fn logout_revokes_at_the_provider_and_ends_the_old_cookie() {
     let body = logout.json();
     assert_eq!(body["loggedIn"], false, "{body}");
     let logout_url = body["logoutUrl"].as_str().expect("a logoutUrl").to_owned();
+    // tokenjar keeps no ID token, so none can leak as an id_token_hint.
+    assert!(!shows_a_jwt(&logout), "{logout:?}");
+    assert_eq!(query_param(&logout_url, "id_token_hint"), None);
     let end_session = scene.provider.discovery()["end_session_endpoint"]
         .as_str()
         .unwrap()
@@ -658,6 +661,13 @@ async fn a_provider_down_at_start_is_read_once_it_comes_up() {
     get(&app, "/api/login", None)
         .await
         .assert_error(502, "provider_unavailable");
+    // A callback (a forged one: no login could start) fails the same way.
+    let callback = get(&app, "/api/callback?code=c&state=s", None).await;
+    assert_eq!(callback.status, 302, "{}", callback.text());
+    assert_eq!(
+        callback.header("location"),
+        Some("/?auth_error=provider_unavailable")
+    );
     assert!(
         app.exit_status().is_none(),
         "tokenjar exited:\n{}",
@@ -712,6 +722,13 @@ async fn assert_stays_unready(app: &mut TestApp, provider: &HostileProvider, pat
     get(app, "/api/login", None)
         .await
         .assert_error(502, "provider_unavailable");
+    // A callback (a forged one: no login could start) fails the same way.
+    let callback = get(app, "/api/callback?code=c&state=s", None).await;
+    assert_eq!(callback.status, 302, "{}", callback.text());
+    assert_eq!(
+        callback.header("location"),
+        Some("/?auth_error=provider_unavailable")
+    );
     assert!(
         app.exit_status().is_none(),
         "tokenjar exited:\n{}",
@@ -756,10 +773,24 @@ async fn garbage_discovery_answers_keep_tokenjar_unready() {
     );
     let (_api, mut app) = spawn_against(&hostile.issuer());
     assert_stays_unready(&mut app, &hostile, "/.well-known/openid-configuration", 2).await;
-    // Then a 500, and a redirect (which tokenjar must not follow).
+    // Then a 500.
     hostile.set("/.well-known/openid-configuration", 500, "text/plain", "down");
     let seen = hostile.hits("/.well-known/openid-configuration");
     assert_stays_unready(&mut app, &hostile, "/.well-known/openid-configuration", seen + 1).await;
+}
+
+#[actix_web::test]
+async fn a_redirected_discovery_is_not_followed() {
+    let hostile = HostileProvider::start();
+    // A usable document one redirect away: tokenjar's own calls to the
+    // provider never follow redirects (docs/oidc.md, Security).
+    let doc = hostile.discovery_naming(&hostile.issuer());
+    hostile.set("/elsewhere", 200, "application/json", &doc);
+    hostile.set("/jwks", 200, "application/json", USABLE_JWKS);
+    hostile.set_redirect("/.well-known/openid-configuration", &hostile.url("/elsewhere"));
+    let (_api, mut app) = spawn_against(&hostile.issuer());
+    assert_stays_unready(&mut app, &hostile, "/.well-known/openid-configuration", 2).await;
+    assert_eq!(hostile.hits("/elsewhere"), 0, "the redirect was followed");
 }
 
 #[actix_web::test]
@@ -805,7 +836,8 @@ async fn a_token_endpoint_answering_500_fails_the_callback_cleanly() {
     let reply = get(&app, &callback, Some(&jar.header())).await;
     assert_eq!(reply.status, 302, "{}", reply.text());
     let location = reply.header("location").unwrap();
-    assert!(location.starts_with("/?auth_error="), "{location}");
+    // An unusable answer counts as the provider failing, like the 500.
+    assert_eq!(location, "/?auth_error=provider_unavailable");
     assert!(reply.set_cookie_for(SESSION).is_none_or(|c| c.value.is_empty()));
     assert!(
         app.exit_status().is_none(),

@@ -78,6 +78,18 @@ impl HostileProvider {
             .insert(path.to_owned(), response.into_bytes());
     }
 
+    /// Answers `path` with a 302 to `location` from now on.
+    pub fn set_redirect(&self, path: &str, location: &str) {
+        let response = format!(
+            "HTTP/1.1 302 Found\r\nlocation: {location}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        );
+        self.table
+            .lock()
+            .unwrap()
+            .answers
+            .insert(path.to_owned(), response.into_bytes());
+    }
+
     /// A discovery document naming `issuer` and this server's endpoints
     /// (`/authorize`, `/token`, `/jwks`), as JSON text.
     pub fn discovery_naming(&self, issuer: &str) -> String {
