@@ -13,6 +13,7 @@ pub mod event_api;
 pub mod external;
 pub mod hostile;
 pub mod hostile_api;
+pub mod hostile_oidc;
 pub mod load;
 pub mod metrics;
 pub mod nginx;

@@ -37,6 +37,9 @@ const PASSWORD: &str = "any-password";
 /// The provider's one client and token lifetimes.
 #[derive(Debug, Clone)]
 pub struct ProviderSettings {
+    /// The loopback port to listen on; 0: a free one. A fixed port lets a
+    /// test start tokenjar against a provider that is not up yet.
+    pub port: u16,
     /// The client's `client_id`.
     pub client_id: String,
     /// The client's secret (`client_secret_basic`); `None`: a public client
@@ -62,6 +65,7 @@ impl ProviderSettings {
     /// one redirect URI; the provider's short default lifetimes.
     pub fn new(redirect_uri: &str) -> Self {
         Self {
+            port: 0,
             client_id: "tokenjar".to_owned(),
             client_secret: Some("tokenjar-secret".to_owned()),
             redirect_uris: vec![redirect_uri.to_owned()],
@@ -139,7 +143,7 @@ impl OidcProvider {
         command
             .arg(dir.join("provider.mjs"))
             .current_dir(dir)
-            .env("OIDC_PORT", "0")
+            .env("OIDC_PORT", settings.port.to_string())
             .env("OIDC_CLIENT_ID", &settings.client_id)
             .env(
                 "OIDC_CLIENT_SECRET",
