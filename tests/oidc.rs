@@ -5,8 +5,7 @@
 //! the origin, key rotation, logout with revocation, and providers that are
 //! down at start or hostile (support/hostile_oidc.rs). Ignored (run with
 //! `cargo test --test oidc -- --ignored`): the recovery after a key rotation,
-//! which waits out tokenjar's once-a-minute JWKS limit, and a known proxy bug
-//! (an old cookie inside the reuse window spends a rotated refresh token).
+//! which waits out tokenjar's once-a-minute JWKS limit.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -445,9 +444,6 @@ async fn fifty_concurrent_requests_across_an_expiry_share_one_refresh() {
 }
 
 #[actix_web::test]
-#[ignore = "proxy bug: a request with the old cookie inside the reuse window, once the kept \
-            refresh result is itself within the leeway, spends the old (rotated) refresh token \
-            again; the provider revokes the grant and the session is lost"]
 async fn a_late_old_cookie_inside_the_reuse_window_does_not_spend_the_old_refresh_token() {
     // Within the documented bounds: leeway (5 s) below the token's lifetime
     // (8 s), reuse window 60 s.

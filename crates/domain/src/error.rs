@@ -56,7 +56,7 @@ pub enum FlowError {
     #[error("cannot issue the cookie: {0}")]
     Cookie(#[from] CookieError),
     /// The API refused the session's refresh token (SPEC §14).
-    #[error("the API refused the refresh token: the session is over")]
+    #[error("the refresh token was refused: the session is over")]
     SessionExpired,
     /// The API's 2xx answer to a refresh could not be used.
     #[error("bad refresh response: {0}")]

@@ -1015,11 +1015,23 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
         refused: Option<&Token>,
         request_id: Option<&str>,
     ) -> (Renewal, RefreshResult) {
-        let Some(refresh) = &session.refresh else {
+        let Some(mut refresh) = session.refresh.clone() else {
             return (Renewal::Refused, RefreshResult::Refused);
         };
+        // A request with an old cookie may have to follow a chain of
+        // refreshes made meanwhile; a few links are all a browser can lag.
+        let mut links = 0;
         loop {
-            match rules.flights().turn(refresh, self.clock.now(), refused) {
+            match rules.flights().turn(&refresh, self.clock.now(), refused) {
+                Turn::Successor(grant) if links < MAX_SUCCESSORS => {
+                    links += 1;
+                    let Some(next) = grant.refresh.clone() else {
+                        return (Renewal::Refused, RefreshResult::Refused);
+                    };
+                    refresh = next;
+                }
+                // Too long a chain: the session is as good as lost.
+                Turn::Successor(_) => return (Renewal::Refused, RefreshResult::Refused),
                 Turn::Reuse(renewal) => return shared(renewal),
                 Turn::Wait(waiting) => {
                     if let Some(renewal) = waiting.await {
@@ -1029,7 +1041,7 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
                 }
                 Turn::Lead(lease) => {
                     let renewal = self
-                        .refresh(rules, refresh, session.profile.as_deref(), request_id)
+                        .refresh(rules, &refresh, session.profile.as_deref(), request_id)
                         .await;
                     lease.finish(renewal.clone(), self.clock.now());
                     let result = match renewal {
@@ -1229,6 +1241,10 @@ fn shared(renewal: Renewal) -> (Renewal, RefreshResult) {
     };
     (renewal, result)
 }
+
+/// Most refreshes made meanwhile that a request with an old cookie follows
+/// (see [`Turn::Successor`]).
+const MAX_SUCCESSORS: usize = 8;
 
 /// Most of an answer read only to be thrown away (a 401 before a retry, a
 /// revocation's): a longer one is left, and its connection with it.

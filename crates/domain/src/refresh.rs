@@ -320,6 +320,10 @@ pub enum Turn<'a> {
     Wait(Waiting),
     /// A result is at hand.
     Reuse(Renewal),
+    /// This refresh token was spent, and its successor's tokens are due
+    /// again: refresh those, with the successor's refresh token (spending
+    /// the spent one again would read as theft to an API that rotates).
+    Successor(Arc<Grant>),
 }
 
 /// The right and duty to refresh one session. Dropped unfinished (the
@@ -394,8 +398,19 @@ impl Refreshes {
                 waiters.push(sender);
                 return Turn::Wait(Waiting(receiver));
             }
-            Some(Slot::Kept { renewal, until, .. }) if now < *until && self.usable(renewal, now, refused) => {
-                return Turn::Reuse(renewal.clone());
+            Some(Slot::Kept { renewal, until, .. }) if now < *until => {
+                if self.usable(renewal, now, refused) {
+                    return Turn::Reuse(renewal.clone());
+                }
+                // The kept tokens are due again (or refused): the session
+                // goes on from them, never from the spent refresh token.
+                // A refresh token the API kept (no rotation) is the same
+                // one: refreshing it again is no replay.
+                if let Renewal::Renewed(grant) = renewal {
+                    if grant.refresh.as_ref().is_some_and(|next| next != refresh) {
+                        return Turn::Successor(Arc::clone(grant));
+                    }
+                }
             }
             _ => {}
         }
@@ -719,15 +734,47 @@ mod tests {
         // An API that keeps its refresh tokens: the same key refreshes again
         // later, and the old result must not come back stale.
         let table = Refreshes::new(600, 60);
-        lead(table.turn(&tok("r"), NOW, None)).finish(renewed("a2", Some(NOW + 100)), NOW);
+        let kept = |access: &str, exp: i64| {
+            Renewal::Renewed(Arc::new(Grant {
+                access: tok(access),
+                refresh: Some(tok("r")),
+                access_expires_at: Some(exp),
+                profile: None,
+            }))
+        };
+        lead(table.turn(&tok("r"), NOW, None)).finish(kept("a2", NOW + 100), NOW);
         assert!(matches!(table.turn(&tok("r"), NOW + 39, None), Turn::Reuse(_)));
         let lease = lead(table.turn(&tok("r"), NOW + 40, None));
-        lease.finish(renewed("a3", Some(NOW + 400)), NOW + 40);
+        lease.finish(kept("a3", NOW + 400), NOW + 40);
         match table.turn(&tok("r"), NOW + 41, None) {
             Turn::Reuse(Renewal::Renewed(g)) => assert_eq!(g.access, tok("a3")),
             other => panic!("{other:?}"),
         }
         assert_eq!(table.kept(), 1);
+    }
+
+    #[test]
+    fn a_due_successor_is_refreshed_from_its_own_refresh_token() {
+        // An API that rotates: the spent token's kept tokens are due again,
+        // and the late request must go on from them (never spending "r"
+        // again, which would read as theft).
+        let table = Refreshes::new(600, 60);
+        lead(table.turn(&tok("r"), NOW, None)).finish(renewed("a2", Some(NOW + 100)), NOW);
+        match table.turn(&tok("r"), NOW + 40, None) {
+            Turn::Successor(grant) => {
+                assert_eq!(grant.refresh, Some(tok("a2-r")));
+                // Its own refresh is one flight, shared like any other.
+                let lease = lead(table.turn(&tok("a2-r"), NOW + 40, None));
+                assert!(matches!(table.turn(&tok("a2-r"), NOW + 40, None), Turn::Wait(_)));
+                drop(lease);
+            }
+            other => panic!("{other:?}"),
+        }
+        // The API refused the kept access token: the successor too.
+        assert!(matches!(
+            table.turn(&tok("r"), NOW + 1, Some(&tok("a2"))),
+            Turn::Successor(_)
+        ));
     }
 
     #[test]
@@ -738,9 +785,10 @@ mod tests {
             table.turn(&tok("r"), NOW, Some(&tok("a1"))),
             Turn::Reuse(_)
         ));
+        // Refused too: the session goes on from the kept refresh token.
         assert!(matches!(
             table.turn(&tok("r"), NOW, Some(&tok("a2"))),
-            Turn::Lead(_)
+            Turn::Successor(_)
         ));
     }
 

@@ -736,3 +736,37 @@ fn a_hostile_refresh_answer_fails_the_request_and_keeps_the_session() {
         assert_eq!(rules.refresh.as_ref().unwrap().flights().kept(), 0, "{what}");
     }
 }
+
+#[test]
+fn an_old_cookie_whose_kept_tokens_are_due_goes_on_from_them() {
+    // Access tokens of 100 s, a 60 s leeway and a 120 s window: a result
+    // kept for a late request can be due again before the window ends.
+    let app = App::new(300, 100, 120);
+    let mut browser = CookieStore::new();
+    app.login(&mut browser);
+    let mut late = browser.clone();
+    app.clock.advance(300);
+    app.send(&mut browser, "GET", "/api/me", b"");
+    assert_eq!(app.refresh_calls(), 1);
+
+    // 50 s later the kept tokens are inside the leeway: the late request
+    // refreshes from the kept refresh token, never the spent one.
+    app.clock.advance(50);
+    let call = app.send(&mut late, "GET", "/api/me", b"");
+    assert_eq!((call.reply.status, call.refresh), (200, Some(RefreshResult::Ok)));
+    assert_eq!(app.refresh_calls(), 2);
+    assert_eq!(
+        app.api.replays.load(Ordering::SeqCst),
+        0,
+        "no spent refresh token sent again"
+    );
+    assert_eq!(app.last_token_sent(), app.current_access());
+    // The first browser's cookie, one refresh behind, follows the same
+    // chain and shares the result.
+    let call = app.send(&mut browser, "GET", "/api/me", b"");
+    assert_eq!(
+        (call.reply.status, call.refresh),
+        (200, Some(RefreshResult::Reused))
+    );
+    assert_eq!(app.refresh_calls(), 2);
+}
