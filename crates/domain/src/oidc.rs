@@ -872,6 +872,14 @@ impl Prompt {
     }
 }
 
+/// Bytes a `Location` header should not carry raw.
+const LOCATION_UNSAFE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'<')
+    .add(b'>')
+    .add(b'`');
+
 /// Checks a `returnTo` (already percent-decoded) as a path on this origin:
 /// one `/` first, then no `/` or `\` second, no control characters or
 /// backslashes anywhere (browsers read `\` as `/`), and nothing a browser
@@ -895,7 +903,11 @@ pub fn return_to(value: Option<&str>) -> Result<String, AuthError> {
     // it must stay there.
     let base = url::Url::parse("https://tokenjar.invalid/").map_err(|_| AuthError::InvalidReturnTo)?;
     match base.join(value) {
-        Ok(url) if url.origin() == base.origin() => Ok(value.to_owned()),
+        // Kept as given but with anything a `Location` header should not
+        // carry raw (non-ASCII, spaces, quotes) percent-encoded.
+        Ok(url) if url.origin() == base.origin() => {
+            Ok(percent_encoding::utf8_percent_encode(value, LOCATION_UNSAFE).to_string())
+        }
         _ => Err(AuthError::InvalidReturnTo),
     }
 }
@@ -1420,6 +1432,10 @@ mod tests {
             assert_eq!(return_to(Some(good)), Ok(good.to_owned()), "{good}");
         }
         assert_eq!(return_to(None), Ok("/".to_owned()));
+        assert_eq!(
+            return_to(Some("/café au lait")),
+            Ok("/caf%C3%A9%20au%20lait".to_owned())
+        );
         for bad in [
             "//evil.example",
             "/\\evil.example",
