@@ -9,11 +9,16 @@ CARGO ?= cargo
 OIDC_MODULES = tests/oidc/node_modules/.package-lock.json
 OIDC_DEPS = $(if $(shell command -v npm 2>/dev/null),$(OIDC_MODULES))
 
-.PHONY: run serve test check lint fmt build release bench soak clean oidc-deps
+.PHONY: run run-oidc serve test check lint fmt build release bench soak clean oidc-deps
 
 ## The demo: tokenjar in front of an embedded demo API, with a demo page.
 run:
 	$(CARGO) run -p tokenjar -- demo --config-dir config
+
+## The demo in OIDC mode: the test OpenID Provider (tests/oidc, needs
+## Node.js 20+) and tokenjar logging users in there, at http://localhost:8080.
+run-oidc: oidc-deps
+	CARGO="$(CARGO)" tests/oidc/demo.sh
 
 ## tokenjar alone, with config/ (TOKENJAR_ENV=local: plain-http cookies).
 serve:

@@ -3,7 +3,8 @@
 //! nor a script injected into it can read the token, and a page on another
 //! origin cannot log the user out; a page's `EventSource` gets the API's
 //! server-sent events through tokenjar one by one, and a page's `WebSocket`
-//! reaches the API as the logged-in user (SPEC §13).
+//! reaches the API as the logged-in user (SPEC §13); the demo in OIDC mode
+//! logs in at the real test OpenID Provider and out there (SPEC §16).
 //!
 //! Each test starts its own demo, chromedriver (port 0) and Chromium (fresh
 //! profile), so the tests run in parallel. Without Chromium or chromedriver a
@@ -29,6 +30,7 @@ use serde_json::{json, Value};
 use tokenjar_e2e::api::CannedReply;
 use tokenjar_e2e::external::{find_program, programs_or_skip, send_signal, target_dir};
 use tokenjar_e2e::metrics::metric_sum;
+use tokenjar_e2e::oidc_provider::{OidcProvider, ProviderSettings};
 use tokenjar_e2e::pattern::make_jwt;
 use tokenjar_e2e::{spawn_custom, unix_now, workspace_root, TempDir, TestApp};
 
@@ -1003,5 +1005,210 @@ async fn a_ten_kilobyte_token_lives_in_chunk_cookies_and_leaves_none_behind() {
     assert_eq!(seen["me"], json!(200), "{seen}");
     assert_eq!(seen["body"], json!(r#"{"name":"demo"}"#), "{seen}");
     assert_eq!(auth_cookie_names(&browser).await, vec![COOKIE.to_owned()]);
+    browser.close().await;
+}
+
+/// `tokenjar demo` in OIDC mode (`make run-oidc`) against the test OpenID
+/// Provider, the page opened on `http://localhost:PORT` (the provider is
+/// on 127.0.0.1, so the two keep their cookies apart). `None` when the
+/// provider cannot run here (see support/oidc_provider.rs).
+fn start_oidc_demo() -> Option<(OidcProvider, TestApp, String)> {
+    let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|listener| listener.local_addr())
+        .expect("a free loopback port")
+        .port();
+    let origin = format!("http://localhost:{port}");
+    let mut settings = ProviderSettings::new(&format!("{origin}/api/callback"));
+    settings.post_logout_redirect_uris = vec![format!("{origin}/")];
+    let provider = OidcProvider::start(&settings)?;
+    let (port, callback, home) = (
+        port.to_string(),
+        format!("{origin}/api/callback"),
+        format!("{origin}/"),
+    );
+    let app = spawn_custom(
+        TempDir::new("oidc-demo-config"),
+        Some("demo"),
+        None,
+        &[
+            ("TOKENJAR_SERVER__WORKERS", "1"),
+            ("TOKENJAR_SERVER__PORT", &port),
+            ("TOKENJAR_OIDC__ISSUER", provider.issuer()),
+            ("TOKENJAR_OIDC__CLIENT_ID", &settings.client_id),
+            (
+                "TOKENJAR_OIDC__CLIENT_SECRET",
+                settings.client_secret.as_deref().unwrap_or_default(),
+            ),
+            ("TOKENJAR_OIDC__REDIRECT_URL", &callback),
+            ("TOKENJAR_OIDC__POST_LOGOUT_REDIRECT_URL", &home),
+        ],
+    );
+    Some((provider, app, origin))
+}
+
+/// Waits until the browser's address starts with `prefix`; returns it.
+async fn wait_for_url(client: &Client, prefix: &str) -> String {
+    let value = wait_until(
+        client,
+        "return location.href",
+        &format!("an address starting with {prefix}"),
+        |href| href.as_str().is_some_and(|h| h.starts_with(prefix)),
+    )
+    .await;
+    value.as_str().unwrap_or_default().to_owned()
+}
+
+/// Fills the provider's login form (its development pages take any
+/// password) and submits it.
+async fn sign_in_at_provider(client: &Client, user: &str) {
+    let login = wait_for(client, "input[name=login]").await;
+    login.send_keys(user).await.expect("type the login name");
+    client
+        .find(Locator::Css("input[name=password]"))
+        .await
+        .expect("the provider's password field")
+        .send_keys("any-password")
+        .await
+        .expect("type the password");
+    client
+        .find(Locator::Css("button[type=submit]"))
+        .await
+        .expect("the provider's sign-in button")
+        .click()
+        .await
+        .expect("sign in at the provider");
+}
+
+/// The demo page's text of the claim `name` in the user list.
+async fn claim_shown(client: &Client, name: &str) -> String {
+    wait_for(client, &format!("#user dd[data-claim=\"{name}\"]"))
+        .await
+        .text()
+        .await
+        .expect("read the claim")
+}
+
+/// The whole OIDC login in a real browser (SPEC §16): the demo page's "Log
+/// in with your provider" → the provider's login form → its consent page →
+/// back on the page, logged in, with the user's claims shown; `/api/me`
+/// reaches the demo API with the provider's access token (the API asks the
+/// provider's userinfo endpoint whose it is); the page's JavaScript sees no
+/// cookie at all; logout revokes at the provider and ends on its logout
+/// page, which sends the browser back to the page, logged out.
+#[actix_web::test]
+async fn the_oidc_demo_logs_in_at_the_provider_and_out_there() {
+    let Some(browser) = Browser::open().await else {
+        return;
+    };
+    let Some((provider, app, origin)) = start_oidc_demo() else {
+        return;
+    };
+    let ready = Instant::now() + WAIT;
+    while app.get_api("/readyz", None).await.status != 200 {
+        assert!(Instant::now() < ready, "never ready:\n{}", app.logs().join("\n"));
+        actix_rt::time::sleep(POLL).await;
+    }
+
+    // A failed login comes back as ?auth_error=…: shown as text, then
+    // taken out of the address.
+    browser
+        .goto(&format!("{origin}/?auth_error=%3Cb%3Eaccess_denied"))
+        .await
+        .expect("load the page with an auth_error");
+    let error = wait_for(&browser, "#auth-error:not([hidden])").await;
+    assert_eq!(error.text().await.unwrap(), "Login failed: <b>access_denied");
+    assert_eq!(wait_for_url(&browser, &origin).await, format!("{origin}/"));
+
+    // Step 1: the page offers the provider's login, not a password form.
+    browser
+        .goto(&format!("{origin}/"))
+        .await
+        .expect("load the demo page");
+    wait_for(&browser, "#state[data-logged-in=\"false\"]").await;
+    let password_form = browser.find(Locator::Id("login-form")).await.unwrap();
+    assert!(
+        !password_form.is_displayed().await.unwrap(),
+        "no password form in OIDC mode"
+    );
+    assert_eq!(press(&browser, "me").await, 401, "GET /api/me before logging in");
+    let button = browser.find(Locator::Id("provider-login")).await.unwrap();
+    assert_eq!(button.text().await.unwrap(), "Log in with your provider");
+    button.click().await.expect("click Log in with your provider");
+
+    // Step 2: the provider's login form; step 3: its consent page.
+    wait_for_url(&browser, provider.issuer()).await;
+    sign_in_at_provider(&browser, "ada").await;
+    wait_for(&browser, "button[type=submit][autofocus]")
+        .await
+        .click()
+        .await
+        .expect("consent at the provider");
+
+    // Step 4: back on the page, logged in, with the user's claims.
+    assert_eq!(wait_for_url(&browser, &origin).await, format!("{origin}/"));
+    wait_for(&browser, "#state[data-logged-in=\"true\"]").await;
+    assert_eq!(claim_shown(&browser, "sub").await, "ada");
+    assert_eq!(claim_shown(&browser, "name").await, "Test User ada");
+    assert_eq!(claim_shown(&browser, "email").await, "ada@example.test");
+    let png = browser.screenshot().await.expect("take a screenshot");
+    save_artefact("oidc-demo-logged-in.png", &png);
+    let counters = provider.counters();
+    assert_eq!(counters.code_exchanges, 1, "{counters:?}");
+
+    // Step 5: the API call carries the provider's access token: the demo
+    // API had the provider's userinfo endpoint vouch for it.
+    assert_eq!(press(&browser, "me").await, 200, "GET /api/me after logging in");
+    let output = browser
+        .find(Locator::Id("output"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(output.contains("\"name\": \"Test User ada\""), "{output}");
+    assert!(output.contains("\"email\": \"ada@example.test\""), "{output}");
+
+    // Step 6: nothing for JavaScript; the session is one HttpOnly cookie
+    // and the pending login's cookie is gone.
+    let seen = browser.execute("return document.cookie", vec![]).await.unwrap();
+    assert_eq!(seen, json!(""), "document.cookie must be empty");
+    let cookies = browser.get_all_cookies().await.expect("read the cookies");
+    let names: Vec<&str> = cookies.iter().map(|c| c.name()).collect();
+    assert!(names.contains(&COOKIE), "{names:?}");
+    assert!(!names.contains(&"auth-token-login"), "{names:?}");
+    for cookie in cookies.iter().filter(|c| c.name().starts_with(COOKIE)) {
+        assert_eq!(cookie.http_only(), Some(true), "{cookie}");
+        assert!(!looks_like_jwt(cookie.value()), "{cookie}");
+    }
+    let page = browser.source().await.expect("the page's source");
+    assert!(!looks_like_jwt(&page), "no token in the page");
+
+    // Step 7: logout revokes at the provider and goes to its logout page,
+    // which asks; confirming sends the browser back to the page.
+    browser
+        .find(Locator::Id("logout"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .expect("click Log out");
+    wait_for_url(&browser, provider.issuer()).await;
+    wait_for(&browser, "button[name=logout][value=yes]")
+        .await
+        .click()
+        .await
+        .expect("confirm the logout at the provider");
+    assert_eq!(wait_for_url(&browser, &origin).await, format!("{origin}/"));
+    wait_for(&browser, "#state[data-logged-in=\"false\"]").await;
+    assert!(
+        auth_cookie(&browser).await.is_none(),
+        "the session cookie is gone"
+    );
+    let counters = provider.counters();
+    assert_eq!(
+        (counters.revocations, counters.end_sessions),
+        (1, 1),
+        "{counters:?}"
+    );
     browser.close().await;
 }

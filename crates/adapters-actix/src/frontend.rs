@@ -3,6 +3,7 @@
 //! fallback to `index.html`) or the built-in demo page. Forwarding to the
 //! app's own server (`frontend.url`) is the domain's `Gateway::forward`.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use actix_files::NamedFile;
@@ -21,7 +22,7 @@ pub enum Frontend {
     /// The web app's own server.
     Url(UpstreamBase),
     /// One built-in HTML page at `/` (the demo).
-    Page(&'static str),
+    Page(Cow<'static, str>),
 }
 
 impl Frontend {
@@ -48,7 +49,10 @@ pub fn page(frontend: &Frontend, request: &HttpRequest) -> Result<HttpResponse, 
     Ok(HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header(("cache-control", "no-store"))
-        .body(*html))
+        .body(match html {
+            Cow::Borrowed(html) => actix_web::web::Bytes::from_static(html.as_bytes()),
+            Cow::Owned(html) => actix_web::web::Bytes::copy_from_slice(html.as_bytes()),
+        }))
 }
 
 /// Nothing at this path beside the built-in page

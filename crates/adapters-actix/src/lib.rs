@@ -24,7 +24,7 @@ mod websocket;
 
 pub use body::RequestBody;
 pub use clock::SystemClock;
-pub use demo::{DemoApiServer, DEMO_PAGE};
+pub use demo::{demo_page, DemoApiServer, DEMO_PAGE};
 pub use frontend::Frontend;
 pub use metrics::Metrics;
 pub use ops::OpsSettings;

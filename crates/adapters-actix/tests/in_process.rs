@@ -399,7 +399,7 @@ async fn the_built_in_page_is_served_at_the_root_only() {
     let app = spawn_app_with(
         &api.url,
         Options {
-            frontend: Frontend::Page(DEMO_PAGE),
+            frontend: Frontend::Page(DEMO_PAGE.into()),
             ..Options::default()
         },
     );

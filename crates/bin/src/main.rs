@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use tokenjar_adapters_actix::{Application, DemoApiServer, Frontend, OsRandom, DEMO_PAGE};
+use tokenjar_adapters_actix::{demo_page, Application, DemoApiServer, OsRandom};
 use tokenjar_domain::CookieKeys;
 use tracing_subscriber::EnvFilter;
 
@@ -205,14 +205,28 @@ fn demo(config_dir: Option<PathBuf>) -> ExitCode {
         Ok(settings) => settings,
         Err(problems) => return report(&problems),
     };
+    // OIDC mode (`oidc.issuer` set, as `make run-oidc` does): users log in
+    // at the provider, and the demo API takes the provider's access tokens.
+    let oidc = !settings.oidc.issuer.is_empty();
     let result = actix_web::rt::System::new().block_on(async move {
-        let api = DemoApiServer::bind()?;
+        let api = if oidc {
+            DemoApiServer::bind_for_provider(&settings.oidc.issuer)?
+        } else {
+            DemoApiServer::bind()?
+        };
         let mut validated = match settings.for_demo(&api.url()).validate() {
             Ok(validated) => validated,
             Err(problems) => return Ok(report(&problems)),
         };
         init_logging(validated.json_logs);
-        validated.adapter.frontend = Frontend::Page(DEMO_PAGE);
+        validated.adapter.frontend = demo_page(oidc);
+        // In OIDC mode the page must be opened on the redirect URL's origin:
+        // the login cookie set before the provider comes back only there.
+        let origin = validated
+            .rules
+            .oidc
+            .as_ref()
+            .map(|o| o.client.redirect_origin().to_owned());
         let api_handle = api.handle();
         tracing::info!("demo API at {}", api.url());
         actix_web::rt::spawn(api.run());
@@ -220,7 +234,14 @@ fn demo(config_dir: Option<PathBuf>) -> ExitCode {
         let url = app.url();
         let running = app.start()?;
         tracing::info!("listening on {url}");
-        println!("tokenjar demo: open {url}/ and log in as demo / demo (Ctrl-C stops)");
+        if let Some(origin) = origin {
+            println!(
+                "tokenjar demo: open {origin}/ and log in with your provider at {} (Ctrl-C stops)",
+                settings.oidc.issuer
+            );
+        } else {
+            println!("tokenjar demo: open {url}/ and log in as demo / demo (Ctrl-C stops)");
+        }
         let served = running.await;
         api_handle.stop(true).await;
         served.map(|()| ExitCode::SUCCESS)

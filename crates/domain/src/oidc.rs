@@ -45,6 +45,7 @@ pub struct OidcClient {
     client_id: String,
     client_secret: Option<String>,
     redirect_url: String,
+    redirect_origin: String,
     redirect_path: String,
     scopes: Vec<String>,
     user_claims: Vec<String>,
@@ -113,16 +114,16 @@ impl OidcClient {
         if client_id.is_empty() {
             problems.push(SettingError::new("client_id", "must be set in OIDC mode"));
         }
-        let redirect_path = match url::Url::parse(redirect_url) {
+        let (redirect_origin, redirect_path) = match url::Url::parse(redirect_url) {
             Ok(url) if matches!(url.scheme(), "http" | "https") && url.fragment().is_none() => {
-                url.path().to_owned()
+                (url.origin().ascii_serialization(), url.path().to_owned())
             }
             _ => {
                 problems.push(SettingError::new(
                     "redirect_url",
                     format!("{redirect_url:?} must be an absolute http(s) URL, e.g. https://app.example.com/api/callback"),
                 ));
-                String::new()
+                (String::new(), String::new())
             }
         };
         if !scopes.iter().any(|s| s == "openid") {
@@ -152,6 +153,7 @@ impl OidcClient {
             client_id: client_id.to_owned(),
             client_secret: (!client_secret.is_empty()).then(|| client_secret.to_owned()),
             redirect_url: redirect_url.to_owned(),
+            redirect_origin,
             redirect_path,
             scopes: scopes.to_vec(),
             user_claims: user_claims.to_vec(),
@@ -171,6 +173,12 @@ impl OidcClient {
             "{}/.well-known/openid-configuration",
             self.issuer.trim_end_matches('/')
         )
+    }
+
+    /// The callback's origin (`https://app.example.com`): where the web app
+    /// must be opened, so that the login cookie comes back with the callback.
+    pub fn redirect_origin(&self) -> &str {
+        &self.redirect_origin
     }
 
     /// The callback's path (tokenjar's route for it).
