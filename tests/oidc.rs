@@ -3,15 +3,22 @@
 //! recording API. The whole login, concurrent and replayed callbacks, one
 //! refresh for 50 concurrent requests, `returnTo` spellings that would leave
 //! the origin, key rotation, logout with revocation, and providers that are
-//! down at start or hostile (support/hostile_oidc.rs). Ignored (run with
+//! down at start, hostile (support/hostile_oidc.rs) or stalling, and ID
+//! tokens forged every way the real provider never would. Ignored (run with
 //! `cargo test --test oidc -- --ignored`): the recovery after a key rotation,
 //! which waits out tokenjar's once-a-minute JWKS limit.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::future::join_all;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use ring::rand::SystemRandom;
+use ring::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
+use serde_json::{json, Value};
 use tokenjar_e2e::hostile_oidc::{HostileProvider, USABLE_JWKS};
 use tokenjar_e2e::oidc_provider::{query_param, OidcProvider, ProviderSettings};
 use tokenjar_e2e::{spawn_app, unix_now, RecordingApi, Reply, TestApp};
@@ -693,8 +700,14 @@ async fn a_provider_down_at_start_is_read_once_it_comes_up() {
 
 /// tokenjar against `provider` (hostile), with its own port.
 fn spawn_against(issuer: &str) -> (RecordingApi, TestApp) {
+    spawn_against_with(issuer, &[])
+}
+
+/// The same, with more settings.
+fn spawn_against_with(issuer: &str, extra: &[(&str, &str)]) -> (RecordingApi, TestApp) {
     let api = RecordingApi::start();
-    let env = oidc_env(issuer, free_port());
+    let mut env = oidc_env(issuer, free_port());
+    env.extend(extra.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())));
     let pairs: Vec<(&str, &str)> = env.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
     let app = spawn_app(&api.url("/v1"), &pairs);
     (api, app)
@@ -840,5 +853,243 @@ async fn a_token_endpoint_answering_500_fails_the_callback_cleanly() {
         "tokenjar exited:\n{}",
         app.logs().join("\n")
     );
+    assert_eq!(app.get_api("/readyz", None).await.status, 200);
+}
+
+/// A login at a hostile provider up to its callback: `GET /api/login`, then
+/// the callback with the state tokenjar made, while the provider's token
+/// endpoint answers an ID token made by `forge` from the login's nonce.
+/// Returns the callback's reply and the browser's cookies after it.
+async fn log_in_with_id_token(
+    app: &TestApp,
+    hostile: &HostileProvider,
+    forge: &dyn Fn(&str) -> String,
+) -> (Reply, Jar) {
+    let mut jar = Jar::default();
+    let login = get(app, "/api/login?returnTo=/after", None).await;
+    assert_eq!(login.status, 302, "{}", login.text());
+    jar.keep(&login);
+    let location = login.header("location").unwrap();
+    let state = query_param(location, "state").expect("a state");
+    let nonce = query_param(location, "nonce").expect("a nonce");
+    let answer = json!({
+        "access_token": "access-token-from-a-hostile-provider",
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "id_token": forge(&nonce),
+    });
+    hostile.set("/token", 200, "application/json", &answer.to_string());
+    let callback = format!(
+        "/api/callback?code=whatever&state={state}&iss={}",
+        tokenjar_e2e::oidc_provider::form_component(&hostile.issuer())
+    );
+    let reply = get(app, &callback, Some(&jar.header())).await;
+    jar.keep(&reply);
+    (reply, jar)
+}
+
+/// Makes an ID token from a login's nonce.
+type Forge<'a> = Box<dyn Fn(&str) -> String + 'a>;
+
+/// An ES256 signing key of a forging provider: PKCS#8 to sign, its JWK to
+/// serve.
+struct ForgingKey {
+    pkcs8: Vec<u8>,
+    jwk: Value,
+}
+
+impl ForgingKey {
+    fn new(kid: &str) -> Self {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+        let point = pair.public_key().as_ref();
+        Self {
+            pkcs8: pkcs8.as_ref().to_vec(),
+            jwk: json!({
+                "kty": "EC", "crv": "P-256", "kid": kid, "use": "sig", "alg": "ES256",
+                "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+            }),
+        }
+    }
+
+    /// `claims` signed with this key, the header naming `kid`.
+    fn sign(&self, kid: &str, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid.to_owned());
+        jsonwebtoken::encode(&header, claims, &EncodingKey::from_ec_der(&self.pkcs8)).unwrap()
+    }
+}
+
+/// ID tokens the real provider would never issue, each from a provider
+/// tokenjar trusts (the discovery and key set are genuine): every one ends
+/// at `/?auth_error=invalid_token` with no session, the genuine token
+/// through the same steps logs in, and the unknown `kid` did not make
+/// tokenjar read the key set again within its once-a-minute limit (SPEC §16).
+#[actix_web::test]
+async fn forged_id_tokens_log_no_one_in() {
+    let hostile = HostileProvider::start();
+    let key = ForgingKey::new("k1");
+    // Another provider's key, under the kid the real one serves.
+    let stranger = ForgingKey::new("k1");
+    let doc = hostile.discovery_naming(&hostile.issuer());
+    hostile.set("/.well-known/openid-configuration", 200, "application/json", &doc);
+    let jwks = json!({ "keys": [key.jwk] }).to_string();
+    hostile.set("/jwks", 200, "application/json", &jwks);
+    let (api, mut app) = spawn_against(&hostile.issuer());
+    assert!(wait_ready(&app, READY_WAIT).await, "{}", app.logs().join("\n"));
+
+    let issuer = hostile.issuer();
+    // Borrows only, so the closure is Copy and every case can hold one.
+    let claims = |nonce: &str| {
+        json!({
+            "iss": &issuer, "aud": "tokenjar", "sub": "ada", "name": "Ada",
+            "iat": unix_now(), "exp": unix_now() + 300, "nonce": nonce,
+        })
+    };
+    let changed = |change: fn(&mut Value)| {
+        let key = &key;
+        move |nonce: &str| {
+            let mut c = claims(nonce);
+            change(&mut c);
+            key.sign("k1", &c)
+        }
+    };
+    let unsigned = |header: &str, nonce: &str| {
+        let payload = URL_SAFE_NO_PAD.encode(claims(nonce).to_string());
+        format!("{}.{payload}.", URL_SAFE_NO_PAD.encode(header))
+    };
+    let cases: Vec<(&str, Forge<'_>)> = vec![
+        (
+            "alg none",
+            Box::new(|n| unsigned(r#"{"alg":"none","kid":"k1"}"#, n)),
+        ),
+        (
+            "HS256 keyed with the public key",
+            Box::new(|n| {
+                let mut header = Header::new(Algorithm::HS256);
+                header.kid = Some("k1".to_owned());
+                let secret = EncodingKey::from_secret(key.jwk.to_string().as_bytes());
+                jsonwebtoken::encode(&header, &claims(n), &secret).unwrap()
+            }),
+        ),
+        (
+            "another provider's key",
+            Box::new(|n| stranger.sign("k1", &claims(n))),
+        ),
+        (
+            "a kid not in the key set",
+            Box::new(|n| key.sign("k9", &claims(n))),
+        ),
+        (
+            "a tampered payload",
+            Box::new(|n| {
+                let good = key.sign("k1", &claims(n));
+                let parts: Vec<&str> = good.split('.').collect();
+                let mut evil = claims(n);
+                evil["sub"] = json!("eve");
+                format!(
+                    "{}.{}.{}",
+                    parts[0],
+                    URL_SAFE_NO_PAD.encode(evil.to_string()),
+                    parts[2]
+                )
+            }),
+        ),
+        (
+            "another issuer",
+            Box::new(changed(|c| c["iss"] = json!("http://127.0.0.1:9"))),
+        ),
+        (
+            "another audience",
+            Box::new(changed(|c| c["aud"] = json!("someone-else"))),
+        ),
+        (
+            "two audiences and no azp",
+            Box::new(changed(|c| c["aud"] = json!(["tokenjar", "someone-else"]))),
+        ),
+        (
+            "another nonce",
+            Box::new(changed(|c| c["nonce"] = json!("replayed-nonce"))),
+        ),
+        (
+            "no nonce",
+            Box::new(changed(|c| {
+                c.as_object_mut().unwrap().remove("nonce");
+            })),
+        ),
+        (
+            "expired",
+            Box::new(changed(|c| c["exp"] = json!(unix_now() - 3600))),
+        ),
+        ("not a JWT", Box::new(|_| "not-a-jwt".to_owned())),
+    ];
+    for (what, forge) in &cases {
+        let (reply, jar) = log_in_with_id_token(&app, &hostile, forge.as_ref()).await;
+        assert_eq!(reply.status, 302, "{what}: {}", reply.text());
+        assert_eq!(
+            reply.header("location"),
+            Some("/?auth_error=invalid_token"),
+            "{what}"
+        );
+        assert!(!jar.has(SESSION), "{what}: a session was issued");
+        assert!(!jar.has(LOGIN), "{what}: the spent login was kept");
+        assert_eq!(
+            get(&app, "/api/session", Some(&jar.header())).await.json()["loggedIn"],
+            false,
+            "{what}"
+        );
+    }
+    // The key set was read once, at start: within a minute of that read an
+    // unknown kid is refused without reading it again, so forged tokens
+    // cannot make tokenjar hammer the provider.
+    assert_eq!(hostile.hits("/jwks"), 1);
+
+    // The genuine token through the same steps: the harness can log in.
+    let (reply, jar) = log_in_with_id_token(&app, &hostile, &|n| key.sign("k1", &claims(n))).await;
+    assert_eq!(reply.status, 302, "{}", reply.text());
+    assert_eq!(reply.header("location"), Some("/after"));
+    let session = get(&app, "/api/session", Some(&jar.header())).await.json();
+    assert_eq!(session["loggedIn"], true, "{session}");
+    assert_eq!(session["user"]["sub"], "ada", "{session}");
+    assert_eq!(api_calls(&api), 0, "nothing reached the API");
+    assert!(app.exit_status().is_none(), "{}", app.logs().join("\n"));
+}
+
+/// A provider that stops answering (SPEC §16: bounded timeouts): a token
+/// endpoint that never answers, then one that sends a head and no body,
+/// each fail the callback with `provider_unavailable` once
+/// `upstream.timeout_ms` passes; a discovery that never answers keeps
+/// tokenjar up and unready until the provider answers again.
+#[actix_web::test]
+async fn a_provider_that_stalls_fails_cleanly_and_is_read_once_it_answers() {
+    let hostile = HostileProvider::start();
+    hostile.set_silent("/.well-known/openid-configuration");
+    hostile.set("/jwks", 200, "application/json", USABLE_JWKS);
+    let (_api, mut app) = spawn_against_with(&hostile.issuer(), &[("TOKENJAR_UPSTREAM__TIMEOUT_MS", "300")]);
+    // Two discovery attempts, each given up after the timeout.
+    assert_stays_unready(&mut app, &hostile, "/.well-known/openid-configuration", 2).await;
+    let doc = hostile.discovery_naming(&hostile.issuer());
+    hostile.set("/.well-known/openid-configuration", 200, "application/json", &doc);
+    assert!(wait_ready(&app, READY_WAIT).await, "{}", app.logs().join("\n"));
+
+    for stall in [HostileProvider::set_silent, HostileProvider::set_stalled] {
+        stall(&hostile, "/token");
+        let mut jar = Jar::default();
+        let login = get(&app, "/api/login", None).await;
+        jar.keep(&login);
+        let state = query_param(login.header("location").unwrap(), "state").unwrap();
+        let seen = hostile.hits("/token");
+        let callback = format!("/api/callback?code=c&state={state}");
+        let reply = get(&app, &callback, Some(&jar.header())).await;
+        assert_eq!(reply.status, 302, "{}", reply.text());
+        assert_eq!(
+            reply.header("location"),
+            Some("/?auth_error=provider_unavailable")
+        );
+        assert!(reply.set_cookie_for(SESSION).is_none_or(|c| c.value.is_empty()));
+        assert_eq!(hostile.hits("/token"), seen + 1);
+    }
+    assert!(app.exit_status().is_none(), "{}", app.logs().join("\n"));
     assert_eq!(app.get_api("/readyz", None).await.status, 200);
 }

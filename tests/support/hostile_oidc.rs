@@ -1,10 +1,10 @@
 //! A hostile OpenID Provider for the OIDC tests (SPEC §16): a raw loopback
 //! server that answers each path with whatever bytes the test sets (a
 //! discovery document naming another issuer, a key set that is not JSON, a
-//! token endpoint answering 500, …), so tests can check that tokenjar stays
-//! up, not ready, and fails logins cleanly. No Node.js needed.
+//! token endpoint answering 500, …), or not at all, so tests can check that
+//! tokenjar stays up, not ready, and fails logins cleanly. No Node.js needed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +21,9 @@ pub const USABLE_JWKS: &str = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"hosti
 #[derive(Debug, Default)]
 struct Table {
     answers: HashMap<String, Vec<u8>>,
+    /// Paths whose connection is held open after the canned bytes (which
+    /// may be none) until the client gives up: a provider that stalls.
+    held: HashSet<String>,
     hits: HashMap<String, u64>,
 }
 
@@ -71,11 +74,29 @@ impl HostileProvider {
             "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
             body.len()
         );
-        self.table
-            .lock()
-            .unwrap()
-            .answers
-            .insert(path.to_owned(), response.into_bytes());
+        self.answer(path, response.into_bytes(), false);
+    }
+
+    /// Reads requests for `path` and never answers them, from now on.
+    pub fn set_silent(&self, path: &str) {
+        self.answer(path, Vec::new(), true);
+    }
+
+    /// Answers `path` with a 200 head announcing a JSON body that never
+    /// comes, from now on.
+    pub fn set_stalled(&self, path: &str) {
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"access_token\":";
+        self.answer(path, head.as_bytes().to_vec(), true);
+    }
+
+    fn answer(&self, path: &str, bytes: Vec<u8>, held: bool) {
+        let mut table = self.table.lock().unwrap();
+        table.answers.insert(path.to_owned(), bytes);
+        if held {
+            table.held.insert(path.to_owned());
+        } else {
+            table.held.remove(path);
+        }
     }
 
     /// Answers `path` with a 302 to `location` from now on.
@@ -83,11 +104,7 @@ impl HostileProvider {
         let response = format!(
             "HTTP/1.1 302 Found\r\nlocation: {location}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
         );
-        self.table
-            .lock()
-            .unwrap()
-            .answers
-            .insert(path.to_owned(), response.into_bytes());
+        self.answer(path, response.into_bytes(), false);
     }
 
     /// A discovery document naming `issuer` and this server's endpoints
@@ -135,15 +152,22 @@ fn serve(mut stream: TcpStream, table: &Mutex<Table>) {
     let text = String::from_utf8_lossy(&head);
     let target = text.split(' ').nth(1).unwrap_or("/");
     let path = target.split('?').next().unwrap_or("/").to_owned();
-    let answer = {
+    let (answer, held) = {
         let mut table = table.lock().unwrap();
         *table.hits.entry(path.clone()).or_default() += 1;
-        table.answers.get(&path).cloned()
+        (table.answers.get(&path).cloned(), table.held.contains(&path))
     };
     let answer = answer.unwrap_or_else(|| {
         b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_vec()
     });
     let _ = stream.write_all(&answer);
+    if held {
+        // Stalled: read until the client hangs up (its timeout), bounded
+        // so a thread never outlives a forgotten test by much.
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+        while matches!(stream.read(&mut chunk), Ok(n) if n > 0) {}
+        return;
+    }
     // Drain what is left of the request (a token request's form body), so
     // closing does not reset the connection under the answer.
     let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
