@@ -1093,3 +1093,29 @@ async fn a_provider_that_stalls_fails_cleanly_and_is_read_once_it_answers() {
     assert!(app.exit_status().is_none(), "{}", app.logs().join("\n"));
     assert_eq!(app.get_api("/readyz", None).await.status, 200);
 }
+
+/// `routes.backchannel_logout` with the stateless cookie store (SPEC §16):
+/// 404 for the provider's POST, which needs no CSRF header, and nothing
+/// reaches the API.
+#[actix_web::test]
+async fn the_back_channel_logout_route_is_404_without_a_session_store() {
+    let hostile = HostileProvider::start();
+    let doc = hostile.discovery_naming(&hostile.issuer());
+    hostile.set("/.well-known/openid-configuration", 200, "application/json", &doc);
+    hostile.set("/jwks", 200, "application/json", USABLE_JWKS);
+    let (api, app) = spawn_against(&hostile.issuer());
+    assert!(wait_ready(&app, READY_WAIT).await, "{}", app.logs().join("\n"));
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    app.send(
+        "POST",
+        "/api/backchannel-logout",
+        &form,
+        "logout_token=eyJhbGciOiJFUzI1NiJ9.e30.c2ln",
+    )
+    .await
+    .assert_error(404, "not_found");
+    app.get_api("/api/Backchannel-Logout/", None)
+        .await
+        .assert_error(404, "not_found");
+    assert_eq!(api_calls(&api), 0, "nothing reached the API");
+}

@@ -202,6 +202,10 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
             Route::Session => (self.session(&request.method, &cookie), None),
             Route::Logout => (self.logout(request, &cookie, carried).await, None),
             Route::OidcLogin => (self.oidc_login(&request, now), None),
+            // Ending sessions the provider names needs a session store
+            // (SPEC §17); with the stateless cookie the route is 404, so a
+            // provider configured to call it learns that at once.
+            Route::BackchannelLogout => (Err(FlowError::NotFound), None),
             Route::OidcCallback => {
                 let (reply, outcome) = self.oidc_callback(&request, carried, now).await;
                 (Ok(reply), Some(outcome))
@@ -424,6 +428,10 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
         let csrf = &self.rules.csrf;
         let checked = if matches!(route, Route::Proxy { login: true, .. }) {
             csrf.check_every_method(&request.method, &request.headers, own)
+        } else if matches!(route, Route::BackchannelLogout) {
+            // The provider calls it server to server (SPEC §16: no CSRF
+            // rule); the logout token it carries is the credential.
+            Ok(())
         } else {
             csrf.check(&request.method, &request.headers, own)
         };

@@ -24,6 +24,8 @@ pub struct Routes {
     /// OIDC mode: the callback's path (compared form); the login route is
     /// then tokenjar's own, not proxied.
     oidc_callback: Option<String>,
+    /// OIDC mode: the back-channel logout's path (compared form).
+    backchannel_logout: Option<String>,
 }
 
 /// What a request path is for.
@@ -46,6 +48,9 @@ pub enum Route {
     OidcLogin,
     /// OIDC mode: the provider's answer (the path of `oidc.redirect_url`).
     OidcCallback,
+    /// OIDC mode: the provider's back-channel logout
+    /// (`routes.backchannel_logout`, SPEC §16).
+    BackchannelLogout,
     /// An operator endpoint.
     Ops(Op),
     /// A path on the operator listener that is no operator endpoint: 404,
@@ -147,7 +152,7 @@ impl Route {
         match self {
             Self::Proxy { login: true, .. } | Self::OidcLogin | Self::OidcCallback => RouteClass::Login,
             Self::Proxy { .. } => RouteClass::Api,
-            Self::Logout => RouteClass::Logout,
+            Self::Logout | Self::BackchannelLogout => RouteClass::Logout,
             Self::Session => RouteClass::Session,
             Self::Ops(_) | Self::OpsNotFound => RouteClass::Ops,
             Self::PageForwarded | Self::PageFile | Self::PageBuiltIn | Self::PageMissing | Self::Outside => {
@@ -242,6 +247,7 @@ impl Routes {
             pages: Pages::None,
             ops_listener: false,
             oidc_callback: None,
+            backchannel_logout: None,
         })
     }
 
@@ -262,6 +268,28 @@ impl Routes {
             return refuse(format!("its path {callback:?} is another route's"));
         }
         self.oidc_callback = Some(callback_n);
+        Ok(self)
+    }
+
+    /// The same routes with the provider's back-channel logout at `path`
+    /// (`routes.backchannel_logout`), after [`Routes::with_oidc`].
+    ///
+    /// # Errors
+    /// The `backchannel_logout` problem when the path is unusable or
+    /// another route's.
+    pub fn with_backchannel_logout(mut self, path: &str) -> Result<Self, Vec<SettingError>> {
+        let refuse = |message: String| Err(vec![SettingError::new("backchannel_logout", message)]);
+        let path_n = match normalise(path) {
+            Ok(path_n) => path_n,
+            Err(e) => return refuse(format!("{path:?}: {e}")),
+        };
+        let taken = [&self.login, &self.logout, &self.session].contains(&&path_n)
+            || self.oidc_callback.as_ref() == Some(&path_n)
+            || Op::at(path).is_some();
+        if taken {
+            return refuse(format!("{path:?} is another route's"));
+        }
+        self.backchannel_logout = Some(path_n);
         Ok(self)
     }
 
@@ -319,6 +347,9 @@ impl Routes {
         if let Some(callback) = &self.oidc_callback {
             if matches(callback) {
                 return Ok(Route::OidcCallback);
+            }
+            if self.backchannel_logout.as_ref().is_some_and(|path| matches(path)) {
+                return Ok(Route::BackchannelLogout);
             }
             if matches(&self.login) {
                 return Ok(Route::OidcLogin);

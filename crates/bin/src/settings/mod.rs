@@ -196,11 +196,24 @@ impl Settings {
         problems.take(self.refresh_needs());
         let routes = match (routes, &oidc) {
             (Some(routes), Some(Some(client))) => {
-                problems.take(routes.with_oidc(client.redirect_path()).map_err(|e| {
-                    e.into_iter()
-                        .map(|e| Problem::new(format!("oidc.{}", e.key), e.message))
-                        .collect()
-                }))
+                let named = |section: &'static str| {
+                    move |errors: Vec<tokenjar_domain::SettingError>| {
+                        errors
+                            .into_iter()
+                            .map(|e| Problem::new(format!("{section}.{}", e.key), e.message))
+                            .collect::<Vec<_>>()
+                    }
+                };
+                problems.take(
+                    routes
+                        .with_oidc(client.redirect_path())
+                        .map_err(named("oidc"))
+                        .and_then(|routes| {
+                            routes
+                                .with_backchannel_logout(&self.routes.backchannel_logout)
+                                .map_err(named("routes"))
+                        }),
+                )
             }
             (routes, _) => routes,
         };

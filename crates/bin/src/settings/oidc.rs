@@ -126,6 +126,16 @@ mod tests {
             validated.rules.routes.classify("/api/login"),
             Ok(tokenjar_domain::Route::OidcLogin)
         );
+        assert_eq!(
+            validated.rules.routes.classify("/api/backchannel-logout"),
+            Ok(tokenjar_domain::Route::BackchannelLogout)
+        );
+        // In login mode the path is the API's, like any other.
+        let login_mode = load(&[]).unwrap().validate().unwrap();
+        assert!(matches!(
+            login_mode.rules.routes.classify("/api/backchannel-logout"),
+            Ok(tokenjar_domain::Route::Proxy { .. })
+        ));
     }
 
     #[test]
@@ -153,6 +163,12 @@ mod tests {
         assert_eq!(
             problem_keys(load(&clash).unwrap().validate()),
             ["refresh.path", "oidc.redirect_url"]
+        );
+        let mut taken = ON.to_vec();
+        taken.push(("TOKENJAR_ROUTES__BACKCHANNEL_LOGOUT", "/api/Callback/"));
+        assert_eq!(
+            problem_keys(load(&taken).unwrap().validate()),
+            ["routes.backchannel_logout"]
         );
         let mut clear = ON.to_vec();
         clear.push(("TOKENJAR_COOKIE__ENCRYPT", "false"));

@@ -17,6 +17,8 @@ pub struct RoutesSection {
     pub logout: String,
     /// Session route.
     pub session: String,
+    /// OIDC back-channel logout route.
+    pub backchannel_logout: String,
 }
 
 impl Section for RoutesSection {
