@@ -19,6 +19,15 @@
 #   call to the API, then the API call; 1,024 sessions taken in turn, so
 #   that concurrent requests do not share one refresh. nginx's peer
 #   makes the same two calls with auth_request, bench/nginx-proxy.conf)
+#   (get-cookie-oidc: tokenjar in OIDC mode against tests/oidc_bench's
+#   fake OpenID Provider, one login's session, a ~4 KB access token with
+#   a refresh token and a profile sealed over several cookies; nginx gets
+#   the same access token in clear in one cookie)
+#   (oidc-login: whole OIDC logins per second, CONNS at once: tokenjar's
+#   login route, the provider's authorization endpoint, tokenjar's
+#   callback with its code exchange and ID-token check; the provider runs
+#   on the load's CPU, so CPU µs per login is tokenjar's alone. No nginx
+#   peer: nginx cannot do an OIDC login)
 #   ROUNDS=1 DURATION=3 bench/run.sh  # a quick look
 #   SCENARIOS="get-cookie login" bench/run.sh
 #   BENCH_BIN=/tmp/tokenjar-before bench/run.sh   # another build
@@ -31,7 +40,7 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
-SCENARIOS=${SCENARIOS:-"get-cookie get-nocookie post-64k post-1m download-100m login tls-listener tls-handshake get-cookie-https websocket get-cookie-chunked refresh"}
+SCENARIOS=${SCENARIOS:-"get-cookie get-nocookie post-64k post-1m download-100m login tls-listener tls-handshake get-cookie-https websocket get-cookie-chunked refresh get-cookie-oidc oidc-login"}
 
 need() { command -v "$1" >/dev/null || { echo "bench: '$1' is missing (apt-get install $2)" >&2; exit 1; }; }
 need wrk wrk
@@ -66,6 +75,15 @@ case " $SCENARIOS " in
         echo "bench: building ws-bench (release)" >&2
         cargo build --release -p tokenjar-e2e --bin ws-bench >&2 ;;
 esac
+# The OIDC scenarios' fake OpenID Provider and login load generator.
+OIDC_BENCH=$PWD/target/release/oidc-bench
+OIDC=
+case " $SCENARIOS " in
+    *" get-cookie-oidc "* | *" oidc-login "*)
+        OIDC=1
+        echo "bench: building oidc-bench (release)" >&2
+        cargo build --release -p tokenjar-e2e --bin oidc-bench >&2 ;;
+esac
 
 if [ "$(nproc)" -ge 2 ]; then
     PROXY_CPU=(taskset -c 0)
@@ -86,6 +104,15 @@ wait_http() {
     echo "bench: $1 never answered" >&2
     exit 1
 }
+# wait_ok URL: until URL answers 2xx (a 503 /readyz is not ready yet).
+wait_ok() {
+    for _ in $(seq 1 200); do
+        curl -sfk -o /dev/null "$1" && return 0
+        sleep 0.05
+    done
+    echo "bench: $1 never answered 2xx" >&2
+    exit 1
+}
 
 UPSTREAM_PORT=$(free_port)
 TOKENJAR_PORT=$(free_port)
@@ -96,6 +123,7 @@ UPSTREAM_TLS_PORT=$(free_port)
 NGINX_HTTPS_UP_PORT=$(free_port)
 WS_PORT=$(free_port)
 NGINX_REFRESH_PORT=$(free_port)
+PROVIDER_PORT=$(free_port)
 JWT=$(python3 -c 'import base64, json
 e = lambda d: base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
 print(e({"alg": "HS256", "typ": "JWT"}) + "." + e({"sub": "bench", "exp": 4102444800}) + ".c2lnbmF0dXJlLWJ5LXRoZS1hcGk")')
@@ -144,6 +172,13 @@ if [ -x "$WS_BENCH" ]; then
     pids+=($!)
     wait_http "http://127.0.0.1:$WS_PORT/"
 fi
+# The fake OpenID Provider, on the load's CPU like the upstream: its work
+# is not tokenjar's. Its first line out is the access token it hands out.
+if [ -n "$OIDC" ]; then
+    "${LOAD_CPU[@]}" "$OIDC_BENCH" provider "$PROVIDER_PORT" > "$work/provider.out" &
+    pids+=($!)
+    wait_http "http://127.0.0.1:$PROVIDER_PORT/.well-known/openid-configuration"
+fi
 
 # Each wrk run gets freshly started proxies (same key, so the sealed cookie
 # stays valid): a proxy's peak RSS is then the scenario's own, not what the
@@ -162,7 +197,9 @@ stop() {
 # (server.tls_cert_file) on its TLS port; with "https-upstream", it calls
 # the upstream's https port, trusting the bench CA (tls.ca_file); with
 # "ws", its API is the WebSocket echo API; with "refresh", sessions hold a
-# refresh token and are refreshed at the API's /refresh when due.
+# refresh token and are refreshed at the API's /refresh when due; with
+# "oidc", it logs in at the fake OpenID Provider (OIDC mode), and is
+# waited for until /readyz says the provider is discovered.
 start_tokenjar() {
     local bin=${1:-$BIN} port=$TOKENJAR_PORT url extra=() upstream="http://127.0.0.1:$UPSTREAM_PORT"
     [ "${2:-}" = ws ] && upstream="http://127.0.0.1:$WS_PORT"
@@ -184,12 +221,19 @@ start_tokenjar() {
         extra=(TOKENJAR_REFRESH__PATH=/refresh TOKENJAR_TOKEN__REFRESH_FIELD=/refreshToken
             TOKENJAR_TOKEN__EXPIRES_IN_FIELD=/expiresIn)
     fi
+    # The provider's tokens last an hour: no refresh during a run.
+    if [ "${2:-}" = oidc ]; then
+        extra=(TOKENJAR_OIDC__ISSUER="http://127.0.0.1:$PROVIDER_PORT" TOKENJAR_OIDC__CLIENT_ID=tokenjar
+            TOKENJAR_OIDC__CLIENT_SECRET=bench-secret
+            TOKENJAR_OIDC__REDIRECT_URL="http://127.0.0.1:$TOKENJAR_PORT/api/callback")
+    fi
     env TOKENJAR_SERVER__PORT="$port" TOKENJAR_SERVER__WORKERS=1 \
     TOKENJAR_UPSTREAM__URL="$upstream" "${extra[@]}" \
     TOKENJAR_COOKIE__SECURE=false TOKENJAR_COOKIE__NAME=auth-token TOKENJAR_COOKIE__KEYS="$KEY" RUST_LOG=warn \
         "${PROXY_CPU[@]}" "$bin" serve --config-dir "$work/none" 2>> "$work/tokenjar.log" &
     TOKENJAR_PID=$!
     wait_http "$url"
+    if [ "${2:-}" = oidc ]; then wait_ok "http://127.0.0.1:$port/readyz"; fi
 }
 start_nginx() {
     stop "$NGINX_MASTER"
@@ -263,6 +307,29 @@ PY
         start_tokenjar ;;
 esac
 
+# get-cookie-oidc: one login through tokenjar in OIDC mode and the fake
+# provider, whose session (access and refresh token, the ID token's
+# profile) tokenjar seals over auth-token.0, .1, …; nginx gets the same
+# access token in clear in one cookie. oidc-login only needs tokenjar to
+# log in at all: checked here once, before any round.
+OIDC_COOKIE=
+OIDC_ACCESS=
+if [ -n "$OIDC" ]; then
+    OIDC_ACCESS=$(head -n 1 "$work/provider.out")
+    [ -n "$OIDC_ACCESS" ] || { echo "bench: the provider printed no access token" >&2; exit 1; }
+    start_tokenjar "$BIN" oidc
+    OIDC_COOKIE=$("$OIDC_BENCH" login "http://127.0.0.1:$TOKENJAR_PORT") \
+        || { echo "bench: the OIDC login through tokenjar failed" >&2; exit 1; }
+    echo "$OIDC_COOKIE" | grep -q "$OIDC_ACCESS" && { echo "bench: the OIDC cookie holds the token in clear!" >&2; exit 1; }
+    ECHOED=$(curl -s -H "Cookie: $OIDC_COOKIE" "http://127.0.0.1:$TOKENJAR_PORT/api/echo")
+    echo "$ECHOED" | grep -q "$OIDC_ACCESS" || { echo "bench: tokenjar did not pass the provider's token: $ECHOED" >&2; exit 1; }
+    ECHOED=$(curl -s -H "Cookie: auth-token=$OIDC_ACCESS" "http://127.0.0.1:$NGINX_PORT/api/echo")
+    echo "$ECHOED" | grep -q "$OIDC_ACCESS" || { echo "bench: nginx did not pass the provider's token" >&2; exit 1; }
+    echo "bench: the OIDC session is $(echo "$OIDC_COOKIE" | tr ';' '\n' | wc -l) cookies, ${#OIDC_COOKIE} bytes" \
+        "(access token ${#OIDC_ACCESS} bytes)" >&2
+    start_tokenjar
+fi
+
 # tokenjar_refreshes_total{result="RESULT"} on tokenjar's /metrics (0 before any).
 refreshes() {
     curl -s "http://127.0.0.1:$TOKENJAR_PORT/metrics" \
@@ -329,6 +396,15 @@ run() {
                 script_args=(-- "$work/refresh-tokenjar.txt")
             fi
             url="http://127.0.0.1:$port/api/echo" ;;
+        get-cookie-oidc)
+            # The build before OIDC mode cannot log in at a provider.
+            [ "$target" = base ] && return 0
+            tls=oidc
+            if [ "$target" = nginx ]; then args=(-H "Cookie: auth-token=$OIDC_ACCESS"); else args=(-H "Cookie: $OIDC_COOKIE"); fi ;;
+        oidc-login)
+            # nginx cannot do an OIDC login, nor can the build before OIDC mode.
+            [ "$target" = tokenjar ] || return 0
+            tls=oidc ;;
         get-nocookie) ;;
         post-64k) args=(-H "Cookie: $cookie" -s bench/post.lua) ;;
         post-1m) args=(-H "Cookie: $cookie" -s bench/post-1m.lua); url="http://127.0.0.1:$port/api/upload" ;;
@@ -348,12 +424,14 @@ run() {
         if [ "$target" = base ]; then start_tokenjar "$BENCH_BASE"; else start_tokenjar "$BIN" "$tls"; fi
         procs=("$TOKENJAR_PID")
     fi
-    # drive SECONDS: the load, wrk's or (websocket) ws-bench's, which
-    # prints wrk's summary lines.
+    # drive SECONDS: the load, wrk's or (websocket, oidc-login) ws-bench's
+    # or oidc-bench's, which print wrk's summary lines.
     drive() {
         if [ "$scenario" = websocket ]; then
             "${LOAD_CPU[@]}" "$WS_BENCH" load "ws://127.0.0.1:$port/api/ws" "http://127.0.0.1:$port" \
                 "$cookie" "$conns" "$1" 128
+        elif [ "$scenario" = oidc-login ]; then
+            "${LOAD_CPU[@]}" "$OIDC_BENCH" logins "http://127.0.0.1:$port" "$conns" "$1"
         else
             "${LOAD_CPU[@]}" wrk -t1 -c"$conns" -d"$1s" --latency "${args[@]}" "$url" "${script_args[@]}"
         fi
@@ -472,5 +550,22 @@ for target in ("tokenjar", "nginx"):
         print(f"\nrefresh, {target}: p50 {r['p50']:.2f} ms against get-cookie's {g['p50']:.2f} (+{r['p50'] - g['p50']:.2f}),"
               f" p99 {r['p99']:.2f} against {g['p99']:.2f} (+{r['p99'] - g['p99']:.2f}),"
               f" CPU {r['cpu']:.1f} µs/req against {g['cpu']:.1f}")
+# What an OIDC session (a provider's access token, a refresh token and a
+# profile, over several cookies) costs a GET: the same proxy's one-cookie
+# GET from the same run.
+for target in ("tokenjar", "nginx"):
+    o, g = med.get(("get-cookie-oidc", target)), med.get(("get-cookie", target))
+    if o and g:
+        print(f"\nget-cookie-oidc, {target}: CPU {o['cpu']:.1f} µs/req against get-cookie's {g['cpu']:.1f}"
+              f" (+{o['cpu'] - g['cpu']:.1f}), p99 {o['p99']:.2f} ms against {g['p99']:.2f}")
+# A whole OIDC login against the plain login (an API's JSON answer sealed):
+# the provider's round trip, the ID token's signature and the larger
+# session, in tokenjar's CPU (the provider's own is on the load's CPU).
+o, l = med.get(("oidc-login", "tokenjar")), med.get(("login", "tokenjar"))
+if o:
+    print(f"\noidc-login: a request is one whole login (login route, provider, callback); no nginx peer"
+          f" (nginx cannot do an OIDC login); CPU µs/req is tokenjar's alone, the provider's is on the load's CPU")
+    if l:
+        print(f"oidc-login, tokenjar: {o['cpu']:.1f} µs CPU per login against the plain login's {l['cpu']:.1f}")
 print("\npeak RSS: VmHWM of a freshly started proxy during one wrk run after a 1 s warm-up; nginx's master + worker")
 PY
