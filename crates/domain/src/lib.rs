@@ -61,6 +61,7 @@ mod relay;
 pub mod request_id;
 mod routes;
 mod setting;
+mod store;
 mod text;
 mod token;
 mod websocket;
@@ -85,7 +86,9 @@ pub use oidc::{
     PendingLogin, Prompt, ProviderError, TokenAnswer, CLOCK_SKEW_S, KEY_REFETCH_S, MAX_PENDING,
     MAX_PROVIDER_BODY, PENDING_LIFETIME_S,
 };
-pub use ports::{BodyReadError, Clock, Random, RandomError, Upstream, UpstreamError};
+pub use ports::{
+    BodyReadError, Clock, Random, RandomError, SessionStore, StoreError, Upstream, UpstreamError,
+};
 pub use refresh::{
     Lease, RefreshResult, RefreshRules, Refreshes, Renewal, Turn, Verdict, Waiting, MAX_REMEMBERED,
     MAX_REMEMBERED_BYTES,
@@ -93,5 +96,6 @@ pub use refresh::{
 pub use relay::{request_headers, response_headers};
 pub use routes::{Listener, Op, Pages, PathError, Route, RouteClass, Routes};
 pub use setting::SettingError;
+pub use store::{MemoryStore, MAX_MEMORY_KEYS};
 pub use token::{Grant, Token, TokenError, TokenRules, MAX_TOKEN_LEN};
 pub use websocket::{is_handshake, CloseCode, MessageSize, WebSocketPlan};

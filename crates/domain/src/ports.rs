@@ -1,6 +1,8 @@
 //! The ports: what the request flow needs from the outside world (the API,
-//! the time, randomness), as traits that the actix adapter implements for
-//! real and the `memory` module (feature `test-util`) in memory.
+//! the session store, the time, randomness), as traits that the adapters
+//! implement for real and the `memory` module (feature `test-util`) in
+//! memory; the memory session store is a real option (`session.store =
+//! "memory"`), so it lives in `store`, outside the test utilities.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -56,6 +58,80 @@ pub trait Upstream {
     /// # Errors
     /// [`UpstreamError`] when no complete response head arrived.
     fn probe(&self, url: &str) -> impl Future<Output = Result<u16, UpstreamError>>;
+}
+
+/// Where sessions live when the cookie holds only their id (SPEC §17,
+/// `session.store = "memory" | "redis"`): [`crate::MemoryStore`] in one
+/// process, the Redis adapter across instances.
+///
+/// Values arrive sealed by the domain, so a store never holds a token in
+/// clear. Keys are the domain's; an adapter may put a prefix before them
+/// (`session.redis_prefix`). Every key written has an expiry. Futures carry
+/// no `Send` bound, like [`Upstream`]'s.
+pub trait SessionStore {
+    /// The value at `key`; `None` when there is none or it expired.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be asked.
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>>;
+
+    /// Sets `key` to `value` for `ttl_ms` milliseconds, and adds `key` to
+    /// each set named in `indexes` (a session's `sid` and `sub`, for
+    /// back-channel logout), each set kept at least as long as `key`. One
+    /// round trip where the store allows; nothing written half.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be asked.
+    fn put(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl_ms: u64,
+        indexes: &[String],
+    ) -> impl Future<Output = Result<(), StoreError>>;
+
+    /// Sets `key` to `value` for `ttl_ms` only if `key` holds nothing (a
+    /// lease, like Redis's `SET NX PX`); true when it was set.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be asked.
+    fn put_new(&self, key: &str, value: &[u8], ttl_ms: u64)
+        -> impl Future<Output = Result<bool, StoreError>>;
+
+    /// Deletes `key` when it still holds `value` (a lease given back only
+    /// by its holder); true when it was deleted.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be asked.
+    fn delete_if(&self, key: &str, value: &[u8]) -> impl Future<Output = Result<bool, StoreError>>;
+
+    /// Deletes `key`; a missing key is not an error.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be asked.
+    fn delete(&self, key: &str) -> impl Future<Output = Result<(), StoreError>>;
+
+    /// Deletes every key in the set `index`, and the set itself; the number
+    /// of keys that were deleted.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be asked.
+    fn delete_indexed(&self, index: &str) -> impl Future<Output = Result<u64, StoreError>>;
+
+    /// Whether the store answers, for the readiness probe.
+    ///
+    /// # Errors
+    /// [`StoreError`] when it does not.
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>>;
+}
+
+/// The session store could not be asked. The detail comes from the store's
+/// client and never holds a session's value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// Unreachable, refused, timed out, or answered something unusable.
+    #[error("the session store is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Wall-clock time, for cookie lifetimes.
