@@ -44,7 +44,7 @@ test: $(OIDC_DEPS)
 CHECK_E2E = proxy auth streaming cli ops frontend answers forwarding lifecycle \
 	hostile_cookies hostile_login hostile_requests hostile_forgery \
 	api_restart broken_api slow_clients events tls_listener upstream_tls websocket \
-	refresh oidc_provider oidc
+	refresh oidc_provider oidc session_store
 check: lint $(OIDC_DEPS)
 	$(CARGO) test --workspace --exclude tokenjar-e2e
 	$(CARGO) test --workspace $(addprefix --test ,$(CHECK_E2E))

@@ -21,6 +21,7 @@ pub struct Metrics {
     cookie_conflicts: IntCounter,
     refreshes: IntCounterVec,
     websockets_open: IntGauge,
+    session_store_errors: IntCounter,
 }
 
 impl Metrics {
@@ -89,7 +90,12 @@ impl Metrics {
             "tokenjar_websockets_open",
             "WebSockets relayed right now (browser and API both connected).",
         )?;
+        let session_store_errors = IntCounter::new(
+            "tokenjar_session_store_errors_total",
+            "Requests answered 503 because the session store (session.store) could not be asked.",
+        )?;
         registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(session_store_errors.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(logins.clone()))?;
@@ -111,6 +117,7 @@ impl Metrics {
             cookie_conflicts,
             refreshes,
             websockets_open,
+            session_store_errors,
         })
     }
 
@@ -172,6 +179,7 @@ impl Metrics {
             // `cookie.max_chunks`, and the operator's fix differs.
             ErrorKind::TokenTooLarge => upstream("token_too_large"),
             ErrorKind::ProviderUnavailable => upstream("provider_unavailable"),
+            ErrorKind::SessionStoreUnavailable => self.session_store_errors.inc(),
             // Counted by tokenjar_refreshes_total{result="refused"}.
             ErrorKind::SessionExpired
             | ErrorKind::BadRequest

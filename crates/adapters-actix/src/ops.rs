@@ -60,6 +60,9 @@ pub struct Ready<'a, U> {
     pub base_url: &'a str,
     /// False in OIDC mode until the provider's discovery succeeded.
     pub provider_ready: bool,
+    /// Why the session store did not answer, when there is one and it
+    /// did not.
+    pub store_error: Option<FlowError>,
 }
 
 /// Answers an operator endpoint.
@@ -78,6 +81,14 @@ pub async fn answer(
             let error = FlowError::ProviderUnavailable("the provider has not been discovered yet".into());
             tracing::info!(detail = %error, "not ready");
             Ok(HttpResponse::ServiceUnavailable().json(error.body().to_json()))
+        }
+        // A session store that does not answer: sessions cannot be served.
+        Op::Ready if ready.store_error.is_some() => {
+            if let Some(error) = &ready.store_error {
+                tracing::info!(detail = %error, "not ready");
+            }
+            let body = FlowError::from(tokenjar_domain::StoreError::Unavailable(String::new())).body();
+            Ok(HttpResponse::ServiceUnavailable().json(body.to_json()))
         }
         Op::Ready => match ready.readiness.check(ready.upstream, ready.base_url).await {
             Ok(()) => Ok(HttpResponse::Ok().json(json!({ "status": "ready" }))),

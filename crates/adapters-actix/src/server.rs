@@ -18,8 +18,8 @@ use actix_web::http::{KeepAlive, Method, StatusCode, Version};
 use actix_web::rt::signal::unix::{signal, SignalKind};
 use actix_web::{web, App, HttpMessage, HttpRequest, HttpResponse, HttpServer};
 use tokenjar_domain::{
-    request_id, BodySize, ClientRequest, FlowError, Gateway, Handled, Listener, Reply, ReplyBody, Route,
-    RouteClass, Rules,
+    request_id, BodySize, ClientRequest, FlowError, Gateway, Handled, Listener, NoStore, Op, Reply,
+    ReplyBody, Route, RouteClass, Rules, SessionStore,
 };
 use tokio::sync::watch;
 use tracing_actix_web::TracingLogger;
@@ -93,7 +93,7 @@ pub struct AppSettings {
     pub websocket: WebSocketSettings,
 }
 
-type AwcGateway = Gateway<AwcUpstream, SystemClock, OsRandom>;
+type AwcGateway<S> = Gateway<AwcUpstream, SystemClock, OsRandom, S>;
 
 /// What every worker shares.
 struct Shared {
@@ -109,8 +109,8 @@ struct Shared {
 }
 
 /// One worker's state: its gateway (with its own awc client) and caches.
-struct Worker {
-    gateway: AwcGateway,
+struct Worker<S> {
+    gateway: AwcGateway<S>,
     readiness: Readiness,
     shared: Arc<Shared>,
 }
@@ -136,6 +136,21 @@ impl Application {
     /// # Errors
     /// The listener could not be bound, or the metrics not registered.
     pub fn build(settings: &AppSettings, rules: Arc<Rules>) -> io::Result<Self> {
+        Self::build_with_store(settings, rules, || NoStore)
+    }
+
+    /// [`build`](Self::build) with server-side sessions (SPEC §17): each
+    /// worker's gateway keeps sessions in the store `store` makes for it
+    /// (one shared memory store, or a client of the shared Redis), as the
+    /// rules' `store` says.
+    ///
+    /// # Errors
+    /// The listener could not be bound, or the metrics not registered.
+    pub fn build_with_store<S, F>(settings: &AppSettings, rules: Arc<Rules>, store: F) -> io::Result<Self>
+    where
+        S: SessionStore + 'static,
+        F: Fn() -> S + Send + Clone + 'static,
+    {
         // The router learns what this server serves besides tokenjar's
         // own routes: the web app's pages, and whether the operator
         // endpoints have a listener of their own.
@@ -190,14 +205,15 @@ impl Application {
                     AwcUpstream::new(&upstream),
                     SystemClock,
                     OsRandom,
-                ),
+                )
+                .with_store(store()),
                 readiness: Readiness::default(),
                 shared: Arc::clone(&shared),
             };
             let counted = Arc::clone(&shared);
             App::new()
                 .app_data(web::Data::new(worker))
-                .default_service(web::to(handle))
+                .default_service(web::to(handle::<S>))
                 .wrap_fn(move |request, service| {
                     let started = Instant::now();
                     let shared = Arc::clone(&counted);
@@ -362,7 +378,11 @@ async fn discover(rules: Arc<Rules>, upstream: UpstreamSettings) {
     }
 }
 
-async fn handle(request: HttpRequest, payload: web::Payload, worker: web::Data<Worker>) -> HttpResponse {
+async fn handle<S: SessionStore>(
+    request: HttpRequest,
+    payload: web::Payload,
+    worker: web::Data<Worker<S>>,
+) -> HttpResponse {
     let shared = &worker.shared;
     let head = request.method() == Method::HEAD;
     let listener = if shared.ops_addr == Some(request.app_config().local_addr()) {
@@ -385,11 +405,17 @@ async fn handle(request: HttpRequest, payload: web::Payload, worker: web::Data<W
                 .oidc
                 .as_ref()
                 .is_none_or(|oidc| oidc.discovered().is_some());
+            // With a session store, ready only while it answers (SPEC §17).
+            let store_error = match (&worker.gateway.rules().store, op) {
+                (Some(_), Op::Ready) => worker.gateway.store().ping().await.err().map(FlowError::from),
+                _ => None,
+            };
             let ready = ops::Ready {
                 upstream: worker.gateway.upstream(),
                 readiness: &worker.readiness,
                 base_url: &shared.base_url,
                 provider_ready,
+                store_error,
             };
             let answer = ops::answer(op, &request, ready, &shared.metrics, &shared.ops).await;
             return answer.unwrap_or_else(|error| fail(&error, &shared.metrics, head, &request));
@@ -438,7 +464,7 @@ async fn websocket(
     client: ClientRequest<()>,
     request: &HttpRequest,
     payload: web::Payload,
-    worker: &Worker,
+    worker: &Worker<impl SessionStore>,
 ) -> HttpResponse {
     let shared = &worker.shared;
     let plan = match worker.gateway.websocket(route, client).await {
@@ -538,7 +564,7 @@ fn client_head(request: &HttpRequest, shared: &Shared) -> Result<ClientRequest<(
 async fn served(
     request: &HttpRequest,
     payload: web::Payload,
-    worker: &Worker,
+    worker: &Worker<impl SessionStore>,
     page: impl std::future::Future<Output = Result<HttpResponse, FlowError>>,
 ) -> HttpResponse {
     let shared = &worker.shared;

@@ -48,6 +48,7 @@ fn rules(upstream_url: &str) -> Arc<Rules> {
         forwarding: Forwarding::default(),
         refresh: None,
         oidc: None,
+        store: None,
     })
 }
 

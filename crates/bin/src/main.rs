@@ -3,17 +3,20 @@
 //! lives in the domain and adapter crates.
 
 mod settings;
+mod store;
 
 use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use tokenjar_adapters_actix::{demo_page, Application, DemoApiServer, OsRandom};
 use tokenjar_domain::CookieKeys;
 use tracing_subscriber::EnvFilter;
 
-use crate::settings::{describe_dir, Problem, Settings, Sources, Validated};
+use crate::settings::{describe_dir, Problem, Settings, Sources, StoreChoice, Validated};
+use crate::store::Store;
 
 /// mimalloc instead of the system allocator: a proxied request makes many
 /// short-lived allocations, and mimalloc serves them with fewer instructions
@@ -161,6 +164,19 @@ fn log_destinations(settings: &Settings) {
     }
 }
 
+/// The server for `validated`, with the session store it chose.
+fn build(validated: &Validated) -> io::Result<Application> {
+    let store = Store::open(&validated.store);
+    if let StoreChoice::Redis { .. } = validated.store {
+        return Err(io::Error::other(
+            "session.store = \"redis\" is not available in this build",
+        ));
+    }
+    Application::build_with_store(&validated.adapter, Arc::clone(&validated.rules), move || {
+        store.clone()
+    })
+}
+
 fn serve(config_dir: Option<PathBuf>) -> ExitCode {
     let (settings, validated, sources) = match load(config_dir) {
         Ok(loaded) => loaded,
@@ -173,7 +189,7 @@ fn serve(config_dir: Option<PathBuf>) -> ExitCode {
         tracing::warn!("{warning}");
     }
     let result = actix_web::rt::System::new().block_on(async move {
-        let app = Application::build(&validated.adapter, validated.rules)?;
+        let app = build(&validated)?;
         let (url, ops) = (app.url(), app.ops_url());
         // Signals are watched before the address is announced: a SIGHUP or
         // SIGTERM sent on seeing it must not meet the default action.
@@ -230,7 +246,7 @@ fn demo(config_dir: Option<PathBuf>) -> ExitCode {
         let api_handle = api.handle();
         tracing::info!("demo API at {}", api.url());
         actix_web::rt::spawn(api.run());
-        let app = Application::build(&validated.adapter, validated.rules)?;
+        let app = build(&validated)?;
         let url = app.url();
         let running = app.start()?;
         tracing::info!("listening on {url}");

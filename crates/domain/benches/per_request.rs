@@ -35,6 +35,7 @@ fn rules() -> Rules {
         forwarding: Forwarding::default(),
         refresh: None,
         oidc: None,
+        store: None,
     }
 }
 

@@ -593,15 +593,7 @@ impl CookieJar {
         random: &dyn Random,
         carried: Carried,
     ) -> Result<IssuedCookie, CookieError> {
-        let expires_at = if self.policy.max_age_s > 0 {
-            i64::try_from(self.policy.max_age_s)
-                .ok()
-                .and_then(|age| now.checked_add(age))
-        } else if let Some(refresh) = &grant.refresh {
-            refresh.jwt_exp()
-        } else {
-            grant.access_expires_at
-        };
+        let expires_at = self.expires_at(grant, now);
         let value = if self.policy.encrypt {
             self.seal(grant, expires_at, random)?
         } else {
@@ -650,6 +642,60 @@ impl CookieJar {
             set_cookies,
             expires_at,
         })
+    }
+
+    /// When a session of `grant` issued at `now` ends: `cookie.max_age_s`
+    /// from now when set, else with its refresh token's JWT `exp` when it
+    /// has one, else with its access token; `None` when unknown.
+    pub fn expires_at(&self, grant: &Grant, now: i64) -> Option<i64> {
+        if self.policy.max_age_s > 0 {
+            i64::try_from(self.policy.max_age_s)
+                .ok()
+                .and_then(|age| now.checked_add(age))
+        } else if let Some(refresh) = &grant.refresh {
+            refresh.jwt_exp()
+        } else {
+            grant.access_expires_at
+        }
+    }
+
+    /// A session of `grant` ending at `expires_at`, sealed for a session
+    /// store (SPEC §17): the cookie's plaintext format under the same keys,
+    /// bound to another name (`<name>-stored`), so a stored value never
+    /// opens as a cookie nor a cookie as a stored value.
+    ///
+    /// # Errors
+    /// [`CookieError::NoKey`] without a key, or no nonce could be had.
+    pub fn seal_stored(
+        &self,
+        grant: &Grant,
+        expires_at: Option<i64>,
+        random: &dyn Random,
+    ) -> Result<String, CookieError> {
+        self.seal_text(&self.stored_name(), session_text(grant, expires_at), random)
+    }
+
+    /// The session a value sealed by [`seal_stored`](Self::seal_stored)
+    /// holds, if it opens and has not ended at `now`.
+    ///
+    /// # Errors
+    /// [`Rejection`]: it does not open (foreign, truncated, garbage), or
+    /// the session ended.
+    pub fn open_stored(&self, value: &[u8], now: i64) -> Result<Session, Rejection> {
+        let value = std::str::from_utf8(value).map_err(|_| Rejection::Unopenable)?;
+        let plaintext = self
+            .keys
+            .open(&self.stored_name(), value)
+            .ok_or(Rejection::Unopenable)?;
+        let session = parse_session(&plaintext).ok_or(Rejection::Unopenable)?;
+        if session.expires_at.is_some_and(|exp| now >= exp) {
+            return Err(Rejection::Expired);
+        }
+        Ok(session)
+    }
+
+    fn stored_name(&self) -> String {
+        format!("{}-stored", self.policy.name)
     }
 
     /// The `Set-Cookie` value that deletes the `<name>` cookie (same name,
@@ -854,13 +900,7 @@ impl CookieJar {
         Ok(session)
     }
 
-    /// The sealed plaintext is `<expires_at or empty>:<token>` for a
-    /// session of one token whose access token ends with it (the first
-    /// format, still written for such sessions, so their cookies stay as
-    /// they were); else `<expires_at>,<access_expires_at>,<n>:<refresh
-    /// token of n bytes><access token>`, either expiry possibly empty and
-    /// `n` 0 without a refresh token. Tokens are printable ASCII, so a byte
-    /// count cuts between them. The expiries travel inside the AEAD so a
+    /// The sealed plaintext is [`session_text`]'s. The expiries travel inside the AEAD so a
     /// copied cookie cannot outlive them. The value is what the `cookie`
     /// crate's private jar writes (and [`CookieKeys::open`] reads):
     /// `base64(nonce ‖ ciphertext ‖ tag)`, the cookie name as associated
@@ -872,34 +912,7 @@ impl CookieJar {
         expires_at: Option<i64>,
         random: &dyn Random,
     ) -> Result<String, CookieError> {
-        let stamp = |t: Option<i64>| t.map(|e| e.to_string()).unwrap_or_default();
-        let access = grant.access.expose();
-        let text = match (&grant.refresh, &grant.profile) {
-            (None, None) if grant.access_expires_at == expires_at => {
-                format!("{}:{access}", stamp(expires_at))
-            }
-            (refresh, None) => {
-                let refresh = refresh.as_ref().map_or("", Token::expose);
-                format!(
-                    "{},{},{}:{refresh}{access}",
-                    stamp(expires_at),
-                    stamp(grant.access_expires_at),
-                    refresh.len()
-                )
-            }
-            (refresh, Some(profile)) => {
-                let refresh = refresh.as_ref().map_or("", Token::expose);
-                format!(
-                    "{},{},{},{}:{refresh}{profile}{access}",
-                    stamp(expires_at),
-                    stamp(grant.access_expires_at),
-                    refresh.len(),
-                    profile.len()
-                )
-            }
-        }
-        .into_bytes();
-        self.seal_text(&self.policy.name, text, random)
+        self.seal_text(&self.policy.name, session_text(grant, expires_at), random)
     }
 
     /// `text` sealed for a cookie called `name` under the first key, in the
@@ -978,47 +991,8 @@ impl CookieJar {
     /// The session a sealed value holds, in either format of
     /// [`seal`](Self::seal); `None` for anything else.
     fn unseal(&self, value: &str) -> Option<Session> {
-        let plaintext = self.keys.open(&self.policy.name, value)?;
-        // Plain byte loops: this runs on every request, the separators are
-        // within the first few bytes, and both `str`'s char searcher and
-        // `memchr` cost about a hundred instructions more per call there.
-        let colon = plaintext.bytes().position(|b| b == b':')?;
-        let (meta, rest) = (plaintext.get(..colon)?, plaintext.get(colon + 1..)?);
-        let stamp = |t: &str| -> Option<Option<i64>> {
-            if t.is_empty() {
-                Some(None)
-            } else {
-                t.parse::<i64>().ok().map(Some)
-            }
-        };
-        let Some(comma) = meta.bytes().position(|b| b == b',') else {
-            return Some(Session::of_token(Token::new(rest.to_owned()).ok()?, stamp(meta)?));
-        };
-        let (exp, more) = (meta.get(..comma)?, meta.get(comma + 1..)?);
-        let (access_exp, lengths) = more.split_once(',')?;
-        let (refresh_len, profile_len) = match lengths.split_once(',') {
-            Some((r, p)) => (r.parse::<usize>().ok()?, Some(p.parse::<usize>().ok()?)),
-            None => (lengths.parse::<usize>().ok()?, None),
-        };
-        let (refresh, rest) = (rest.get(..refresh_len)?, rest.get(refresh_len..)?);
-        let (profile, access) = match profile_len {
-            Some(n) => (Some(rest.get(..n)?.to_owned()), rest.get(n..)?),
-            None => (None, rest),
-        };
-        let refresh = if refresh.is_empty() {
-            None
-        } else {
-            Some(Token::new(refresh.to_owned()).ok()?)
-        };
-        Some(Session {
-            token: Token::new(access.to_owned()).ok()?,
-            expires_at: stamp(exp)?,
-            access_expires_at: stamp(access_exp)?,
-            refresh,
-            profile,
-        })
+        parse_session(&self.keys.open(&self.policy.name, value)?)
     }
-
     fn render(&self, name: &str, value: String, max_age: Option<i64>) -> String {
         let p = &self.policy;
         let mut builder = Cookie::build((name.to_owned(), value))
@@ -1101,6 +1075,87 @@ impl<'a> Search<'a> {
             Some(first) => *first != value && self.others.insert(value),
         }
     }
+}
+
+/// The session a sealed value's plaintext holds, in either format of
+/// [`session_text`] (the cookie's and the session store's); `None` for
+/// anything else.
+fn parse_session(plaintext: &str) -> Option<Session> {
+    // Plain byte loops: this runs on every request, the separators are
+    // within the first few bytes, and both `str`'s char searcher and
+    // `memchr` cost about a hundred instructions more per call there.
+    let colon = plaintext.bytes().position(|b| b == b':')?;
+    let (meta, rest) = (plaintext.get(..colon)?, plaintext.get(colon + 1..)?);
+    let stamp = |t: &str| -> Option<Option<i64>> {
+        if t.is_empty() {
+            Some(None)
+        } else {
+            t.parse::<i64>().ok().map(Some)
+        }
+    };
+    let Some(comma) = meta.bytes().position(|b| b == b',') else {
+        return Some(Session::of_token(Token::new(rest.to_owned()).ok()?, stamp(meta)?));
+    };
+    let (exp, more) = (meta.get(..comma)?, meta.get(comma + 1..)?);
+    let (access_exp, lengths) = more.split_once(',')?;
+    let (refresh_len, profile_len) = match lengths.split_once(',') {
+        Some((r, p)) => (r.parse::<usize>().ok()?, Some(p.parse::<usize>().ok()?)),
+        None => (lengths.parse::<usize>().ok()?, None),
+    };
+    let (refresh, rest) = (rest.get(..refresh_len)?, rest.get(refresh_len..)?);
+    let (profile, access) = match profile_len {
+        Some(n) => (Some(rest.get(..n)?.to_owned()), rest.get(n..)?),
+        None => (None, rest),
+    };
+    let refresh = if refresh.is_empty() {
+        None
+    } else {
+        Some(Token::new(refresh.to_owned()).ok()?)
+    };
+    Some(Session {
+        token: Token::new(access.to_owned()).ok()?,
+        expires_at: stamp(exp)?,
+        access_expires_at: stamp(access_exp)?,
+        refresh,
+        profile,
+    })
+}
+
+/// A session's plaintext: `<expires_at or empty>:<token>` for a session of
+/// one token whose access token ends with it (the first format, still
+/// written for such sessions, so their cookies stay as they were); else
+/// `<expires_at>,<access_expires_at>,<n>[,<m>]:<refresh token of n
+/// bytes>[<profile of m bytes>]<access token>`, either expiry possibly
+/// empty and `n` 0 without a refresh token. Tokens are printable ASCII, so
+/// a byte count cuts between them.
+fn session_text(grant: &Grant, expires_at: Option<i64>) -> Vec<u8> {
+    let stamp = |t: Option<i64>| t.map(|e| e.to_string()).unwrap_or_default();
+    let access = grant.access.expose();
+    match (&grant.refresh, &grant.profile) {
+        (None, None) if grant.access_expires_at == expires_at => {
+            format!("{}:{access}", stamp(expires_at))
+        }
+        (refresh, None) => {
+            let refresh = refresh.as_ref().map_or("", Token::expose);
+            format!(
+                "{},{},{}:{refresh}{access}",
+                stamp(expires_at),
+                stamp(grant.access_expires_at),
+                refresh.len()
+            )
+        }
+        (refresh, Some(profile)) => {
+            let refresh = refresh.as_ref().map_or("", Token::expose);
+            format!(
+                "{},{},{},{}:{refresh}{profile}{access}",
+                stamp(expires_at),
+                stamp(grant.access_expires_at),
+                refresh.len(),
+                profile.len()
+            )
+        }
+    }
+    .into_bytes()
 }
 
 /// A cookie value without one pair of surrounding double quotes, as the
@@ -1245,6 +1300,48 @@ mod tests {
             refresh,
             access_expires_at,
             profile: None,
+        }
+    }
+
+    #[test]
+    fn a_stored_session_opens_only_as_a_stored_session() {
+        let jar = jar();
+        let mut grant = grant(tok("A9:zz"), Some(tok("R7,qq:1")), Some(NOW + 30));
+        grant.profile = Some(r#"{"sub":"ada"}"#.to_owned());
+        let sealed = jar.seal_stored(&grant, Some(NOW + 600), &RANDOM).unwrap();
+        assert!(
+            !sealed.contains("qq") && !sealed.contains("A9"),
+            "sealed, not clear"
+        );
+        let opened = jar.open_stored(sealed.as_bytes(), NOW).unwrap();
+        assert_eq!(opened.token, tok("A9:zz"));
+        assert_eq!(opened.refresh, Some(tok("R7,qq:1")));
+        assert_eq!(opened.profile.as_deref(), Some(r#"{"sub":"ada"}"#));
+        assert_eq!(
+            (opened.expires_at, opened.access_expires_at),
+            (Some(NOW + 600), Some(NOW + 30))
+        );
+        assert_eq!(
+            jar.open_stored(sealed.as_bytes(), NOW + 600),
+            Err(Rejection::Expired)
+        );
+        // Bound to its purpose: a stored value is no cookie, a cookie no
+        // stored value.
+        let header = format!("{}={sealed}", jar.name());
+        assert_eq!(
+            jar.open([header.as_bytes()], NOW),
+            CookieState::Rejected(Rejection::Unopenable)
+        );
+        let cookie = jar
+            .issue_replacing(&grant, NOW, &RANDOM, Carried::default())
+            .unwrap();
+        assert_eq!(
+            jar.open_stored(value(&cookie.set_cookies[0]).as_bytes(), NOW),
+            Err(Rejection::Unopenable)
+        );
+        // Hostile store values: truncated, not UTF-8, empty.
+        for bad in [&sealed.as_bytes()[..sealed.len() / 2], b"\xff\xfe", b""] {
+            assert_eq!(jar.open_stored(bad, NOW), Err(Rejection::Unopenable));
         }
     }
 

@@ -8,7 +8,7 @@ use crate::csrf::{CsrfRefusal, OriginRefusal};
 use crate::exchange::Reply;
 use crate::login::LoginError;
 use crate::method::Method;
-use crate::ports::{BodyReadError, UpstreamError};
+use crate::ports::{BodyReadError, StoreError, UpstreamError};
 use crate::routes::PathError;
 use crate::token::TokenError;
 
@@ -64,6 +64,9 @@ pub enum FlowError {
     /// The OpenID Provider could not be reached or answered wrongly.
     #[error("the OpenID provider is unavailable: {0}")]
     ProviderUnavailable(String),
+    /// The session store (SPEC §17) could not be asked.
+    #[error(transparent)]
+    SessionStore(#[from] StoreError),
 }
 
 impl FlowError {
@@ -94,6 +97,7 @@ impl FlowError {
             | ErrorKind::BadLoginResponse
             | ErrorKind::TokenTooLarge
             | ErrorKind::ProviderUnavailable => 502,
+            ErrorKind::SessionStoreUnavailable => 503,
             ErrorKind::UpstreamTimeout => 504,
         }
     }
@@ -113,6 +117,7 @@ impl FlowError {
             ErrorKind::BadLoginResponse => "bad_login_response",
             ErrorKind::TokenTooLarge => "token_too_large",
             ErrorKind::ProviderUnavailable => "provider_unavailable",
+            ErrorKind::SessionStoreUnavailable => "session_store_unavailable",
             ErrorKind::UpstreamTimeout => "upstream_timeout",
         }
     }
@@ -123,6 +128,7 @@ impl FlowError {
             Self::BadPath(_) => "The request path is malformed or could escape the API's base path.",
             Self::SessionExpired => "The session has ended; please log in again.",
             Self::ProviderUnavailable(_) => "The identity provider could not be reached or answered wrongly.",
+            Self::SessionStore(_) => "The session store could not be reached; please try again shortly.",
             Self::BadRefresh(_) => "The API's answer to a token refresh could not be used.",
             Self::BadRequest(what) => what,
             Self::Csrf(_) => "The request was refused as a possible cross-site request forgery.",
@@ -162,6 +168,7 @@ impl FlowError {
             Self::Csrf(_) => ErrorKind::Csrf,
             Self::SessionExpired => ErrorKind::SessionExpired,
             Self::ProviderUnavailable(_) => ErrorKind::ProviderUnavailable,
+            Self::SessionStore(_) => ErrorKind::SessionStoreUnavailable,
             Self::BadRefresh(_) => ErrorKind::UpstreamUnavailable,
             Self::Origin(_) => ErrorKind::Origin,
             Self::NotFound => ErrorKind::NotFound,
@@ -246,6 +253,8 @@ pub enum ErrorKind {
     TokenTooLarge,
     /// 502 `provider_unavailable`
     ProviderUnavailable,
+    /// 503 `session_store_unavailable`
+    SessionStoreUnavailable,
     /// 504 `upstream_timeout`
     UpstreamTimeout,
 }
@@ -296,6 +305,11 @@ mod tests {
                 "upstream_unavailable",
             ),
             (LoginError::NotJson.into(), 502, "bad_login_response"),
+            (
+                StoreError::Unavailable("refused".into()).into(),
+                503,
+                "session_store_unavailable",
+            ),
             (BodyReadError::TooLarge.into(), 502, "bad_login_response"),
             (BodyReadError::Incomplete.into(), 502, "bad_login_response"),
             (CookieError::NoKey.into(), 502, "bad_login_response"),

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use base64::Engine as _;
 use serde_json::json;
 
 use crate::cookies::{Carried, CookieError, CookieJar, CookieState, Rejection, Session};
@@ -22,10 +23,11 @@ use crate::oidc::{
     return_to, AuthError, Discovered, IdTokenError, KeySet, Metadata, Oidc, PendingLogin, Prompt,
     TokenAnswer, MAX_PROVIDER_BODY, PENDING_LIFETIME_S,
 };
-use crate::ports::{BodyReadError, Clock, Random, Upstream, UpstreamError};
+use crate::ports::{BodyReadError, Clock, Random, SessionStore, Upstream, UpstreamError};
 use crate::refresh::{RefreshResult, RefreshRules, Renewal, Turn, Verdict};
 use crate::relay;
 use crate::routes::{Listener, PathError, Route, RouteClass, Routes};
+use crate::store::{session_indexes, session_key, NoStore, StoreRules, SESSION_ID_BYTES};
 use crate::text::contains;
 use crate::token::{Grant, Token, TokenRules};
 use crate::websocket::{self, WebSocketPlan};
@@ -52,6 +54,9 @@ pub struct Rules {
     pub refresh: Option<RefreshRules>,
     /// OIDC mode (SPEC §16), when `oidc.issuer` is set.
     pub oidc: Option<Oidc>,
+    /// Server-side sessions (SPEC §17), when `session.store` is `memory`
+    /// or `redis`; `None`: the cookie holds the session.
+    pub store: Option<StoreRules>,
 }
 
 /// How a login went, for logs and metrics.
@@ -97,27 +102,44 @@ pub struct Handled<B> {
     pub refresh: Option<RefreshResult>,
 }
 
-/// The request flow over an upstream `U`, a clock `C` and a random
-/// source `R`.
-pub struct Gateway<U, C, R> {
+/// The request flow over an upstream `U`, a clock `C`, a random source
+/// `R` and, for server-side sessions, a session store `S`.
+pub struct Gateway<U, C, R, S = NoStore> {
     rules: Arc<Rules>,
     upstream: U,
     clock: C,
     random: R,
+    store: S,
 }
 
-impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
+impl<U, C, R> Gateway<U, C, R, NoStore> {
     /// A gateway deciding by `rules`, sending through `upstream`, telling
-    /// time by `clock` and sealing cookies with nonces from `random`.
+    /// time by `clock` and sealing cookies with nonces from `random`; its
+    /// sessions live in the cookie until [`with_store`](Self::with_store).
     pub fn new(rules: Arc<Rules>, upstream: U, clock: C, random: R) -> Self {
         Self {
             rules,
             upstream,
             clock,
             random,
+            store: NoStore,
         }
     }
 
+    /// The same gateway with its sessions in `store`, which the rules
+    /// (`store`) then use.
+    pub fn with_store<S: SessionStore>(self, store: S) -> Gateway<U, C, R, S> {
+        Gateway {
+            rules: self.rules,
+            upstream: self.upstream,
+            clock: self.clock,
+            random: self.random,
+            store,
+        }
+    }
+}
+
+impl<U: Upstream, C: Clock, R: Random, S: SessionStore> Gateway<U, C, R, S> {
     /// The rules in force.
     pub fn rules(&self) -> &Rules {
         &self.rules
@@ -126,6 +148,11 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
     /// The upstream port (the readiness probe goes through it too).
     pub fn upstream(&self) -> &U {
         &self.upstream
+    }
+
+    /// The session store port (the readiness probe pings it).
+    pub fn store(&self) -> &S {
+        &self.store
     }
 
     /// Where a raw path that arrived on `listener` goes: the one router
@@ -168,7 +195,10 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
             return Self::failed(class, error);
         }
         let now = self.clock.now();
-        let cookie = self.rules.cookies.open(request.headers.get_all("cookie"), now);
+        let (cookie, session_id) = match self.open_session(&request.headers, now).await {
+            Ok(opened) => opened,
+            Err(error) => return Self::failed(class, error),
+        };
         let rejected_cookie = match cookie {
             CookieState::Rejected(why) => Some(why),
             _ => None,
@@ -200,7 +230,11 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
         let mut refresh = None;
         let (result, login) = match route {
             Route::Session => (self.session(&request.method, &cookie), None),
-            Route::Logout => (self.logout(request, &cookie, carried).await, None),
+            Route::Logout => (
+                self.logout(request, &cookie, carried, session_id.as_deref())
+                    .await,
+                None,
+            ),
             Route::OidcLogin => (self.oidc_login(&request, now), None),
             // Ending sessions the provider names needs a session store
             // (SPEC §17); with the stateless cookie the route is 404, so a
@@ -220,7 +254,14 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
             Route::Proxy { rest, login: false } => match refreshing {
                 Some((rules, session)) => {
                     let (result, outcome) = self
-                        .proxy_refreshing(rules, request, &rest, session, carried, now)
+                        .proxy_refreshing(
+                            rules,
+                            request,
+                            &rest,
+                            (session, session_id.as_deref()),
+                            carried,
+                            now,
+                        )
                         .await;
                     refresh = outcome;
                     (result, None)
@@ -232,7 +273,16 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
                 ),
             },
             Route::Proxy { rest, login: true } => {
-                let result = self.login(request, &rest, cookie.token(), carried, now).await;
+                let result = self
+                    .login(
+                        request,
+                        &rest,
+                        cookie.token(),
+                        session_id.as_deref(),
+                        carried,
+                        now,
+                    )
+                    .await;
                 let outcome = match &result {
                     Ok(reply) if (200..300).contains(&reply.status) => LoginResult::Success,
                     Ok(_) => LoginResult::Refused,
@@ -243,10 +293,14 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
         };
 
         let (mut reply, error) = settle(result);
-        // A refused refresh ends the session: every cookie of it goes.
+        // A refused refresh ends the session: every cookie of it goes, and
+        // its stored session (best effort: it expires by itself anyway).
         if matches!(error, Some(FlowError::SessionExpired)) {
             for removal in self.rules.cookies.removals(carried) {
                 reply.headers.append("set-cookie", removal);
+            }
+            if let Some(id) = &session_id {
+                let _ = self.store.delete(&session_key(id)).await;
             }
         }
         // A cookie that failed to open is deleted, every chunk of it too,
@@ -266,6 +320,87 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
             login,
             refresh,
         }
+    }
+
+    /// The request's session (SPEC §6), and in store mode (SPEC §17) the id
+    /// of the stored session it came from. The cookie opens as always; in
+    /// store mode it holds only an id, and the session is the store's value
+    /// under it: gone or unopenable there (logged out, expired, a hostile
+    /// value), the cookie counts as rejected and is deleted.
+    ///
+    /// # Errors
+    /// [`FlowError::SessionStore`] when a session cookie came but the store
+    /// could not be asked (503: the session may well be there).
+    async fn open_session(
+        &self,
+        headers: &Headers,
+        now: i64,
+    ) -> Result<(CookieState, Option<String>), FlowError> {
+        let cookie = self.rules.cookies.open(headers.get_all("cookie"), now);
+        let (Some(_), CookieState::Valid(held)) = (&self.rules.store, &cookie) else {
+            return Ok((cookie, None));
+        };
+        let id = held.token.expose();
+        let Some(value) = self.store.get(&session_key(id)).await? else {
+            return Ok((CookieState::Rejected(Rejection::Expired), None));
+        };
+        Ok(match self.rules.cookies.open_stored(&value, now) {
+            Ok(session) => (CookieState::Valid(session), Some(id.to_owned())),
+            Err(why) => (CookieState::Rejected(why), None),
+        })
+    }
+
+    /// Issues the session of `grant` (SPEC §6, §15): sealed into the
+    /// cookie, or in store mode (SPEC §17) sealed into the store under
+    /// `session_id` (a fresh random id when `None`: a login, so an id is
+    /// never carried over from before one), with a TTL of the session's
+    /// lifetime, and the cookie holding only the id. The cookies the
+    /// request `carried` that the new ones do not overwrite are deleted.
+    ///
+    /// # Errors
+    /// [`FlowError::Cookie`] when the session cannot be kept in cookies or
+    /// the id made; [`FlowError::SessionStore`] when the store failed.
+    async fn issue(
+        &self,
+        grant: &Grant,
+        now: i64,
+        carried: Carried,
+        session_id: Option<&str>,
+    ) -> Result<crate::cookies::IssuedCookie, FlowError> {
+        let Some(store) = &self.rules.store else {
+            return Ok(self
+                .rules
+                .cookies
+                .issue_replacing(grant, now, &self.random, carried)?);
+        };
+        let cookies = &self.rules.cookies;
+        let expires_at = cookies
+            .expires_at(grant, now)
+            .unwrap_or_else(|| now.saturating_add(store.default_lifetime_s));
+        let id = match session_id {
+            Some(id) => id.to_owned(),
+            None => {
+                let mut bytes = [0u8; SESSION_ID_BYTES];
+                self.random.fill(&mut bytes).map_err(CookieError::from)?;
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+            }
+        };
+        let sealed = cookies.seal_stored(grant, Some(expires_at), &self.random)?;
+        let ttl_ms = u64::try_from(expires_at.saturating_sub(now))
+            .unwrap_or(0)
+            .max(1)
+            .saturating_mul(1000);
+        let indexes = session_indexes(grant.profile.as_deref());
+        self.store
+            .put(&session_key(&id), sealed.as_bytes(), ttl_ms, &indexes)
+            .await?;
+        let held = Grant {
+            access: Token::new(id).map_err(CookieError::from)?,
+            refresh: None,
+            access_expires_at: Some(expires_at),
+            profile: None,
+        };
+        Ok(cookies.issue_replacing(&held, now, &self.random, carried)?)
     }
 
     /// Whether a request on `route` is a WebSocket handshake to proxy
@@ -311,7 +446,10 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
             return Err(Self::failed(class, refusal.into()));
         }
         let now = self.clock.now();
-        let cookie = self.rules.cookies.open(request.headers.get_all("cookie"), now);
+        let (cookie, session_id) = self
+            .open_session(&request.headers, now)
+            .await
+            .map_err(|error| Self::failed(class, error))?;
         let rejected_cookie = match cookie {
             CookieState::Rejected(why) => Some(why),
             _ => None,
@@ -348,10 +486,9 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
             match renewal {
                 Renewal::Renewed(grant) => {
                     let issued = self
-                        .rules
-                        .cookies
-                        .issue_replacing(&grant, self.clock.now(), &self.random, carried)
-                        .map_err(|error| refused(error.into()))?;
+                        .issue(&grant, self.clock.now(), carried, session_id.as_deref())
+                        .await
+                        .map_err(refused)?;
                     for set_cookie in issued.set_cookies {
                         reply_headers.append("set-cookie", set_cookie);
                     }
@@ -673,10 +810,9 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
             profile: Some(profile),
         };
         let issued = self
-            .rules
-            .cookies
-            .issue_replacing(&grant, now, &self.random, carried)
-            .map_err(|_| AuthError::ProviderUnavailable)?;
+            .issue(&grant, now, carried, None)
+            .await
+            .map_err(|_| AuthError::SessionNotKept)?;
         Ok((login.return_to, issued.set_cookies))
     }
 
@@ -804,9 +940,16 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
         request: ClientRequest<U::RequestBody>,
         cookie: &CookieState,
         carried: Carried,
+        session_id: Option<&str>,
     ) -> Result<Reply<U::ResponseBody>, FlowError> {
         if request.method != Method::Post {
             return Err(FlowError::MethodNotAllowed { allow: "POST" });
+        }
+        // A stored session ends first and at once (SPEC §17): a copy of
+        // the cookie finds nothing from now on. If the store cannot be
+        // asked, the logout fails rather than pretend.
+        if let Some(id) = session_id {
+            self.store.delete(&session_key(id)).await?;
         }
         let discovered = self.rules.oidc.as_ref().and_then(Oidc::discovered);
         let revocation = match (&self.rules.refresh, cookie, &self.rules.oidc, &discovered) {
@@ -927,13 +1070,14 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
     /// refreshed first when its access token is due, and for a `GET`,
     /// `HEAD` or `OPTIONS` without a body that the API answers 401,
     /// refreshed and sent once more. A renewed session's cookies go out
-    /// with the answer, replacing the ones the request `carried`.
+    /// with the answer, replacing the ones the request `carried`; in store
+    /// mode the renewed session goes back under its id.
     async fn proxy_refreshing(
         &self,
         rules: &RefreshRules,
         request: ClientRequest<U::RequestBody>,
         rest: &str,
-        session: &Session,
+        (session, session_id): (&Session, Option<&str>),
         carried: Carried,
         now: i64,
     ) -> (Result<Reply<U::ResponseBody>, FlowError>, Option<RefreshResult>) {
@@ -995,17 +1139,13 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
             Err(error) => return (Err(error), outcome),
         };
         if let Some(grant) = renewed {
-            match self
-                .rules
-                .cookies
-                .issue_replacing(&grant, self.clock.now(), &self.random, carried)
-            {
+            match self.issue(&grant, self.clock.now(), carried, session_id).await {
                 Ok(issued) => {
                     for set_cookie in issued.set_cookies {
                         reply.headers.append("set-cookie", set_cookie);
                     }
                 }
-                Err(error) => return (Err(error.into()), outcome),
+                Err(error) => return (Err(error), outcome),
             }
         }
         (Ok(reply), outcome)
@@ -1144,6 +1284,7 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
         request: ClientRequest<U::RequestBody>,
         rest: &str,
         token: Option<&Token>,
+        session_id: Option<&str>,
         carried: Carried,
         now: i64,
     ) -> Result<Reply<U::ResponseBody>, FlowError> {
@@ -1178,10 +1319,12 @@ impl<U: Upstream, C: Clock, R: Random> Gateway<U, C, R> {
         let mut login = self.rules.login.extract(&body)?;
         let reply_body = std::mem::take(&mut login.body);
         let grant = login.grant(now);
-        let issued = self
-            .rules
-            .cookies
-            .issue_replacing(&grant, now, &self.random, carried)?;
+        let issued = self.issue(&grant, now, carried, None).await?;
+        // A new login replaces the browser's stored session: the old one
+        // ends rather than live on behind a cookie nobody holds.
+        if let Some(old) = session_id {
+            let _ = self.store.delete(&session_key(old)).await;
+        }
 
         let secrets = [Some(&grant.access), grant.refresh.as_ref()];
         let mut headers = relay::response_headers(headers, self.rules.cookies.name());

@@ -96,6 +96,9 @@ pub use refresh::{
 pub use relay::{request_headers, response_headers};
 pub use routes::{Listener, Op, Pages, PathError, Route, RouteClass, Routes};
 pub use setting::SettingError;
-pub use store::{MemoryStore, MAX_MEMORY_KEYS};
+pub use store::{
+    session_indexes, session_key, MemoryStore, NoStore, StoreRules, DEFAULT_STORED_LIFETIME_S,
+    MAX_MEMORY_KEYS, SESSION_ID_BYTES,
+};
 pub use token::{Grant, Token, TokenError, TokenRules, MAX_TOKEN_LEN};
 pub use websocket::{is_handshake, CloseCode, MessageSize, WebSocketPlan};

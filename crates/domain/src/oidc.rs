@@ -1028,6 +1028,10 @@ pub enum AuthError {
     /// `returnTo` is not a path on this origin.
     #[error("returnTo is not a path on this origin")]
     InvalidReturnTo,
+    /// The session could not be kept: the session store (SPEC §17) could
+    /// not be asked, or the session outgrew the cookies.
+    #[error("the session could not be kept")]
+    SessionNotKept,
 }
 
 impl AuthError {
@@ -1040,6 +1044,7 @@ impl AuthError {
             Self::InvalidRequest => "invalid_request",
             Self::ProviderUnavailable => "provider_unavailable",
             Self::InvalidReturnTo => "invalid_return_to",
+            Self::SessionNotKept => "session_not_kept",
         }
     }
 }

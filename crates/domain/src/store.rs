@@ -9,6 +9,137 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::ports::{Clock, SessionStore, StoreError};
 
+/// How long a stored session lives when neither its tokens nor
+/// `cookie.max_age_s` tell: a day, as every key in a store needs an expiry.
+pub const DEFAULT_STORED_LIFETIME_S: i64 = 86_400;
+
+/// Bytes of randomness in a session id: 256 bits, where SPEC §17 asks for
+/// at least 128.
+pub const SESSION_ID_BYTES: usize = 32;
+
+/// How sessions are kept in a store (`session.store = "memory" | "redis"`,
+/// SPEC §17): the cookie holds only a sealed random id, the store the
+/// sealed session under `session:<id>`, indexed by the provider's `sid`
+/// and `sub` for back-channel logout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreRules {
+    /// The lifetime of a session whose tokens tell none.
+    pub default_lifetime_s: i64,
+}
+
+impl Default for StoreRules {
+    fn default() -> Self {
+        Self {
+            default_lifetime_s: DEFAULT_STORED_LIFETIME_S,
+        }
+    }
+}
+
+/// The store key of the session with `id`.
+pub fn session_key(id: &str) -> String {
+    format!("session:{id}")
+}
+
+/// The index sets a session's profile puts it in: the provider's session
+/// id (`sid:<sid>`) and user (`sub:<sub>`), so that a back-channel logout
+/// finds every session to end.
+pub fn session_indexes(profile: Option<&str>) -> Vec<String> {
+    let Some(profile) = profile.and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok()) else {
+        return Vec::new();
+    };
+    ["sid", "sub"]
+        .into_iter()
+        .filter_map(|claim| {
+            let value = profile.get(claim)?.as_str()?;
+            (!value.is_empty()).then(|| format!("{claim}:{value}"))
+        })
+        .collect()
+}
+
+/// The store of a gateway whose sessions live in the cookie: never asked,
+/// since the rules send nothing its way.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoStore;
+
+impl NoStore {
+    fn refuse<T>() -> std::future::Ready<Result<T, StoreError>> {
+        ready(Err(StoreError::Unavailable(
+            "no session store is configured".to_owned(),
+        )))
+    }
+}
+
+impl SessionStore for NoStore {
+    fn get(&self, _: &str) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> {
+        Self::refuse()
+    }
+
+    fn put(&self, _: &str, _: &[u8], _: u64, _: &[String]) -> impl Future<Output = Result<(), StoreError>> {
+        Self::refuse()
+    }
+
+    fn put_new(&self, _: &str, _: &[u8], _: u64) -> impl Future<Output = Result<bool, StoreError>> {
+        Self::refuse()
+    }
+
+    fn delete_if(&self, _: &str, _: &[u8]) -> impl Future<Output = Result<bool, StoreError>> {
+        Self::refuse()
+    }
+
+    fn delete(&self, _: &str) -> impl Future<Output = Result<(), StoreError>> {
+        Self::refuse()
+    }
+
+    fn delete_indexed(&self, _: &str) -> impl Future<Output = Result<u64, StoreError>> {
+        Self::refuse()
+    }
+
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> {
+        Self::refuse()
+    }
+}
+
+impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> {
+        (**self).get(key)
+    }
+
+    fn put(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl_ms: u64,
+        indexes: &[String],
+    ) -> impl Future<Output = Result<(), StoreError>> {
+        (**self).put(key, value, ttl_ms, indexes)
+    }
+
+    fn put_new(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl_ms: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> {
+        (**self).put_new(key, value, ttl_ms)
+    }
+
+    fn delete_if(&self, key: &str, value: &[u8]) -> impl Future<Output = Result<bool, StoreError>> {
+        (**self).delete_if(key, value)
+    }
+
+    fn delete(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> {
+        (**self).delete(key)
+    }
+
+    fn delete_indexed(&self, index: &str) -> impl Future<Output = Result<u64, StoreError>> {
+        (**self).delete_indexed(index)
+    }
+
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> {
+        (**self).ping()
+    }
+}
+
 /// Most keys (values and index sets together) one process keeps. Every
 /// session is a login someone made, but a flood of logins must not take
 /// the process's memory: past this, writes fail (503) until keys expire.

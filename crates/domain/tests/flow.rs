@@ -31,6 +31,7 @@ fn rules(token: TokenRules, upstream: &str) -> Arc<Rules> {
         forwarding: Forwarding::default(),
         refresh: None,
         oidc: None,
+        store: None,
     })
 }
 

@@ -266,6 +266,7 @@ impl App {
             forwarding: Forwarding::default(),
             refresh: Some(RefreshRules::for_provider(30, 30)),
             oidc: Some(oidc.clone()),
+            store: None,
         });
         let handler = provider.clone();
         let gateway = Gateway::new(

@@ -187,6 +187,7 @@ fn rules(window_s: u64) -> Arc<Rules> {
         forwarding: Forwarding::default(),
         refresh: Some(RefreshRules::new("/refresh", "refreshToken", LEEWAY, window_s, "/revoke").unwrap()),
         oidc: None,
+        store: None,
     })
 }
 

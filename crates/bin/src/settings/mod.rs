@@ -38,6 +38,7 @@ mod refresh;
 mod routes;
 mod section;
 mod server;
+mod session;
 #[cfg(test)]
 mod testing;
 mod tls;
@@ -66,6 +67,8 @@ use self::refresh::RefreshSection;
 use self::routes::RoutesSection;
 use self::section::{Problems, Section};
 use self::server::ServerSection;
+use self::session::SessionSection;
+pub use self::session::StoreChoice;
 use self::tls::TlsSection;
 use self::token::TokenSection;
 use self::upstream::UpstreamSection;
@@ -91,6 +94,9 @@ pub struct Settings {
     /// `oidc.*`
     #[serde(default)]
     pub oidc: OidcSection,
+    /// `session.*`
+    #[serde(default)]
+    pub session: SessionSection,
     /// `cookie.*`
     pub cookie: CookieSection,
     /// `csrf.*`
@@ -120,6 +126,8 @@ pub struct Validated {
     pub json_logs: bool,
     /// No key was configured; a random one was made.
     pub ephemeral_key: bool,
+    /// Where sessions live.
+    pub store: StoreChoice,
 }
 
 impl Settings {
@@ -163,6 +171,7 @@ impl Settings {
             token: loader.section(defaults.token),
             refresh: loader.section(defaults.refresh),
             oidc: loader.section(defaults.oidc),
+            session: loader.section(defaults.session),
             cookie: loader.section(defaults.cookie),
             csrf: loader.section(defaults.csrf),
             websocket: loader.section(defaults.websocket),
@@ -186,6 +195,7 @@ impl Settings {
         let token = problems.take(self.token.validate());
         let refresh = problems.take(self.refresh.validate());
         let oidc = problems.take(self.oidc.validate());
+        let store = problems.take(self.session.validate());
         let forwarding = problems.take(self.server.forwarding());
         let ops = problems.take(self.ops.validate());
         let cookies = problems.take(self.cookie.validate());
@@ -241,6 +251,7 @@ impl Settings {
                 forwarding: forwarding?,
                 refresh: refresh?,
                 oidc: oidc?,
+                store: store.as_ref()?.rules(),
             };
             let adapter = AppSettings {
                 server: server?,
@@ -258,6 +269,7 @@ impl Settings {
                 adapter,
                 json_logs: json_logs?,
                 ephemeral_key: cookies.ephemeral_key,
+                store: store?,
             })
         })
     }
@@ -288,6 +300,12 @@ impl Settings {
                 ));
             }
         }
+        if !self.cookie.encrypt && matches!(self.session.store.as_str(), "memory" | "redis") {
+            problems.push(Problem::new(
+                "cookie.encrypt",
+                "a session store keeps sessions sealed with cookie.keys: set it to true",
+            ));
+        }
         if !self.cookie.encrypt {
             for (key, value) in [
                 ("token.refresh_field", &self.token.refresh_field),
@@ -314,6 +332,7 @@ impl Settings {
         let shown = Self {
             cookie: self.cookie.redacted(),
             oidc: self.oidc.redacted(),
+            session: self.session.redacted(),
             ops: self.ops.redacted(),
             ..self.clone()
         };

@@ -1,0 +1,86 @@
+//! The session store `session.store` chose (SPEC §17), as one type the
+//! server is built with: nothing for the cookie, the memory store shared by
+//! every worker, or Redis. One type keeps one copy of the server in the
+//! binary, whichever store is in use.
+
+use std::sync::Arc;
+
+use tokenjar_adapters_actix::SystemClock;
+use tokenjar_domain::{MemoryStore, SessionStore, StoreError};
+
+use crate::settings::StoreChoice;
+
+/// A worker's handle on the store.
+#[derive(Clone)]
+pub enum Store {
+    /// Sessions live in the cookie: never asked.
+    Cookie,
+    /// This process's memory, one store for every worker.
+    Memory(Arc<MemoryStore<SystemClock>>),
+}
+
+impl Store {
+    /// The store for `choice`.
+    pub fn open(choice: &StoreChoice) -> Self {
+        match choice {
+            StoreChoice::Cookie | StoreChoice::Redis { .. } => Self::Cookie,
+            StoreChoice::Memory => Self::Memory(Arc::new(MemoryStore::new(SystemClock))),
+        }
+    }
+}
+
+/// The error of a store that is not there; the rules never ask it.
+fn none() -> StoreError {
+    StoreError::Unavailable("no session store is configured".to_owned())
+}
+
+impl SessionStore for Store {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Self::Cookie => Err(none()),
+            Self::Memory(store) => store.get(key).await,
+        }
+    }
+
+    async fn put(&self, key: &str, value: &[u8], ttl_ms: u64, indexes: &[String]) -> Result<(), StoreError> {
+        match self {
+            Self::Cookie => Err(none()),
+            Self::Memory(store) => store.put(key, value, ttl_ms, indexes).await,
+        }
+    }
+
+    async fn put_new(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<bool, StoreError> {
+        match self {
+            Self::Cookie => Err(none()),
+            Self::Memory(store) => store.put_new(key, value, ttl_ms).await,
+        }
+    }
+
+    async fn delete_if(&self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+        match self {
+            Self::Cookie => Err(none()),
+            Self::Memory(store) => store.delete_if(key, value).await,
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self {
+            Self::Cookie => Err(none()),
+            Self::Memory(store) => store.delete(key).await,
+        }
+    }
+
+    async fn delete_indexed(&self, index: &str) -> Result<u64, StoreError> {
+        match self {
+            Self::Cookie => Err(none()),
+            Self::Memory(store) => store.delete_indexed(index).await,
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Cookie => Err(none()),
+            Self::Memory(store) => store.ping().await,
+        }
+    }
+}
