@@ -1119,3 +1119,74 @@ async fn the_back_channel_logout_route_is_404_without_a_session_store() {
         .assert_error(404, "not_found");
     assert_eq!(api_calls(&api), 0, "nothing reached the API");
 }
+
+/// Back-channel logout from the real provider (SPEC §16, §17): with a
+/// session store, the user's logout at the provider (not at tokenjar)
+/// makes the provider post a logout token to tokenjar, which ends the
+/// stored session: a copy of the cookie is logged out and reaches the API
+/// without a token. Forged, missing and replayed-shape tokens get 400,
+/// other methods 405.
+#[actix_web::test]
+async fn a_logout_at_the_provider_ends_the_stored_session_by_back_channel() {
+    let env = [("TOKENJAR_SESSION__STORE", "memory")];
+    let Some(scene) = Scene::start_tuned(&env, |settings| {
+        let callback = settings.redirect_uris[0].clone();
+        let origin = callback.trim_end_matches("/api/callback");
+        settings.backchannel_logout_uri = Some(format!("{origin}/api/backchannel-logout"));
+    })
+    .await
+    else {
+        return;
+    };
+    let jar = scene.log_in("ada").await;
+    let copied = jar.header();
+    assert_eq!(scene.get("/api/session", &jar).await.json()["loggedIn"], true);
+    scene.get("/api/me", &jar).await;
+    assert!(!last_access_token(&scene.api).is_empty());
+
+    // The user logs out at the provider itself.
+    let end_session = scene.provider.discovery()["end_session_endpoint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    scene
+        .provider
+        .logout(&format!("{end_session}?client_id=tokenjar"));
+    let deadline = Instant::now() + READY_WAIT;
+    while scene.provider.counters().backchannel_logouts == 0 {
+        let counters = scene.provider.counters();
+        assert_eq!(
+            counters.backchannel_logout_errors,
+            0,
+            "{counters:?}\n{}",
+            scene.provider.stderr()
+        );
+        assert!(Instant::now() < deadline, "no back-channel logout: {counters:?}");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let session = get(&scene.app, "/api/session", Some(&copied)).await;
+    assert_eq!(session.json()["loggedIn"], false, "{}", session.text());
+    let calls = api_calls(&scene.api);
+    let me = get(&scene.app, "/api/me", Some(&copied)).await;
+    assert_eq!(me.status, 200, "{}", me.text());
+    assert_eq!(api_calls(&scene.api), calls + 1);
+    let seen = scene.api.last_request();
+    assert!(seen.header_all("auth-token").is_empty(), "{:?}", seen.headers);
+
+    // What else comes to the route.
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let post = |body: &'static str| scene.app.send("POST", "/api/backchannel-logout", &form, body);
+    post("logout_token=not.a.jwt")
+        .await
+        .assert_error(400, "bad_request");
+    post("").await.assert_error(400, "bad_request");
+    post("logout_token=a&logout_token=b")
+        .await
+        .assert_error(400, "bad_request");
+    scene
+        .app
+        .get_api("/api/backchannel-logout", None)
+        .await
+        .assert_error(405, "method_not_allowed");
+}

@@ -95,6 +95,10 @@ pub struct AppSettings {
 
 type AwcGateway<S> = Gateway<AwcUpstream, SystemClock, OsRandom, S>;
 
+/// Most bytes of a back-channel logout request read: a form of one signed
+/// token, a few kilobytes at most.
+const BACKCHANNEL_BODY_LIMIT: usize = 64 * 1024;
+
 /// What every worker shares.
 struct Shared {
     metrics: Metrics,
@@ -432,6 +436,21 @@ async fn handle<S: SessionStore>(
         Ok(Route::PageMissing) => {
             let page = async { frontend::missing(&request) };
             return served(&request, payload, &worker, page).await;
+        }
+        // The provider's back-channel logout needs its small form body
+        // whole, read here; without a session store the domain answers
+        // 404 whatever the body.
+        Ok(Route::BackchannelLogout) => {
+            let method = request.method().as_str().into();
+            let body = payload.to_bytes_limited(BACKCHANNEL_BODY_LIMIT);
+            match actix_rt::time::timeout(shared.client_body_timeout, body).await {
+                Ok(Ok(Ok(body))) => worker.gateway.backchannel_logout(&method, &body).await,
+                Ok(Ok(Err(_))) => return fail(&FlowError::PayloadTooLarge, &shared.metrics, head, &request),
+                Ok(Err(_)) | Err(_) => {
+                    let error = FlowError::BadRequest("The request body could not be read.");
+                    return fail(&error, &shared.metrics, head, &request);
+                }
+            }
         }
         Ok(Route::PageForwarded) => match (client_request(&request, payload, shared), &shared.frontend) {
             (Ok(client), Frontend::Url(base)) => worker.gateway.forward(base, client).await,

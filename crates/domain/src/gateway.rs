@@ -21,7 +21,7 @@ use crate::login::{LoginError, LoginRules, MAX_LOGIN_BODY};
 use crate::method::Method;
 use crate::oidc::{
     return_to, AuthError, Discovered, IdTokenError, KeySet, Metadata, Oidc, PendingLogin, Prompt,
-    TokenAnswer, MAX_PROVIDER_BODY, PENDING_LIFETIME_S,
+    TokenAnswer, CLOCK_SKEW_S, MAX_PROVIDER_BODY, PENDING_LIFETIME_S,
 };
 use crate::ports::{BodyReadError, Clock, Random, SessionStore, Upstream, UpstreamError};
 use crate::refresh::{RefreshResult, RefreshRules, Renewal, Turn, Verdict};
@@ -401,6 +401,79 @@ impl<U: Upstream, C: Clock, R: Random, S: SessionStore> Gateway<U, C, R, S> {
             profile: None,
         };
         Ok(cookies.issue_replacing(&held, now, &self.random, carried)?)
+    }
+
+    /// The provider's back-channel logout (SPEC §16, OpenID Connect
+    /// Back-Channel Logout 1.0) at `routes.backchannel_logout`, given the
+    /// request's method and its whole (small) form body: the
+    /// `logout_token` checked like an ID token plus its own rules, used
+    /// once (its `jti` is remembered in the store for its lifetime), and
+    /// every stored session of its `sid` (else its `sub`) ended at once, on
+    /// every instance sharing the store. 200 with no body; 400
+    /// `bad_request` for a missing, invalid or replayed token; 404 without
+    /// a session store (the sessions are in browsers' cookies, out of
+    /// reach). No CSRF rule: the provider calls it, server to server.
+    pub async fn backchannel_logout(&self, method: &Method, body: &[u8]) -> Handled<U::ResponseBody> {
+        let (reply, error) = settle(self.end_provider_sessions(method, body).await);
+        Handled {
+            reply,
+            route: RouteClass::Logout,
+            error,
+            rejected_cookie: None,
+            conflicting_cookies: false,
+            login: None,
+            refresh: None,
+        }
+    }
+
+    async fn end_provider_sessions(
+        &self,
+        method: &Method,
+        body: &[u8],
+    ) -> Result<Reply<U::ResponseBody>, FlowError> {
+        let (Some(oidc), Some(_)) = (&self.rules.oidc, &self.rules.store) else {
+            return Err(FlowError::NotFound);
+        };
+        if *method != Method::Post {
+            return Err(FlowError::MethodNotAllowed { allow: "POST" });
+        }
+        let mut tokens = url::form_urlencoded::parse(body).filter(|(name, _)| name == "logout_token");
+        let (Some((_, token)), None) = (tokens.next(), tokens.next()) else {
+            return Err(FlowError::BadRequest("The request needs one logout_token."));
+        };
+        let discovered = oidc.discovered().ok_or_else(|| {
+            FlowError::ProviderUnavailable("the provider has not been discovered yet".into())
+        })?;
+        let now = self.clock.now();
+        let claims = match oidc.client.validate_logout_token(&discovered.keys, &token, now) {
+            Err(IdTokenError::UnknownKey) => match self.refetch_keys(oidc, &discovered.metadata, now).await {
+                Some(keys) => oidc.client.validate_logout_token(&keys, &token, now),
+                None => Err(IdTokenError::UnknownKey),
+            },
+            other => other,
+        }
+        .map_err(|_| FlowError::BadRequest("The logout token is not valid."))?;
+        // Once only: a replayed token (seen by any instance) ends nothing.
+        let remembered_s = claims
+            .exp
+            .map_or(LOGOUT_TOKEN_MEMORY_S, |exp| exp.saturating_sub(now).max(1))
+            .saturating_add(CLOCK_SKEW_S);
+        let jti = format!("jti:{}", hex_sha256(claims.jti.as_bytes()));
+        let ttl_ms = u64::try_from(remembered_s).unwrap_or(1).saturating_mul(1000);
+        if !self.store.put_new(&jti, b"1", ttl_ms).await? {
+            return Err(FlowError::BadRequest("The logout token was used before."));
+        }
+        let index = match (&claims.sid, &claims.sub) {
+            (Some(sid), _) => format!("sid:{sid}"),
+            (None, Some(sub)) => format!("sub:{sub}"),
+            (None, None) => return Err(FlowError::BadRequest("The logout token names no one.")),
+        };
+        self.store.delete_indexed(&index).await?;
+        Ok(no_store(Reply {
+            status: 200,
+            headers: Headers::new(),
+            body: ReplyBody::Full(Vec::new()),
+        }))
     }
 
     /// Whether a request on `route` is a WebSocket handshake to proxy
@@ -1402,6 +1475,23 @@ const MAX_SUCCESSORS: usize = 8;
 const DRAINED_BODY: usize = 64 * 1024;
 
 /// Session state must never be served from a cache.
+/// How long a logout token's `jti` is remembered when the token has no
+/// `exp`: ten minutes, longer than a provider retries a delivery.
+const LOGOUT_TOKEN_MEMORY_S: i64 = 600;
+
+/// The SHA-256 of `bytes`, in hex: a key of bounded length for a value the
+/// provider chose.
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::{Digest as _, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .fold(String::with_capacity(64), |mut hex, b| {
+            use std::fmt::Write as _;
+            let _ = write!(hex, "{b:02x}");
+            hex
+        })
+}
+
 fn no_store<B>(mut reply: Reply<B>) -> Reply<B> {
     reply.headers.set("cache-control", "no-store");
     reply

@@ -82,9 +82,9 @@ pub use headers::Headers;
 pub use login::{Login, LoginError, LoginRules, MAX_LOGIN_BODY};
 pub use method::Method;
 pub use oidc::{
-    return_to, AuthError, Discovered, ErrorCode, IdClaims, IdTokenError, KeySet, Metadata, Oidc, OidcClient,
-    PendingLogin, Prompt, ProviderError, TokenAnswer, CLOCK_SKEW_S, KEY_REFETCH_S, MAX_PENDING,
-    MAX_PROVIDER_BODY, PENDING_LIFETIME_S,
+    return_to, AuthError, Discovered, ErrorCode, IdClaims, IdTokenError, KeySet, LogoutClaims, Metadata,
+    Oidc, OidcClient, PendingLogin, Prompt, ProviderError, TokenAnswer, BACKCHANNEL_LOGOUT_EVENT,
+    CLOCK_SKEW_S, KEY_REFETCH_S, MAX_PENDING, MAX_PROVIDER_BODY, PENDING_LIFETIME_S,
 };
 pub use ports::{
     BodyReadError, Clock, Random, RandomError, SessionStore, StoreError, Upstream, UpstreamError,

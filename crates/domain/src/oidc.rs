@@ -379,44 +379,9 @@ impl OidcClient {
         nonce: &str,
         now: i64,
     ) -> Result<IdClaims, IdTokenError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| IdTokenError::Malformed)?;
-        let key = keys.find(header.kid.as_deref()).ok_or(IdTokenError::UnknownKey)?;
-        if !key.algorithms.contains(&header.alg) {
-            return Err(IdTokenError::Algorithm);
-        }
-        let mut validation = Validation::new(header.alg);
-        validation.algorithms = vec![header.alg];
-        // Times are checked below against the clock port: the library
-        // would read the system clock.
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.required_spec_claims.clear();
-        validation.set_audience(&[&self.client_id]);
-        validation.set_issuer(&[&self.issuer]);
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind;
-            match e.kind() {
-                ErrorKind::InvalidSignature => IdTokenError::Signature,
-                ErrorKind::InvalidAudience => IdTokenError::Audience,
-                ErrorKind::InvalidIssuer => IdTokenError::Issuer,
-                ErrorKind::InvalidAlgorithm => IdTokenError::Algorithm,
-                _ => IdTokenError::Malformed,
-            }
-        })?;
-        let claims = data.claims;
+        let claims = self.verified_claims(keys, token)?;
         let str_claim = |name: &str| claims.get(name).and_then(Value::as_str);
         let int_claim = |name: &str| claims.get(name).and_then(Value::as_i64);
-        // `aud` and `iss` are present: the library refused their absence.
-        if let Some(Value::Array(audiences)) = claims.get("aud") {
-            if audiences.len() > 1 && str_claim("azp") != Some(self.client_id.as_str()) {
-                return Err(IdTokenError::Audience);
-            }
-        }
-        if let Some(azp) = str_claim("azp") {
-            if azp != self.client_id {
-                return Err(IdTokenError::Audience);
-            }
-        }
         let exp = int_claim("exp").ok_or(IdTokenError::Expired)?;
         if now >= exp.saturating_add(CLOCK_SKEW_S) {
             return Err(IdTokenError::Expired);
@@ -443,6 +408,104 @@ impl OidcClient {
             sid: str_claim("sid").map(str::to_owned),
             user,
         })
+    }
+
+    /// Checks a back-channel logout token (OpenID Connect Back-Channel
+    /// Logout 1.0, SPEC §16) against the provider's `keys` at `now`: the
+    /// ID token's signature, `iss`, `aud` and `azp` rules; `iat` not in the
+    /// future and `exp`, when present, not past; the back-channel logout
+    /// event; no `nonce` (which would make it an ID token); a `jti`; and a
+    /// `sid` or `sub` naming whom to log out. Its `sid` and `sub`.
+    ///
+    /// # Errors
+    /// The first check that failed ([`IdTokenError::Malformed`] for the
+    /// logout token's own claims).
+    pub fn validate_logout_token(
+        &self,
+        keys: &KeySet,
+        token: &str,
+        now: i64,
+    ) -> Result<LogoutClaims, IdTokenError> {
+        let claims = self.verified_claims(keys, token)?;
+        let str_claim = |name: &str| {
+            claims
+                .get(name)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        let int_claim = |name: &str| claims.get(name).and_then(Value::as_i64);
+        let iat = int_claim("iat").ok_or(IdTokenError::Malformed)?;
+        if iat > now.saturating_add(CLOCK_SKEW_S) {
+            return Err(IdTokenError::Expired);
+        }
+        if let Some(exp) = claims.get("exp") {
+            let exp = exp.as_i64().ok_or(IdTokenError::Malformed)?;
+            if now >= exp.saturating_add(CLOCK_SKEW_S) {
+                return Err(IdTokenError::Expired);
+            }
+        }
+        let event = claims
+            .get("events")
+            .and_then(|events| events.get(BACKCHANNEL_LOGOUT_EVENT));
+        if !event.is_some_and(Value::is_object) || claims.contains_key("nonce") {
+            return Err(IdTokenError::Malformed);
+        }
+        let jti = str_claim("jti").ok_or(IdTokenError::Malformed)?;
+        let (sid, sub) = (str_claim("sid"), str_claim("sub"));
+        if sid.is_none() && sub.is_none() {
+            return Err(IdTokenError::Malformed);
+        }
+        Ok(LogoutClaims {
+            sid,
+            sub,
+            jti,
+            exp: int_claim("exp"),
+        })
+    }
+
+    /// A JWT's claims once its signature verifies with the key its `kid`
+    /// names, by an algorithm that key allows, and its `iss`, `aud` and
+    /// `azp` are this client's provider and this client.
+    fn verified_claims(&self, keys: &KeySet, token: &str) -> Result<Map<String, Value>, IdTokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| IdTokenError::Malformed)?;
+        let key = keys.find(header.kid.as_deref()).ok_or(IdTokenError::UnknownKey)?;
+        if !key.algorithms.contains(&header.alg) {
+            return Err(IdTokenError::Algorithm);
+        }
+        let mut validation = Validation::new(header.alg);
+        validation.algorithms = vec![header.alg];
+        // Times are checked below against the clock port: the library
+        // would read the system clock.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.required_spec_claims.clear();
+        validation.set_audience(&[&self.client_id]);
+        validation.set_issuer(&[&self.issuer]);
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::InvalidSignature => IdTokenError::Signature,
+                ErrorKind::InvalidAudience => IdTokenError::Audience,
+                ErrorKind::InvalidIssuer => IdTokenError::Issuer,
+                ErrorKind::InvalidAlgorithm => IdTokenError::Algorithm,
+                _ => IdTokenError::Malformed,
+            }
+        })?;
+        let claims = data.claims;
+        let str_claim = |name: &str| claims.get(name).and_then(Value::as_str);
+        // `aud` and `iss` are present: the library refused their absence.
+        if let Some(Value::Array(audiences)) = claims.get("aud") {
+            if audiences.len() > 1 && str_claim("azp") != Some(self.client_id.as_str()) {
+                return Err(IdTokenError::Audience);
+            }
+        }
+        if let Some(azp) = str_claim("azp") {
+            if azp != self.client_id {
+                return Err(IdTokenError::Audience);
+            }
+        }
+        Ok(claims)
     }
 }
 
@@ -751,6 +814,22 @@ pub struct IdClaims {
     pub sid: Option<String>,
     /// The configured `oidc.user_claims` the token held.
     pub user: Map<String, Value>,
+}
+
+/// The event claim that makes a JWT a back-channel logout token.
+pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+/// What a valid back-channel logout token names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogoutClaims {
+    /// The provider's session to end, when given.
+    pub sid: Option<String>,
+    /// The user whose sessions to end, when given.
+    pub sub: Option<String>,
+    /// The token's id: seen once only.
+    pub jti: String,
+    /// When the token expires, when it says.
+    pub exp: Option<i64>,
 }
 
 /// A login under way: what the callback must match, and where to go after.
@@ -1611,6 +1690,107 @@ X: y"}"#
         );
         assert_eq!(check(&forged), Err(IdTokenError::Signature));
         assert_eq!(check("not a jwt"), Err(IdTokenError::Malformed));
+    }
+
+    #[test]
+    fn logout_tokens_are_checked_like_id_tokens_and_as_logout_tokens() {
+        let key = TestKey::new("k1");
+        let set = keys(&[&key.jwk]);
+        let client = client();
+        let logout = || {
+            json!({
+                "iss": ISSUER, "aud": "tokenjar", "sub": "ada", "sid": "s-1", "iat": NOW,
+                "exp": NOW + 120, "jti": "j-1",
+                "events": { BACKCHANNEL_LOGOUT_EVENT: {} },
+            })
+        };
+        let check = |c: &Value| client.validate_logout_token(&set, &key.sign(Some("k1"), c), NOW + 10);
+        assert_eq!(
+            check(&logout()),
+            Ok(LogoutClaims {
+                sid: Some("s-1".into()),
+                sub: Some("ada".into()),
+                jti: "j-1".into(),
+                exp: Some(NOW + 120),
+            })
+        );
+        let with = |change: &dyn Fn(&mut Value)| {
+            let mut c = logout();
+            change(&mut c);
+            check(&c)
+        };
+        // A sid alone, or a sub alone, names whom to log out.
+        assert!(with(&|c| {
+            c.as_object_mut().unwrap().remove("sub");
+        })
+        .is_ok());
+        assert!(with(&|c| {
+            c.as_object_mut().unwrap().remove("exp");
+        })
+        .is_ok());
+        type Change<'a> = &'a dyn Fn(&mut Value);
+        let refused: [(&str, Change<'_>, IdTokenError); 9] = [
+            ("no event", &|c| c["events"] = json!({}), IdTokenError::Malformed),
+            (
+                "the event not an object",
+                &|c| c["events"] = json!({ BACKCHANNEL_LOGOUT_EVENT: "x" }),
+                IdTokenError::Malformed,
+            ),
+            (
+                "a nonce: an ID token",
+                &|c| c["nonce"] = json!("n"),
+                IdTokenError::Malformed,
+            ),
+            (
+                "no jti",
+                &|c| {
+                    c.as_object_mut().unwrap().remove("jti");
+                },
+                IdTokenError::Malformed,
+            ),
+            (
+                "neither sid nor sub",
+                &|c| {
+                    let c = c.as_object_mut().unwrap();
+                    c.remove("sid");
+                    c.remove("sub");
+                },
+                IdTokenError::Malformed,
+            ),
+            (
+                "expired",
+                &|c| c["exp"] = json!(NOW - 3600),
+                IdTokenError::Expired,
+            ),
+            (
+                "issued in the future",
+                &|c| c["iat"] = json!(NOW + 3600),
+                IdTokenError::Expired,
+            ),
+            (
+                "another audience",
+                &|c| c["aud"] = json!("other"),
+                IdTokenError::Audience,
+            ),
+            (
+                "another issuer",
+                &|c| c["iss"] = json!("http://evil.example"),
+                IdTokenError::Issuer,
+            ),
+        ];
+        for (what, change, error) in refused {
+            assert_eq!(with(change), Err(error), "{what}");
+        }
+        // Signed by another key under the served kid.
+        let other = TestKey::new("k1");
+        assert_eq!(
+            client.validate_logout_token(&set, &other.sign(Some("k1"), &logout()), NOW),
+            Err(IdTokenError::Signature)
+        );
+        // An ID token is not a logout token.
+        assert!(client
+            .validate_logout_token(&set, &key.sign(Some("k1"), &claims("n-1")), NOW)
+            .is_err());
     }
 
     #[test]
