@@ -83,4 +83,11 @@ impl SessionStore for Store {
             Self::Memory(store) => store.ping().await,
         }
     }
+
+    async fn pause(&self, ms: u64) {
+        match self {
+            Self::Cookie => {}
+            Self::Memory(store) => store.pause(ms).await,
+        }
+    }
 }

@@ -385,15 +385,7 @@ impl<U: Upstream, C: Clock, R: Random, S: SessionStore> Gateway<U, C, R, S> {
                 base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
             }
         };
-        let sealed = cookies.seal_stored(grant, Some(expires_at), &self.random)?;
-        let ttl_ms = u64::try_from(expires_at.saturating_sub(now))
-            .unwrap_or(0)
-            .max(1)
-            .saturating_mul(1000);
-        let indexes = session_indexes(grant.profile.as_deref());
-        self.store
-            .put(&session_key(&id), sealed.as_bytes(), ttl_ms, &indexes)
-            .await?;
+        self.keep(grant, &id).await?;
         let held = Grant {
             access: Token::new(id).map_err(CookieError::from)?,
             refresh: None,
@@ -549,7 +541,9 @@ impl<U: Upstream, C: Clock, R: Random, S: SessionStore> Gateway<U, C, R, S> {
         let mut renewed = None;
         if let Some((rules, session)) = due {
             let request_id = request.headers.get_str("x-request-id");
-            let (renewal, result) = self.renew(rules, session, None, request_id).await;
+            let (renewal, result) = self
+                .renew(rules, session, None, session_id.as_deref(), request_id)
+                .await;
             refresh = Some(result);
             let refused = |error: FlowError| {
                 let mut handled = Self::failed(class, error);
@@ -1158,7 +1152,9 @@ impl<U: Upstream, C: Clock, R: Random, S: SessionStore> Gateway<U, C, R, S> {
         let mut outcome = None;
         let mut renewed = None;
         if rules.is_due(session, now) {
-            let (renewal, result) = self.renew(rules, session, None, request_id.as_deref()).await;
+            let (renewal, result) = self
+                .renew(rules, session, None, session_id, request_id.as_deref())
+                .await;
             outcome = Some(result);
             match renewal {
                 Renewal::Renewed(grant) => renewed = Some(grant),
@@ -1193,7 +1189,7 @@ impl<U: Upstream, C: Clock, R: Random, S: SessionStore> Gateway<U, C, R, S> {
                 // Read to its end so the connection can serve again.
                 let _ = self.upstream.read_body(response.body, DRAINED_BODY).await;
                 let (renewal, result) = self
-                    .renew(rules, session, Some(token), request_id.as_deref())
+                    .renew(rules, session, Some(token), session_id, request_id.as_deref())
                     .await;
                 outcome = Some(result);
                 match renewal {
@@ -1234,6 +1230,7 @@ impl<U: Upstream, C: Clock, R: Random, S: SessionStore> Gateway<U, C, R, S> {
         rules: &RefreshRules,
         session: &Session,
         refused: Option<&Token>,
+        session_id: Option<&str>,
         request_id: Option<&str>,
     ) -> (Renewal, RefreshResult) {
         let Some(mut refresh) = session.refresh.clone() else {
@@ -1261,9 +1258,14 @@ impl<U: Upstream, C: Clock, R: Random, S: SessionStore> Gateway<U, C, R, S> {
                     // The leader was cancelled: take a turn again.
                 }
                 Turn::Lead(lease) => {
-                    let renewal = self
-                        .refresh(rules, &refresh, session.profile.as_deref(), request_id)
-                        .await;
+                    let profile = session.profile.as_deref();
+                    let renewal = match (&self.rules.store, session_id) {
+                        (Some(store), Some(id)) => {
+                            self.refresh_across(store, rules, &refresh, (id, profile), request_id)
+                                .await
+                        }
+                        _ => self.refresh(rules, &refresh, profile, request_id).await,
+                    };
                     lease.finish(renewal.clone(), self.clock.now());
                     let result = match renewal {
                         Renewal::Renewed(_) => RefreshResult::Ok,
@@ -1274,6 +1276,117 @@ impl<U: Upstream, C: Clock, R: Random, S: SessionStore> Gateway<U, C, R, S> {
                 }
             }
         }
+    }
+
+    /// A refresh of a stored session, single-flight across every instance
+    /// sharing the store (SPEC §17): the instance that takes the store's
+    /// lease on `refresh` makes the call and writes the new session under
+    /// its id before giving the lease back; another waits, polling the
+    /// stored session until it holds another refresh token (the result:
+    /// no call of its own), is gone (the refresh was refused), or the lease
+    /// ends (it tries to take it itself). Within one process the refresh
+    /// table already shares one refresh, so only one request per instance
+    /// gets here at a time.
+    async fn refresh_across(
+        &self,
+        store: &StoreRules,
+        rules: &RefreshRules,
+        refresh: &Token,
+        (id, profile): (&str, Option<&str>),
+        request_id: Option<&str>,
+    ) -> Renewal {
+        let lock = format!("refresh:{}", hex_sha256(refresh.expose().as_bytes()));
+        let mut holder = [0u8; 16];
+        if self.random.fill(&mut holder).is_err() {
+            return Renewal::Failed(CookieError::Random(crate::ports::RandomError).into());
+        }
+        let polls = (store.refresh_lease_ms / store.refresh_poll_ms.max(1)).max(1);
+        for _ in 0..=polls {
+            match self.store.put_new(&lock, &holder, store.refresh_lease_ms).await {
+                Err(error) => return Renewal::Failed(error.into()),
+                Ok(true) => {
+                    // Another instance may have finished just before.
+                    let renewal = match self.stored_successor(id, refresh).await {
+                        Some(done) => done,
+                        None => self.refresh(rules, refresh, profile, request_id).await,
+                    };
+                    let written = match &renewal {
+                        Renewal::Renewed(grant) => self.keep(grant, id).await,
+                        _ => Ok(()),
+                    };
+                    let _ = self.store.delete_if(&lock, &holder).await;
+                    return match written {
+                        Ok(()) => renewal,
+                        Err(error) => Renewal::Failed(error),
+                    };
+                }
+                Ok(false) => {
+                    self.store.pause(store.refresh_poll_ms).await;
+                    if let Some(done) = self.stored_successor(id, refresh).await {
+                        return done;
+                    }
+                }
+            }
+        }
+        Renewal::Failed(FlowError::SessionStore(crate::ports::StoreError::Unavailable(
+            "another instance held the refresh lease too long".into(),
+        )))
+    }
+
+    /// What the store says of session `id` after a refresh of `refresh`
+    /// elsewhere: its new tokens once it holds another refresh token,
+    /// refused once it is gone; `None` while it is unchanged (or cannot be
+    /// read now).
+    async fn stored_successor(&self, id: &str, refresh: &Token) -> Option<Renewal> {
+        let now = self.clock.now();
+        match self.store.get(&session_key(id)).await {
+            Ok(None) => Some(Renewal::Refused),
+            Ok(Some(value)) => match self.rules.cookies.open_stored(&value, now) {
+                Ok(stored)
+                    if stored
+                        .refresh
+                        .as_ref()
+                        .is_some_and(|r| r.expose() != refresh.expose()) =>
+                {
+                    Some(Renewal::Renewed(Arc::new(Grant {
+                        access: stored.token,
+                        refresh: stored.refresh,
+                        access_expires_at: stored.access_expires_at,
+                        profile: stored.profile,
+                    })))
+                }
+                Ok(_) => None,
+                Err(_) => Some(Renewal::Refused),
+            },
+            Err(_) => None,
+        }
+    }
+
+    /// Writes the session of `grant` under `id` in the store, with the
+    /// lifetime [`issue`](Self::issue) gives it.
+    async fn keep(&self, grant: &Grant, id: &str) -> Result<(), FlowError> {
+        let Some(store) = &self.rules.store else {
+            return Ok(());
+        };
+        let now = self.clock.now();
+        let expires_at = self
+            .rules
+            .cookies
+            .expires_at(grant, now)
+            .unwrap_or_else(|| now.saturating_add(store.default_lifetime_s));
+        let sealed = self
+            .rules
+            .cookies
+            .seal_stored(grant, Some(expires_at), &self.random)?;
+        let ttl_ms = u64::try_from(expires_at.saturating_sub(now))
+            .unwrap_or(0)
+            .max(1)
+            .saturating_mul(1000);
+        let indexes = session_indexes(grant.profile.as_deref());
+        self.store
+            .put(&session_key(id), sealed.as_bytes(), ttl_ms, &indexes)
+            .await?;
+        Ok(())
     }
 
     /// One refresh call to the API: spends `refresh` and reads the new

@@ -123,6 +123,12 @@ pub trait SessionStore {
     /// # Errors
     /// [`StoreError`] when it does not.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>>;
+
+    /// Waits about `ms` milliseconds before the store is asked again: the
+    /// pace at which an instance polls for a refresh another instance
+    /// holds the lease of. A store of one process, where that never
+    /// happens, may return at once.
+    fn pause(&self, ms: u64) -> impl Future<Output = ()>;
 }
 
 /// The session store could not be asked. The detail comes from the store's

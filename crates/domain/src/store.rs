@@ -25,12 +25,21 @@ pub const SESSION_ID_BYTES: usize = 32;
 pub struct StoreRules {
     /// The lifetime of a session whose tokens tell none.
     pub default_lifetime_s: i64,
+    /// How long the instance that refreshes a session holds the store's
+    /// lease on its refresh token; an instance that dies holding it
+    /// delays the others by at most this.
+    pub refresh_lease_ms: u64,
+    /// How often an instance waiting for another's refresh looks at the
+    /// stored session.
+    pub refresh_poll_ms: u64,
 }
 
 impl Default for StoreRules {
     fn default() -> Self {
         Self {
             default_lifetime_s: DEFAULT_STORED_LIFETIME_S,
+            refresh_lease_ms: 5_000,
+            refresh_poll_ms: 25,
         }
     }
 }
@@ -97,6 +106,10 @@ impl SessionStore for NoStore {
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> {
         Self::refuse()
     }
+
+    fn pause(&self, _: u64) -> impl Future<Output = ()> {
+        ready(())
+    }
 }
 
 impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
@@ -137,6 +150,10 @@ impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
 
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> {
         (**self).ping()
+    }
+
+    fn pause(&self, ms: u64) -> impl Future<Output = ()> {
+        (**self).pause(ms)
     }
 }
 
@@ -327,6 +344,12 @@ impl<C: Clock> SessionStore for MemoryStore<C> {
 
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> {
         ready(Ok(()))
+    }
+
+    /// One process: its refreshes are shared in the process, so no other
+    /// instance ever holds a lease to wait for.
+    fn pause(&self, _: u64) -> impl Future<Output = ()> {
+        ready(())
     }
 }
 

@@ -269,7 +269,13 @@ impl App {
     }
 }
 
-fn send(gateway: &Flow, cookie: &str, method: &str, path: &str, body: &[u8]) -> Handled<Vec<u8>> {
+fn send<S: tokenjar_domain::SessionStore>(
+    gateway: &Gateway<InMemoryUpstream, Arc<ManualClock>, SeededRandom, S>,
+    cookie: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Handled<Vec<u8>> {
     let mut headers = Headers::new();
     headers.append("host", "app.example");
     headers.append("x-csrf", "1");
@@ -770,4 +776,162 @@ fn an_old_cookie_whose_kept_tokens_are_due_goes_on_from_them() {
         (200, Some(RefreshResult::Reused))
     );
     assert_eq!(app.refresh_calls(), 2);
+}
+
+/// The memory store shared by two stand-in instances, whose pause really
+/// waits (the memory store's own does not: one process never waits for
+/// another's lease).
+struct SharedStore(tokenjar_domain::MemoryStore<Arc<ManualClock>>);
+
+impl tokenjar_domain::SessionStore for SharedStore {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, tokenjar_domain::StoreError> {
+        self.0.get(key).await
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl_ms: u64,
+        indexes: &[String],
+    ) -> Result<(), tokenjar_domain::StoreError> {
+        self.0.put(key, value, ttl_ms, indexes).await
+    }
+
+    async fn put_new(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl_ms: u64,
+    ) -> Result<bool, tokenjar_domain::StoreError> {
+        self.0.put_new(key, value, ttl_ms).await
+    }
+
+    async fn delete_if(&self, key: &str, value: &[u8]) -> Result<bool, tokenjar_domain::StoreError> {
+        self.0.delete_if(key, value).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), tokenjar_domain::StoreError> {
+        self.0.delete(key).await
+    }
+
+    async fn delete_indexed(&self, index: &str) -> Result<u64, tokenjar_domain::StoreError> {
+        self.0.delete_indexed(index).await
+    }
+
+    async fn ping(&self) -> Result<(), tokenjar_domain::StoreError> {
+        Ok(())
+    }
+
+    async fn pause(&self, ms: u64) {
+        // A polling interval, on a thread of its own: not a guess at timing.
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+}
+
+type StoredFlow = Gateway<InMemoryUpstream, Arc<ManualClock>, SeededRandom, Arc<SharedStore>>;
+
+/// An instance's rules with sessions in a store: a refresh table of its own.
+fn stored_rules() -> Arc<Rules> {
+    let mut rules = Arc::unwrap_or_clone(rules(WINDOW.unsigned_abs()));
+    rules.store = Some(tokenjar_domain::StoreRules {
+        refresh_poll_ms: 5,
+        ..tokenjar_domain::StoreRules::default()
+    });
+    Arc::new(rules)
+}
+
+fn stored_worker(
+    rules: &Arc<Rules>,
+    api: &Arc<Api>,
+    clock: &Arc<ManualClock>,
+    store: &Arc<SharedStore>,
+    seed: u64,
+) -> StoredFlow {
+    let api = api.clone();
+    Gateway::new(
+        rules.clone(),
+        InMemoryUpstream::new(move |request| api.handle(request)),
+        clock.clone(),
+        SeededRandom::new(seed),
+    )
+    .with_store(Arc::clone(store))
+}
+
+/// SPEC §17: with sessions in a shared store, 50 concurrent requests of
+/// one session across an expiry, half on each of two instances, make one
+/// refresh call: one instance takes the store's lease and refreshes, the
+/// other polls the stored session and goes on with what it finds, and
+/// within each instance the refresh table shares the result.
+#[test]
+fn fifty_requests_on_two_instances_sharing_a_store_make_one_refresh() {
+    let clock = Arc::new(ManualClock::new(NOW));
+    let api = Api::new(clock.clone(), 300, 300);
+    let store = Arc::new(SharedStore(tokenjar_domain::MemoryStore::new(clock.clone())));
+    let (a, b) = (stored_rules(), stored_rules());
+    let mut browser = CookieStore::new();
+    let login = send(
+        &stored_worker(&a, &api, &clock, &store, 1),
+        "",
+        "POST",
+        "/api/login",
+        b"{}",
+    );
+    assert_eq!(login.reply.status, 200);
+    browser.apply(login.reply.headers.get_all("set-cookie"));
+    clock.advance(300);
+    api.close_gate();
+    let cookie = browser.header();
+
+    let workers: Vec<_> = (0..50u64)
+        .map(|i| {
+            let rules = if i % 2 == 0 { &a } else { &b };
+            let gateway = stored_worker(rules, &api, &clock, &store, 100 + i);
+            let cookie = cookie.clone();
+            std::thread::spawn(move || {
+                let handled = send(&gateway, &cookie, "GET", "/api/me", b"");
+                let token = gateway
+                    .upstream()
+                    .requests()
+                    .iter()
+                    .rev()
+                    .find(|r| r.path() == "/me")
+                    .and_then(|r| r.headers.get_str("auth-token").map(str::to_owned));
+                (handled.reply.status, token)
+            })
+        })
+        .collect();
+    // 24 requests wait in each instance's table: one leads in each, and of
+    // the two leaders one calls the API and the other polls the store.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let waiting = |rules: &Arc<Rules>| rules.refresh.as_ref().unwrap().flights().waiting();
+    while waiting(&a) < 24 || waiting(&b) < 24 {
+        assert!(
+            Instant::now() < deadline,
+            "waiting: {} and {}",
+            waiting(&a),
+            waiting(&b)
+        );
+        std::thread::yield_now();
+    }
+    api.open_gate();
+    let results: Vec<_> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+
+    assert_eq!(
+        api.refresh_calls.load(Ordering::SeqCst),
+        1,
+        "exactly one refresh call"
+    );
+    assert_eq!(api.replays.load(Ordering::SeqCst), 0);
+    let families = api.families.lock().unwrap();
+    let current = families.last().unwrap();
+    let newest = current
+        .access
+        .keys()
+        .max_by_key(|k| k[7..].parse::<u32>().unwrap())
+        .unwrap();
+    for (status, token) in &results {
+        assert_eq!(*status, 200);
+        assert_eq!(token.as_deref(), Some(newest.as_str()));
+    }
 }

@@ -76,6 +76,10 @@ impl SessionStore for Switchable {
     async fn ping(&self) -> Result<(), StoreError> {
         self.check()
     }
+
+    async fn pause(&self, ms: u64) {
+        self.store.pause(ms).await;
+    }
 }
 
 struct App {
