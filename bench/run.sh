@@ -28,6 +28,11 @@
 #   callback with its code exchange and ID-token check; the provider runs
 #   on the load's CPU, so CPU µs per login is tokenjar's alone. No nginx
 #   peer: nginx cannot do an OIDC login)
+#   (get-cookie-redis: the cookie GET with sessions in Redis,
+#   session.store = "redis": the cookie holds a sealed id and every request
+#   reads the session from a redis-server on the load's CPU; against the
+#   same GET with the cookie store and nginx. Also prints the Redis
+#   commands per request, from Redis's own counters)
 #   ROUNDS=1 DURATION=3 bench/run.sh  # a quick look
 #   SCENARIOS="get-cookie login" bench/run.sh
 #   BENCH_BIN=/tmp/tokenjar-before bench/run.sh   # another build
@@ -40,7 +45,7 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
-SCENARIOS=${SCENARIOS:-"get-cookie get-nocookie post-64k post-1m download-100m login tls-listener tls-handshake get-cookie-https websocket get-cookie-chunked refresh get-cookie-oidc oidc-login"}
+SCENARIOS=${SCENARIOS:-"get-cookie get-nocookie post-64k post-1m download-100m login tls-listener tls-handshake get-cookie-https websocket get-cookie-chunked refresh get-cookie-oidc oidc-login get-cookie-redis"}
 
 need() { command -v "$1" >/dev/null || { echo "bench: '$1' is missing (apt-get install $2)" >&2; exit 1; }; }
 need wrk wrk
@@ -124,6 +129,7 @@ NGINX_HTTPS_UP_PORT=$(free_port)
 WS_PORT=$(free_port)
 NGINX_REFRESH_PORT=$(free_port)
 PROVIDER_PORT=$(free_port)
+REDIS_PORT=$(free_port)
 JWT=$(python3 -c 'import base64, json
 e = lambda d: base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
 print(e({"alg": "HS256", "typ": "JWT"}) + "." + e({"sub": "bench", "exp": 4102444800}) + ".c2lnbmF0dXJlLWJ5LXRoZS1hcGk")')
@@ -220,6 +226,9 @@ start_tokenjar() {
     if [ "${2:-}" = refresh ]; then
         extra=(TOKENJAR_REFRESH__PATH=/refresh TOKENJAR_TOKEN__REFRESH_FIELD=/refreshToken
             TOKENJAR_TOKEN__EXPIRES_IN_FIELD=/expiresIn)
+    fi
+    if [ "${2:-}" = redis ]; then
+        extra=(TOKENJAR_SESSION__STORE=redis TOKENJAR_SESSION__REDIS_URL="redis://127.0.0.1:$REDIS_PORT")
     fi
     # The provider's tokens last an hour: no refresh during a run.
     if [ "${2:-}" = oidc ]; then
@@ -330,6 +339,32 @@ if [ -n "$OIDC" ]; then
     start_tokenjar
 fi
 
+# get-cookie-redis: a Redis of its own (persistence off) on the load's
+# CPU like the upstream, and one login through tokenjar with sessions in
+# it; nginx gets the plain GET's clear cookie, as in get-cookie.
+REDIS_COOKIE=
+case " $SCENARIOS " in
+    *" get-cookie-redis "*)
+        need redis-server redis-server
+        need redis-cli redis-server
+        "${LOAD_CPU[@]}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+            > "$work/redis.log" 2>&1 &
+        pids+=($!)
+        for _ in $(seq 1 200); do redis-cli -p "$REDIS_PORT" ping > /dev/null 2>&1 && break; sleep 0.05; done
+        start_tokenjar "$BIN" redis
+        REDIS_COOKIE=$(curl -s -D - -o /dev/null -H 'x-csrf: 1' -H 'content-type: application/json' -d '{}' \
+            "http://127.0.0.1:$TOKENJAR_PORT/api/login" | tr -d '\r' | sed -n 's/^set-cookie: \(auth-token=[^;]*\);.*/\1/Ip')
+        [ -n "$REDIS_COOKIE" ] || { echo "bench: the login with sessions in Redis gave no cookie" >&2; exit 1; }
+        ECHOED=$(curl -s -H "Cookie: $REDIS_COOKIE" "http://127.0.0.1:$TOKENJAR_PORT/api/echo")
+        echo "$ECHOED" | grep -q "$JWT" || { echo "bench: tokenjar with Redis did not pass the token: $ECHOED" >&2; exit 1; }
+        echo "bench: a session in Redis: $(redis-cli -p "$REDIS_PORT" --scan | wc -l) keys, cookie ${#REDIS_COOKIE} bytes" >&2
+        start_tokenjar ;;
+esac
+# Commands Redis has run so far (its INFO stats).
+redis_commands() {
+    redis-cli -p "$REDIS_PORT" info stats | tr -d '\r' | sed -n 's/^total_commands_processed://p'
+}
+
 # tokenjar_refreshes_total{result="RESULT"} on tokenjar's /metrics (0 before any).
 refreshes() {
     curl -s "http://127.0.0.1:$TOKENJAR_PORT/metrics" \
@@ -405,6 +440,15 @@ run() {
             # nginx cannot do an OIDC login, nor can the build before OIDC mode.
             [ "$target" = tokenjar ] || return 0
             tls=oidc ;;
+        get-cookie-redis)
+            # The build before session stores keeps sessions in the cookie.
+            [ "$target" = base ] && return 0
+            if [ "$target" = nginx ]; then
+                args=(-H "Cookie: $CLEAR")
+            else
+                tls=redis
+                args=(-H "Cookie: $REDIS_COOKIE")
+            fi ;;
         get-nocookie) ;;
         post-64k) args=(-H "Cookie: $cookie" -s bench/post.lua) ;;
         post-1m) args=(-H "Cookie: $cookie" -s bench/post-1m.lua); url="http://127.0.0.1:$port/api/upload" ;;
@@ -442,11 +486,19 @@ run() {
     # refresh: tokenjar's own count of the refreshes it made (ok) and
     # handed on from another request (reused) during the measured run.
     [ "$scenario" = refresh ] && [ "$target" = tokenjar ] && refreshed="$(refreshes ok) $(refreshes reused)"
+    local commands=''
+    [ "$scenario" = get-cookie-redis ] && [ "$target" = tokenjar ] && commands=$(redis_commands)
     reset_hwm "${procs[@]}"
     before=$(ticks "${procs[@]}")
     out=$(drive "$DURATION")
     after=$(ticks "${procs[@]}")
     echo "$out" > "$work/wrk-$scenario-$target-$round.txt"
+    if [ -n "$commands" ]; then
+        local served
+        served=$(echo "$out" | sed -n 's/^ *\([0-9]*\) requests in.*/\1/p')
+        python3 -c "import sys; c, r = int(sys.argv[1]), int(sys.argv[2]); print(f'bench: round $round get-cookie-redis: {c} Redis commands for {r} requests, {c / max(r, 1):.2f} per request')" \
+            "$(($(redis_commands) - commands))" "$served" >&2
+    fi
     if [ -n "$refreshed" ]; then
         read -r ok reused <<< "$refreshed"
         echo "bench: round $round refresh tokenjar: $(($(refreshes ok) - ok)) refreshes made," \
@@ -558,6 +610,14 @@ for target in ("tokenjar", "nginx"):
     if o and g:
         print(f"\nget-cookie-oidc, {target}: CPU {o['cpu']:.1f} µs/req against get-cookie's {g['cpu']:.1f}"
               f" (+{o['cpu'] - g['cpu']:.1f}), p99 {o['p99']:.2f} ms against {g['p99']:.2f}")
+# What keeping sessions in Redis costs a GET: the cookie store's GET from
+# the same run.
+r, g = med.get(("get-cookie-redis", "tokenjar")), med.get(("get-cookie", "tokenjar"))
+if r and g:
+    print(f"\nget-cookie-redis, tokenjar: {r['rps']:.0f} req/s against the cookie store's {g['rps']:.0f};"
+          f" p50 {r['p50']:.2f} ms against {g['p50']:.2f} (+{r['p50'] - g['p50']:.2f}),"
+          f" p99 {r['p99']:.2f} against {g['p99']:.2f} (+{r['p99'] - g['p99']:.2f}),"
+          f" CPU {r['cpu']:.1f} µs/req against {g['cpu']:.1f} (Redis's own CPU is on the load's core)")
 # A whole OIDC login against the plain login (an API's JSON answer sealed):
 # the provider's round trip, the ID token's signature and the larger
 # session, in tokenjar's CPU (the provider's own is on the load's CPU).

@@ -7,6 +7,7 @@
 
 use serde_json::json;
 use tokenjar_e2e::api::CannedReply;
+use tokenjar_e2e::redis::RedisServer;
 use tokenjar_e2e::{setup_with, RecordingApi, Reply, TestApp};
 
 const MEMORY: &[(&str, &str)] = &[("TOKENJAR_SESSION__STORE", "memory")];
@@ -128,4 +129,158 @@ async fn a_new_login_ends_the_browsers_previous_stored_session() {
     assert!(token_seen(&api).is_empty(), "the first session lives on");
     app.get_api("/api/echo", Some(&second)).await;
     assert_eq!(token_seen(&api), ["tok-second-0123456789"]);
+}
+
+/// tokenjar's settings for sessions in `redis`.
+fn redis_env(redis: &RedisServer) -> Vec<(String, String)> {
+    vec![
+        ("TOKENJAR_SESSION__STORE".to_owned(), "redis".to_owned()),
+        ("TOKENJAR_SESSION__REDIS_URL".to_owned(), redis.url()),
+    ]
+}
+
+fn pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect()
+}
+
+#[actix_web::test]
+async fn with_redis_a_copied_cookie_dies_with_the_logout() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    a_copied_cookie_dies_with_the_logout(&pairs(&redis_env(&redis))).await;
+}
+
+/// What tokenjar leaves in Redis: every key under the prefix and with an
+/// expiry, and no token anywhere in it, keys or values (SPEC §17).
+#[actix_web::test]
+async fn redis_holds_no_token_in_clear_and_every_key_expires() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let (api, app) = setup_with(&pairs(&redis_env(&redis)));
+    let tokens = ["tok-redis-first-0123456789", "tok-redis-second-0123456789"];
+    let mut cookies = Vec::new();
+    for token in tokens {
+        cookies.push(log_in(&api, &app, token).await.0);
+    }
+    app.get_api("/api/echo", Some(&cookies[0])).await;
+    assert_eq!(token_seen(&api), [tokens[0]]);
+
+    let keys = redis.keys();
+    let sessions: Vec<&String> = keys.iter().filter(|k| k.starts_with("tokenjar:session:")).collect();
+    assert_eq!(sessions.len(), 2, "{keys:?}");
+    for key in &keys {
+        assert!(key.starts_with("tokenjar:"), "{key}");
+        let ttl = redis.pttl(key);
+        assert!(ttl > 0, "{key} has no expiry ({ttl})");
+        let stored = format!("{key} {}", redis.contents(key));
+        for token in tokens {
+            assert!(!stored.contains(token), "{token} in clear in {stored}");
+        }
+        // The cookie holds the id, sealed: not the key's name in clear.
+        for cookie in &cookies {
+            let id = key.rsplit(':').next().unwrap_or_default();
+            assert!(!cookie.contains(id), "the id in clear in {cookie}");
+        }
+    }
+}
+
+/// Hostile values in Redis (SPEC §17): a session key overwritten with a
+/// truncated blob, another session's value, garbage or nothing counts as
+/// no session: the request goes on without a token, the cookie is deleted,
+/// tokenjar stays up.
+#[actix_web::test]
+async fn hostile_values_in_redis_count_as_no_session() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let (api, mut app) = setup_with(&pairs(&redis_env(&redis)));
+    let (cookie, _) = log_in(&api, &app, "tok-hostile-0123456789").await;
+    let key = redis
+        .keys()
+        .into_iter()
+        .find(|k| k.starts_with("tokenjar:session:"))
+        .expect("a session key");
+    let sealed = redis.contents(&key);
+    let sealed = sealed.trim_end();
+    for hostile in [&sealed[..sealed.len() / 2], "not a sealed value", "", "0:tok-forged"] {
+        redis.cli(&["SET", &key, hostile, "EX", "60"]).unwrap();
+        let reply = app.get_api("/api/echo", Some(&cookie)).await;
+        assert_eq!(reply.status, 200, "{hostile:?}: {}", reply.text());
+        assert!(token_seen(&api).is_empty(), "{hostile:?} gave a token");
+        assert!(
+            reply.set_cookie_for("auth-token").is_some_and(|c| c.max_age() == Some(0)),
+            "{hostile:?}: the cookie is deleted"
+        );
+    }
+    assert!(app.exit_status().is_none(), "{}", app.logs().join("\n"));
+}
+
+/// Two instances sharing Redis (SPEC §17): a login through one is a
+/// session on the other; a logout through the other ends it for both.
+#[actix_web::test]
+async fn two_instances_share_sessions_through_redis() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let env = redis_env(&redis);
+    let (api, one) = setup_with(&pairs(&env));
+    let two = tokenjar_e2e::spawn_app(&api.url("/v1"), &pairs(&env));
+    let (cookie, _) = log_in(&api, &one, "tok-shared-0123456789").await;
+    assert_eq!(two.get_api("/api/echo", Some(&cookie)).await.status, 200);
+    assert_eq!(token_seen(&api), ["tok-shared-0123456789"]);
+    assert_eq!(two.logout(Some(&cookie)).await.status, 200);
+    one.get_api("/api/echo", Some(&cookie)).await;
+    assert!(token_seen(&api).is_empty(), "the session lives on at the first");
+    assert_eq!(one.session(Some(&cookie)).await.json()["loggedIn"], false);
+}
+
+/// Redis stopped under tokenjar (SIGSTOP: it takes connections and never
+/// answers, the worst case) then going on (SIGCONT): while it is stopped,
+/// requests with a session and `/readyz` answer 503 (and requests without
+/// a session are proxied), without a restart of tokenjar; after, the same
+/// session works again, and tokenjar holds no more descriptors than before.
+#[actix_web::test]
+async fn a_stopped_redis_gives_503s_until_it_answers_again() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let (api, app) = setup_with(&pairs(&redis_env(&redis)));
+    let (cookie, _) = log_in(&api, &app, "tok-outage-0123456789").await;
+    assert_eq!(app.get_api("/api/echo", Some(&cookie)).await.status, 200);
+    assert_eq!(app.get_api("/readyz", None).await.status, 200);
+    let fds = app.fd_count();
+
+    let pid = redis.pid().unwrap();
+    tokenjar_e2e::external::send_signal(pid, "STOP", false);
+    for _ in 0..3 {
+        app.get_api("/api/echo", Some(&cookie))
+            .await
+            .assert_error(503, "session_store_unavailable");
+    }
+    let ready = app.get_api("/readyz", None).await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.json()["error"], "session_store_unavailable", "{}", ready.text());
+    assert_eq!(app.get_api("/api/echo", None).await.status, 200, "no session: proxied");
+    let metrics = app.get_api("/metrics", None).await.text();
+    assert!(
+        tokenjar_e2e::metrics::metric_sum(&metrics, "tokenjar_session_store_errors_total", &[]) >= 3.0,
+        "{metrics}"
+    );
+
+    tokenjar_e2e::external::send_signal(pid, "CONT", false);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let reply = app.get_api("/api/echo", Some(&cookie)).await;
+        if reply.status == 200 {
+            break;
+        }
+        assert_eq!(reply.status, 503, "{}", reply.text());
+        assert!(std::time::Instant::now() < deadline, "never back");
+    }
+    assert_eq!(token_seen(&api), ["tok-outage-0123456789"], "the same session");
+    assert_eq!(app.get_api("/readyz", None).await.status, 200);
+    let after = app.wait_fds_at_most(fds + 2, std::time::Duration::from_secs(5));
+    assert!(after <= fds + 2, "{after} descriptors, {fds} before the outage");
 }

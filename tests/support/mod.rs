@@ -21,6 +21,7 @@ pub mod oidc_provider;
 pub mod pattern;
 pub mod pki;
 pub mod raw;
+pub mod redis;
 pub mod refresh_api;
 pub mod ws_api;
 
