@@ -168,7 +168,10 @@ async fn redis_holds_no_token_in_clear_and_every_key_expires() {
     assert_eq!(token_seen(&api), [tokens[0]]);
 
     let keys = redis.keys();
-    let sessions: Vec<&String> = keys.iter().filter(|k| k.starts_with("tokenjar:session:")).collect();
+    let sessions: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.starts_with("tokenjar:session:"))
+        .collect();
     assert_eq!(sessions.len(), 2, "{keys:?}");
     for key in &keys {
         assert!(key.starts_with("tokenjar:"), "{key}");
@@ -204,13 +207,20 @@ async fn hostile_values_in_redis_count_as_no_session() {
         .expect("a session key");
     let sealed = redis.contents(&key);
     let sealed = sealed.trim_end();
-    for hostile in [&sealed[..sealed.len() / 2], "not a sealed value", "", "0:tok-forged"] {
+    for hostile in [
+        &sealed[..sealed.len() / 2],
+        "not a sealed value",
+        "",
+        "0:tok-forged",
+    ] {
         redis.cli(&["SET", &key, hostile, "EX", "60"]).unwrap();
         let reply = app.get_api("/api/echo", Some(&cookie)).await;
         assert_eq!(reply.status, 200, "{hostile:?}: {}", reply.text());
         assert!(token_seen(&api).is_empty(), "{hostile:?} gave a token");
         assert!(
-            reply.set_cookie_for("auth-token").is_some_and(|c| c.max_age() == Some(0)),
+            reply
+                .set_cookie_for("auth-token")
+                .is_some_and(|c| c.max_age() == Some(0)),
             "{hostile:?}: the cookie is deleted"
         );
     }
@@ -261,8 +271,17 @@ async fn a_stopped_redis_gives_503s_until_it_answers_again() {
     }
     let ready = app.get_api("/readyz", None).await;
     assert_eq!(ready.status, 503);
-    assert_eq!(ready.json()["error"], "session_store_unavailable", "{}", ready.text());
-    assert_eq!(app.get_api("/api/echo", None).await.status, 200, "no session: proxied");
+    assert_eq!(
+        ready.json()["error"],
+        "session_store_unavailable",
+        "{}",
+        ready.text()
+    );
+    assert_eq!(
+        app.get_api("/api/echo", None).await.status,
+        200,
+        "no session: proxied"
+    );
     let metrics = app.get_api("/metrics", None).await.text();
     assert!(
         tokenjar_e2e::metrics::metric_sum(&metrics, "tokenjar_session_store_errors_total", &[]) >= 3.0,

@@ -61,7 +61,11 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + START_WAIT;
         while !self.cli(&["PING"]).is_ok_and(|pong| pong.trim() == "PONG") {
-            assert!(Instant::now() < deadline, "redis-server on {} never answered", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on {} never answered",
+                self.port
+            );
             // A polling interval while the server starts, not a timing guess.
             std::thread::sleep(Duration::from_millis(20));
         }

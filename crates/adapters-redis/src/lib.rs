@@ -227,6 +227,22 @@ impl RedisStore {
         self
     }
 
+    /// Another handle on the same Redis with the same settings and a
+    /// connection of its own, made on its first use: one per actix worker,
+    /// so that each worker's connection runs on its own runtime.
+    #[must_use]
+    pub fn handle(&self) -> Self {
+        Self {
+            client: self.client.clone(),
+            prefix: self.prefix.clone(),
+            timeout: self.timeout,
+            connection: Mutex::new(None),
+            put_script: Script::new(scripts::PUT),
+            delete_if_script: Script::new(scripts::DELETE_IF),
+            delete_indexed_script: Script::new(scripts::DELETE_INDEXED),
+        }
+    }
+
     /// How long one call may take.
     pub fn timeout(&self) -> Duration {
         self.timeout
@@ -480,6 +496,10 @@ impl SessionStore for RedisStore {
             Value::SimpleString(pong) if pong == "PONG" => Ok(()),
             _ => Err(unexpected("PING")),
         }
+    }
+
+    async fn pause(&self, ms: u64) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
     }
 }
 

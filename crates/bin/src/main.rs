@@ -166,14 +166,14 @@ fn log_destinations(settings: &Settings) {
 
 /// The server for `validated`, with the session store it chose.
 fn build(validated: &Validated) -> io::Result<Application> {
-    let store = Store::open(&validated.store);
-    if let StoreChoice::Redis { .. } = validated.store {
-        return Err(io::Error::other(
-            "session.store = \"redis\" is not available in this build",
-        ));
+    let store = Store::open(&validated.store, validated.ca_file.as_deref())
+        .map_err(|e| io::Error::other(format!("session.redis_url: {e}")))?;
+    if let StoreChoice::Redis { url, .. } = &validated.store {
+        tracing::info!("sessions in Redis at {}", settings::redacted_url(url));
     }
+    let store = Arc::new(store);
     Application::build_with_store(&validated.adapter, Arc::clone(&validated.rules), move || {
-        store.clone()
+        store.handle()
     })
 }
 

@@ -5,27 +5,41 @@
 
 use std::sync::Arc;
 
+use std::path::Path;
+
 use tokenjar_adapters_actix::SystemClock;
+use tokenjar_adapters_redis::{ConnectError, RedisStore};
 use tokenjar_domain::{MemoryStore, SessionStore, StoreError};
 
 use crate::settings::StoreChoice;
 
 /// A worker's handle on the store.
-#[derive(Clone)]
 pub enum Store {
     /// Sessions live in the cookie: never asked.
     Cookie,
     /// This process's memory, one store for every worker.
     Memory(Arc<MemoryStore<SystemClock>>),
+    /// Redis, shared by every instance; each worker's clone keeps its own
+    /// connection, made on first use. Boxed: it is far larger than the
+    /// other variants.
+    Redis(Box<RedisStore>),
 }
 
 impl Store {
-    /// The store for `choice`.
-    pub fn open(choice: &StoreChoice) -> Self {
-        match choice {
-            StoreChoice::Cookie | StoreChoice::Redis { .. } => Self::Cookie,
+    /// The store for `choice`; Redis with `tls.ca_file` (`ca_file`) trusted
+    /// beside the built-in roots for `rediss://`. Nothing is connected yet:
+    /// Redis may be down at start.
+    ///
+    /// # Errors
+    /// [`ConnectError`] for a Redis URL or CA file that cannot be used.
+    pub fn open(choice: &StoreChoice, ca_file: Option<&Path>) -> Result<Self, ConnectError> {
+        Ok(match choice {
+            StoreChoice::Cookie => Self::Cookie,
             StoreChoice::Memory => Self::Memory(Arc::new(MemoryStore::new(SystemClock))),
-        }
+            StoreChoice::Redis { url, prefix } => {
+                Self::Redis(Box::new(RedisStore::connect(url, prefix, ca_file)?))
+            }
+        })
     }
 }
 
@@ -34,11 +48,24 @@ fn none() -> StoreError {
     StoreError::Unavailable("no session store is configured".to_owned())
 }
 
+impl Store {
+    /// A handle for another worker: the same memory store, or the same
+    /// Redis with a connection of the worker's own.
+    pub fn handle(&self) -> Self {
+        match self {
+            Self::Cookie => Self::Cookie,
+            Self::Memory(store) => Self::Memory(Arc::clone(store)),
+            Self::Redis(store) => Self::Redis(Box::new(store.handle())),
+        }
+    }
+}
+
 impl SessionStore for Store {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         match self {
             Self::Cookie => Err(none()),
             Self::Memory(store) => store.get(key).await,
+            Self::Redis(store) => store.get(key).await,
         }
     }
 
@@ -46,6 +73,7 @@ impl SessionStore for Store {
         match self {
             Self::Cookie => Err(none()),
             Self::Memory(store) => store.put(key, value, ttl_ms, indexes).await,
+            Self::Redis(store) => store.put(key, value, ttl_ms, indexes).await,
         }
     }
 
@@ -53,6 +81,7 @@ impl SessionStore for Store {
         match self {
             Self::Cookie => Err(none()),
             Self::Memory(store) => store.put_new(key, value, ttl_ms).await,
+            Self::Redis(store) => store.put_new(key, value, ttl_ms).await,
         }
     }
 
@@ -60,6 +89,7 @@ impl SessionStore for Store {
         match self {
             Self::Cookie => Err(none()),
             Self::Memory(store) => store.delete_if(key, value).await,
+            Self::Redis(store) => store.delete_if(key, value).await,
         }
     }
 
@@ -67,6 +97,7 @@ impl SessionStore for Store {
         match self {
             Self::Cookie => Err(none()),
             Self::Memory(store) => store.delete(key).await,
+            Self::Redis(store) => store.delete(key).await,
         }
     }
 
@@ -74,6 +105,7 @@ impl SessionStore for Store {
         match self {
             Self::Cookie => Err(none()),
             Self::Memory(store) => store.delete_indexed(index).await,
+            Self::Redis(store) => store.delete_indexed(index).await,
         }
     }
 
@@ -81,6 +113,7 @@ impl SessionStore for Store {
         match self {
             Self::Cookie => Err(none()),
             Self::Memory(store) => store.ping().await,
+            Self::Redis(store) => store.ping().await,
         }
     }
 
@@ -88,6 +121,7 @@ impl SessionStore for Store {
         match self {
             Self::Cookie => {}
             Self::Memory(store) => store.pause(ms).await,
+            Self::Redis(store) => store.pause(ms).await,
         }
     }
 }

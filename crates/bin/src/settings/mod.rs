@@ -68,7 +68,7 @@ use self::routes::RoutesSection;
 use self::section::{Problems, Section};
 use self::server::ServerSection;
 use self::session::SessionSection;
-pub use self::session::StoreChoice;
+pub use self::session::{redacted_url, StoreChoice};
 use self::tls::TlsSection;
 use self::token::TokenSection;
 use self::upstream::UpstreamSection;
@@ -128,6 +128,8 @@ pub struct Validated {
     pub ephemeral_key: bool,
     /// Where sessions live.
     pub store: StoreChoice,
+    /// `tls.ca_file`, which a `rediss://` session store trusts too.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Settings {
@@ -270,6 +272,7 @@ impl Settings {
                 json_logs: json_logs?,
                 ephemeral_key: cookies.ephemeral_key,
                 store: store?,
+                ca_file: self.tls.ca_file.clone(),
             })
         })
     }
