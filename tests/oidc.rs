@@ -1190,3 +1190,70 @@ async fn a_logout_at_the_provider_ends_the_stored_session_by_back_channel() {
         .await
         .assert_error(405, "method_not_allowed");
 }
+
+/// The same with Redis and two instances (SPEC §17): a login through one
+/// instance is a session on the other, and the provider's back-channel
+/// logout, delivered to one, ends it on both.
+#[actix_web::test]
+async fn a_back_channel_logout_ends_the_session_on_every_instance_sharing_redis() {
+    let Some(redis) = tokenjar_e2e::redis::RedisServer::start() else {
+        return;
+    };
+    let url = redis.url();
+    let env = [
+        ("TOKENJAR_SESSION__STORE", "redis"),
+        ("TOKENJAR_SESSION__REDIS_URL", url.as_str()),
+    ];
+    let Some(scene) = Scene::start_tuned(&env, |settings| {
+        let callback = settings.redirect_uris[0].clone();
+        let origin = callback.trim_end_matches("/api/callback");
+        settings.backchannel_logout_uri = Some(format!("{origin}/api/backchannel-logout"));
+    })
+    .await
+    else {
+        return;
+    };
+    // A second instance: the same settings on a port of its own.
+    let mut second_env = oidc_env(scene.provider.issuer(), 0);
+    second_env.extend(env.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())));
+    let pairs: Vec<(&str, &str)> = second_env.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let second = spawn_app(&scene.api.url("/v1"), &pairs);
+    assert!(
+        wait_ready(&second, READY_WAIT).await,
+        "{}",
+        second.logs().join("\n")
+    );
+
+    let jar = scene.log_in("ada").await;
+    let cookie = jar.header();
+    let session = get(&second, "/api/session", Some(&cookie)).await.json();
+    assert_eq!(
+        session["loggedIn"], true,
+        "the other instance knows the session: {session}"
+    );
+    assert_eq!(session["user"]["sub"], "ada", "{session}");
+
+    let end_session = scene.provider.discovery()["end_session_endpoint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    scene
+        .provider
+        .logout(&format!("{end_session}?client_id=tokenjar"));
+    let deadline = Instant::now() + READY_WAIT;
+    while scene.provider.counters().backchannel_logouts == 0 {
+        let counters = scene.provider.counters();
+        assert_eq!(counters.backchannel_logout_errors, 0, "{counters:?}");
+        assert!(Instant::now() < deadline, "no back-channel logout: {counters:?}");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    for app in [&scene.app, &second] {
+        let session = get(app, "/api/session", Some(&cookie)).await.json();
+        assert_eq!(session["loggedIn"], false, "{session}");
+    }
+    assert!(
+        redis.keys().iter().all(|k| !k.contains("session:")),
+        "{:?}",
+        redis.keys()
+    );
+}

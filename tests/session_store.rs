@@ -5,12 +5,17 @@
 //! cookie store, by contrast, keeps a copied cookie alive.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use futures_util::future::{join, join_all};
 use serde_json::json;
 use tokenjar_e2e::api::CannedReply;
 use tokenjar_e2e::redis::RedisServer;
+use tokenjar_e2e::refresh_api::{assert_no_tokens, RefreshApi, REFRESH_ENV};
 use tokenjar_e2e::{setup_with, RecordingApi, Reply, TestApp};
 
 const MEMORY: &[(&str, &str)] = &[("TOKENJAR_SESSION__STORE", "memory")];
+
+/// How many requests of one session cross the expiry at once.
+const CONCURRENT: usize = 50;
 
 /// Logs in with the API answering `token`; the `Cookie` header to send
 /// back, and the login's reply.
@@ -302,4 +307,58 @@ async fn a_stopped_redis_gives_503s_until_it_answers_again() {
     assert_eq!(app.get_api("/readyz", None).await.status, 200);
     let after = app.wait_fds_at_most(fds + 2, std::time::Duration::from_secs(5));
     assert!(after <= fds + 2, "{after} descriptors, {fds} before the outage");
+}
+
+/// SPEC §17, the two-instance test: 50 concurrent requests of one
+/// session across an access-token expiry, alternating between two
+/// instances that share Redis, in front of an API that rotates refresh
+/// tokens and ends the login on a replay: exactly one refresh call, no
+/// replay, every request served with the new access token.
+#[actix_web::test]
+async fn fifty_requests_on_two_instances_sharing_redis_make_one_refresh() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    // Due at once after the login; the refreshed token is good for 300 s.
+    let api = RefreshApi::start(0, 300);
+    let mut env: Vec<(String, String)> = REFRESH_ENV
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+        .collect();
+    env.extend(redis_env(&redis));
+    let instances = [
+        tokenjar_e2e::spawn_app(&api.url(""), &pairs(&env)),
+        tokenjar_e2e::spawn_app(&api.url(""), &pairs(&env)),
+    ];
+    let login = instances[0].login("demo", "demo").await;
+    assert_eq!(login.status, 200, "{}", login.text());
+    let cookie = login.set_cookie_for("auth-token").unwrap().pair();
+    let login_access = api.last_access();
+
+    // The first refresh is held at the API until it has arrived, so that
+    // it is in flight while the other requests come in on both instances.
+    api.hold_refreshes();
+    let requests = join_all((0..CONCURRENT).map(|i| {
+        let app = &instances[i % 2];
+        let cookie = cookie.clone();
+        async move { app.get_api(&format!("/api/items/{i}"), Some(&cookie)).await }
+    }));
+    let release = async {
+        api.until("a refresh at the gate", |api| api.waiting_refreshes() >= 1)
+            .await;
+        api.release_refreshes();
+    };
+    let (replies, ()) = join(requests, release).await;
+
+    let calls = api.refresh_calls();
+    println!("refresh calls at the API for {CONCURRENT} requests on two instances: {calls}");
+    assert_eq!(calls, 1, "one refresh for the whole session, across instances");
+    assert_eq!(api.replays(), 0);
+    let access = api.last_access();
+    assert_ne!(access, login_access);
+    for (i, reply) in replies.iter().enumerate() {
+        assert_eq!(reply.status, 200, "request {i}: {}", reply.text());
+        assert_eq!(reply.json()["token"], api.label(&access), "request {i}");
+        assert_no_tokens(reply, &api, &format!("request {i}"));
+    }
 }
