@@ -357,7 +357,19 @@ case " $SCENARIOS " in
         [ -n "$REDIS_COOKIE" ] || { echo "bench: the login with sessions in Redis gave no cookie" >&2; exit 1; }
         ECHOED=$(curl -s -H "Cookie: $REDIS_COOKIE" "http://127.0.0.1:$TOKENJAR_PORT/api/echo")
         echo "$ECHOED" | grep -q "$JWT" || { echo "bench: tokenjar with Redis did not pass the token: $ECHOED" >&2; exit 1; }
-        echo "bench: a session in Redis: $(redis-cli -p "$REDIS_PORT" --scan | wc -l) keys, cookie ${#REDIS_COOKIE} bytes" >&2
+        # Sizing (docs/deploy.md): Redis's own count of the bytes one
+        # session takes, for this small token and for the 7 KB one.
+        curl -s -o /dev/null -H 'x-csrf: 1' -H 'content-type: application/json' -d '{}' \
+            "http://127.0.0.1:$TOKENJAR_PORT/api/login?big=1"
+        for key in $(redis-cli -p "$REDIS_PORT" --scan); do
+            echo "bench: Redis key ${key%%:*}:…${key: -6}: $(redis-cli -p "$REDIS_PORT" strlen "$key") bytes of value," \
+                "$(redis-cli -p "$REDIS_PORT" memory usage "$key") bytes in Redis's memory" >&2
+        done
+        echo "bench: the cookie with sessions in Redis is ${#REDIS_COOKIE} bytes" >&2
+        redis-cli -p "$REDIS_PORT" flushall > /dev/null
+        start_tokenjar "$BIN" redis
+        REDIS_COOKIE=$(curl -s -D - -o /dev/null -H 'x-csrf: 1' -H 'content-type: application/json' -d '{}' \
+            "http://127.0.0.1:$TOKENJAR_PORT/api/login" | tr -d '\r' | sed -n 's/^set-cookie: \(auth-token=[^;]*\);.*/\1/Ip')
         start_tokenjar ;;
 esac
 # Commands Redis has run so far (its INFO stats).
