@@ -8,6 +8,10 @@
 use futures_util::future::{join, join_all};
 use serde_json::json;
 use tokenjar_e2e::api::CannedReply;
+use tokenjar_e2e::external::{find_program, programs_or_skip};
+use tokenjar_e2e::metrics::metric_sum;
+use tokenjar_e2e::nginx::Nginx;
+use tokenjar_e2e::raw_request;
 use tokenjar_e2e::redis::RedisServer;
 use tokenjar_e2e::refresh_api::{assert_no_tokens, RefreshApi, REFRESH_ENV};
 use tokenjar_e2e::{setup_with, RecordingApi, Reply, TestApp};
@@ -232,36 +236,81 @@ async fn hostile_values_in_redis_count_as_no_session() {
     assert!(app.exit_status().is_none(), "{}", app.logs().join("\n"));
 }
 
-/// Two instances sharing Redis (SPEC §17): a login through one is a
-/// session on the other; a logout through the other ends it for both.
+/// Two instances behind nginx's round robin, sharing Redis (SPEC §17): a
+/// login through the balancer lands on one, the calls after it on both,
+/// each with the session; the logout lands on one and ends the session on
+/// both.
 #[actix_web::test]
-async fn two_instances_share_sessions_through_redis() {
+async fn two_instances_behind_nginx_share_sessions_through_redis() {
     let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let found = vec![find_program("nginx", &["/usr/sbin/nginx"])];
+    let Some(nginx) = programs_or_skip(found, "nginx", "apt-get install nginx") else {
         return;
     };
     let env = redis_env(&redis);
     let (api, one) = setup_with(&pairs(&env));
     let two = tokenjar_e2e::spawn_app(&api.url("/v1"), &pairs(&env));
-    let (cookie, _) = log_in(&api, &one, "tok-shared-0123456789").await;
-    assert_eq!(two.get_api("/api/echo", Some(&cookie)).await.status, 200);
-    assert_eq!(token_seen(&api), ["tok-shared-0123456789"]);
-    assert_eq!(two.logout(Some(&cookie)).await.status, 200);
-    one.get_api("/api/echo", Some(&cookie)).await;
-    assert!(token_seen(&api).is_empty(), "the session lives on at the first");
-    assert_eq!(one.session(Some(&cookie)).await.json()["loggedIn"], false);
+    let lb = Nginx::start(&nginx[0], one.address, two.address);
+    let send = |head: &str, extra: &str, body: &str| {
+        let host = lb.addr();
+        raw_request(
+            host,
+            format!(
+                "{head} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+    };
+    let token = "tok-balanced-0123456789";
+    api.push_login_reply(CannedReply::json(200, &json!({ "authToken": token })));
+    let login = send(
+        "POST /api/login",
+        "Content-Type: application/json\r\nx-csrf: 1\r\n",
+        r#"{"username":"demo","password":"demo"}"#,
+    );
+    assert_eq!(login.status, 200, "{}", login.text());
+    let cookie = login.set_cookie_for("auth-token").unwrap().pair();
+    let with_cookie = format!("Cookie: {cookie}\r\n");
+
+    for i in 0..4 {
+        let reply = send("GET /api/echo", &with_cookie, "");
+        assert_eq!(reply.status, 200, "call {i}: {}", reply.text());
+        assert_eq!(token_seen(&api), [token], "call {i}");
+    }
+    // Both instances served the session.
+    for app in [&one, &two] {
+        let metrics = app.get_api("/metrics", None).await.text();
+        let calls = metric_sum(&metrics, "tokenjar_requests_total", &[("route", "api")]);
+        assert!(calls >= 2.0, "{calls} API calls at one instance:\n{metrics}");
+    }
+
+    let logout = send("POST /api/logout", &format!("{with_cookie}x-csrf: 1\r\n"), "");
+    assert_eq!(logout.status, 200, "{}", logout.text());
+    for i in 0..2 {
+        let reply = send("GET /api/echo", &with_cookie, "");
+        assert_eq!(reply.status, 200, "after logout {i}: {}", reply.text());
+        assert!(
+            token_seen(&api).is_empty(),
+            "after logout {i}: a token reached the API"
+        );
+    }
 }
 
 /// Redis stopped under tokenjar (SIGSTOP: it takes connections and never
 /// answers, the worst case) then going on (SIGCONT): while it is stopped,
 /// requests with a session and `/readyz` answer 503 (and requests without
 /// a session are proxied), without a restart of tokenjar; after, the same
-/// session works again, and tokenjar holds no more descriptors than before.
+/// session works again. Then killed under load and started again, empty.
+/// tokenjar holds no more descriptors than before either outage.
 #[actix_web::test]
 async fn a_stopped_redis_gives_503s_until_it_answers_again() {
-    let Some(redis) = RedisServer::start() else {
+    let Some(mut redis) = RedisServer::start() else {
         return;
     };
-    let (api, app) = setup_with(&pairs(&redis_env(&redis)));
+    let (api, mut app) = setup_with(&pairs(&redis_env(&redis)));
     let (cookie, _) = log_in(&api, &app, "tok-outage-0123456789").await;
     assert_eq!(app.get_api("/api/echo", Some(&cookie)).await.status, 200);
     assert_eq!(app.get_api("/readyz", None).await.status, 200);
@@ -289,7 +338,7 @@ async fn a_stopped_redis_gives_503s_until_it_answers_again() {
     );
     let metrics = app.get_api("/metrics", None).await.text();
     assert!(
-        tokenjar_e2e::metrics::metric_sum(&metrics, "tokenjar_session_store_errors_total", &[]) >= 3.0,
+        metric_sum(&metrics, "tokenjar_session_store_errors_total", &[]) >= 3.0,
         "{metrics}"
     );
 
@@ -305,8 +354,45 @@ async fn a_stopped_redis_gives_503s_until_it_answers_again() {
     }
     assert_eq!(token_seen(&api), ["tok-outage-0123456789"], "the same session");
     assert_eq!(app.get_api("/readyz", None).await.status, 200);
+
+    // Then Redis dies (SIGKILL) under a load of 20 requests at a time, and
+    // comes back on the same port, empty (no persistence): 503s while it
+    // is down; once it answers, the old cookie finds no session (proxied
+    // without a token, cookie deleted) and a new login works, all without
+    // a restart of tokenjar.
+    let rss = app.rss_kib();
+    redis.stop();
+    let burst = join_all((0..20).map(|_| app.get_api("/api/echo", Some(&cookie)))).await;
+    for reply in &burst {
+        reply.assert_error(503, "session_store_unavailable");
+    }
+    assert_eq!(app.get_api("/readyz", None).await.status, 503);
+    redis.restart();
+    let restarted = std::time::Instant::now();
+    while app.get_api("/readyz", None).await.status != 200 {
+        assert!(
+            restarted.elapsed() < std::time::Duration::from_secs(10),
+            "never ready again"
+        );
+    }
+    println!(
+        "ready again {} ms after Redis answered",
+        restarted.elapsed().as_millis()
+    );
+    let lost = app.get_api("/api/echo", Some(&cookie)).await;
+    assert_eq!(lost.status, 200, "{}", lost.text());
+    assert!(token_seen(&api).is_empty());
+    assert!(lost
+        .set_cookie_for("auth-token")
+        .is_some_and(|c| c.max_age() == Some(0)));
+    let (fresh, _) = log_in(&api, &app, "tok-after-restart-0123456789").await;
+    assert_eq!(app.get_api("/api/echo", Some(&fresh)).await.status, 200);
+    assert_eq!(token_seen(&api), ["tok-after-restart-0123456789"]);
+    assert!(app.exit_status().is_none(), "{}", app.logs().join("\n"));
+
     let after = app.wait_fds_at_most(fds + 2, std::time::Duration::from_secs(5));
-    assert!(after <= fds + 2, "{after} descriptors, {fds} before the outage");
+    assert!(after <= fds + 2, "{after} descriptors, {fds} before the outages");
+    println!("RSS {} KiB before the restart, {} KiB after", rss, app.rss_kib());
 }
 
 /// SPEC §17, the issue's two-instance test: 50 concurrent requests of one
