@@ -3,9 +3,8 @@
 //! every worker, or Redis. One type keeps one copy of the server in the
 //! binary, whichever store is in use.
 
-use std::sync::Arc;
-
 use std::path::Path;
+use std::sync::Arc;
 
 use tokenjar_adapters_actix::SystemClock;
 use tokenjar_adapters_redis::{ConnectError, RedisStore};
@@ -19,7 +18,7 @@ pub enum Store {
     Cookie,
     /// This process's memory, one store for every worker.
     Memory(Arc<MemoryStore<SystemClock>>),
-    /// Redis, shared by every instance; each worker's clone keeps its own
+    /// Redis, shared by every instance; each worker's handle keeps its own
     /// connection, made on first use. Boxed: it is far larger than the
     /// other variants.
     Redis(Box<RedisStore>),
@@ -41,14 +40,7 @@ impl Store {
             }
         })
     }
-}
 
-/// The error of a store that is not there; the rules never ask it.
-fn none() -> StoreError {
-    StoreError::Unavailable("no session store is configured".to_owned())
-}
-
-impl Store {
     /// A handle for another worker: the same memory store, or the same
     /// Redis with a connection of the worker's own.
     pub fn handle(&self) -> Self {
@@ -58,6 +50,11 @@ impl Store {
             Self::Redis(store) => Self::Redis(Box::new(store.handle())),
         }
     }
+}
+
+/// The error of a store that is not there; the rules never ask it.
+fn none() -> StoreError {
+    StoreError::Unavailable("no session store is configured".to_owned())
 }
 
 impl SessionStore for Store {
