@@ -170,6 +170,30 @@ impl Scene {
         reply
     }
 
+    /// The user logs out at the provider itself (its end-session page,
+    /// confirmed), and the provider's back-channel logout token reaches
+    /// tokenjar: waits until the provider counted its delivery.
+    async fn log_out_at_provider(&self) {
+        let end_session = self.provider.discovery()["end_session_endpoint"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        self.provider.logout(&format!("{end_session}?client_id=tokenjar"));
+        let deadline = Instant::now() + READY_WAIT;
+        while self.provider.counters().backchannel_logouts == 0 {
+            let counters = self.provider.counters();
+            assert_eq!(
+                counters.backchannel_logout_errors,
+                0,
+                "{counters:?}\n{}",
+                self.provider.stderr()
+            );
+            assert!(Instant::now() < deadline, "no back-channel logout: {counters:?}");
+            // A polling interval while the provider delivers.
+            actix_rt::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// A whole login as `user` in a new browser; the browser afterwards.
     async fn log_in(&self, user: &str) -> Jar {
         let mut jar = Jar::default();
@@ -1145,25 +1169,7 @@ async fn a_logout_at_the_provider_ends_the_stored_session_by_back_channel() {
     assert!(!last_access_token(&scene.api).is_empty());
 
     // The user logs out at the provider itself.
-    let end_session = scene.provider.discovery()["end_session_endpoint"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    scene
-        .provider
-        .logout(&format!("{end_session}?client_id=tokenjar"));
-    let deadline = Instant::now() + READY_WAIT;
-    while scene.provider.counters().backchannel_logouts == 0 {
-        let counters = scene.provider.counters();
-        assert_eq!(
-            counters.backchannel_logout_errors,
-            0,
-            "{counters:?}\n{}",
-            scene.provider.stderr()
-        );
-        assert!(Instant::now() < deadline, "no back-channel logout: {counters:?}");
-        actix_rt::time::sleep(Duration::from_millis(50)).await;
-    }
+    scene.log_out_at_provider().await;
 
     let session = get(&scene.app, "/api/session", Some(&copied)).await;
     assert_eq!(session.json()["loggedIn"], false, "{}", session.text());
@@ -1233,20 +1239,7 @@ async fn a_back_channel_logout_ends_the_session_on_every_instance_sharing_redis(
     );
     assert_eq!(session["user"]["sub"], "ada", "{session}");
 
-    let end_session = scene.provider.discovery()["end_session_endpoint"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    scene
-        .provider
-        .logout(&format!("{end_session}?client_id=tokenjar"));
-    let deadline = Instant::now() + READY_WAIT;
-    while scene.provider.counters().backchannel_logouts == 0 {
-        let counters = scene.provider.counters();
-        assert_eq!(counters.backchannel_logout_errors, 0, "{counters:?}");
-        assert!(Instant::now() < deadline, "no back-channel logout: {counters:?}");
-        actix_rt::time::sleep(Duration::from_millis(50)).await;
-    }
+    scene.log_out_at_provider().await;
     for app in [&scene.app, &second] {
         let session = get(app, "/api/session", Some(&cookie)).await.json();
         assert_eq!(session["loggedIn"], false, "{session}");
