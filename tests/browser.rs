@@ -1070,13 +1070,17 @@ async fn sign_in_at_provider(client: &Client, user: &str) {
         .send_keys("any-password")
         .await
         .expect("type the password");
-    client
-        .find(Locator::Css("button[type=submit]"))
+    click_when_there(client, "button[type=submit]", "sign in at the provider").await;
+}
+
+/// Waits for the element at `css` and clicks it (`what` names it for a
+/// failure).
+async fn click_when_there(client: &Client, css: &str, what: &str) {
+    wait_for(client, css)
         .await
-        .expect("the provider's sign-in button")
         .click()
         .await
-        .expect("sign in at the provider");
+        .unwrap_or_else(|err| panic!("{what}: {err}"));
 }
 
 /// The demo page's text of the claim `name` in the user list.
@@ -1138,11 +1142,12 @@ async fn the_oidc_demo_logs_in_at_the_provider_and_out_there() {
     // Step 2: the provider's login form; step 3: its consent page.
     wait_for_url(&browser, provider.issuer()).await;
     sign_in_at_provider(&browser, "ada").await;
-    wait_for(&browser, "button[type=submit][autofocus]")
-        .await
-        .click()
-        .await
-        .expect("consent at the provider");
+    click_when_there(
+        &browser,
+        "button[type=submit][autofocus]",
+        "consent at the provider",
+    )
+    .await;
 
     // Step 4: back on the page, logged in, with the user's claims.
     assert_eq!(wait_for_url(&browser, &origin).await, format!("{origin}/"));
@@ -1185,19 +1190,14 @@ async fn the_oidc_demo_logs_in_at_the_provider_and_out_there() {
 
     // Step 7: logout revokes at the provider and goes to its logout page,
     // which asks; confirming sends the browser back to the page.
-    browser
-        .find(Locator::Id("logout"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .expect("click Log out");
+    click_when_there(&browser, "#logout", "click Log out").await;
     wait_for_url(&browser, provider.issuer()).await;
-    wait_for(&browser, "button[name=logout][value=yes]")
-        .await
-        .click()
-        .await
-        .expect("confirm the logout at the provider");
+    click_when_there(
+        &browser,
+        "button[name=logout][value=yes]",
+        "confirm the logout at the provider",
+    )
+    .await;
     assert_eq!(wait_for_url(&browser, &origin).await, format!("{origin}/"));
     wait_for(&browser, "#state[data-logged-in=\"false\"]").await;
     assert!(

@@ -82,24 +82,28 @@ pub async fn answer(
             tracing::info!(detail = %error, "not ready");
             Ok(HttpResponse::ServiceUnavailable().json(error.body().to_json()))
         }
-        // A session store that does not answer: sessions cannot be served.
-        Op::Ready if ready.store_error.is_some() => {
-            if let Some(error) = &ready.store_error {
-                tracing::info!(detail = %error, "not ready");
-            }
-            let body = FlowError::from(tokenjar_domain::StoreError::Unavailable(String::new())).body();
-            Ok(HttpResponse::ServiceUnavailable().json(body.to_json()))
-        }
-        Op::Ready => match ready.readiness.check(ready.upstream, ready.base_url).await {
-            Ok(()) => Ok(HttpResponse::Ok().json(json!({ "status": "ready" }))),
-            Err(e) => {
+        Op::Ready => {
+            // A session store that does not answer: sessions cannot be
+            // served, whatever the API says.
+            let unready = match ready.store_error {
+                Some(error) => Some(error),
+                None => ready
+                    .readiness
+                    .check(ready.upstream, ready.base_url)
+                    .await
+                    .err()
+                    .map(FlowError::from),
+            };
+            Ok(match unready {
+                None => HttpResponse::Ok().json(json!({ "status": "ready" })),
                 // Not ready is a state, not a failed request: 503 for the
                 // probe, with the reason in the usual error shape.
-                let error = FlowError::from(e);
-                tracing::info!(detail = %error, "not ready");
-                Ok(HttpResponse::ServiceUnavailable().json(error.body().to_json()))
-            }
-        },
+                Some(error) => {
+                    tracing::info!(detail = %error, "not ready");
+                    HttpResponse::ServiceUnavailable().json(error.body().to_json())
+                }
+            })
+        }
         Op::Metrics => {
             if let Some(expected) = &settings.metrics_token {
                 let presented = BearerAuth::extract(request).await.ok();

@@ -373,10 +373,6 @@ impl<U: Upstream, C: Clock, R: Random, S: SessionStore> Gateway<U, C, R, S> {
                 .cookies
                 .issue_replacing(grant, now, &self.random, carried)?);
         };
-        let cookies = &self.rules.cookies;
-        let expires_at = cookies
-            .expires_at(grant, now)
-            .unwrap_or_else(|| now.saturating_add(store.default_lifetime_s));
         let id = match session_id {
             Some(id) => id.to_owned(),
             None => {
@@ -385,14 +381,17 @@ impl<U: Upstream, C: Clock, R: Random, S: SessionStore> Gateway<U, C, R, S> {
                 base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
             }
         };
-        self.keep(grant, &id).await?;
+        let expires_at = self.keep(store, grant, &id, now).await?;
         let held = Grant {
             access: Token::new(id).map_err(CookieError::from)?,
             refresh: None,
             access_expires_at: Some(expires_at),
             profile: None,
         };
-        Ok(cookies.issue_replacing(&held, now, &self.random, carried)?)
+        Ok(self
+            .rules
+            .cookies
+            .issue_replacing(&held, now, &self.random, carried)?)
     }
 
     /// The provider's back-channel logout (SPEC §16, OpenID Connect
@@ -1311,7 +1310,9 @@ impl<U: Upstream, C: Clock, R: Random, S: SessionStore> Gateway<U, C, R, S> {
                         None => self.refresh(rules, refresh, profile, request_id).await,
                     };
                     let written = match &renewal {
-                        Renewal::Renewed(grant) => self.keep(grant, id).await,
+                        Renewal::Renewed(grant) => {
+                            self.keep(store, grant, id, self.clock.now()).await.map(drop)
+                        }
                         _ => Ok(()),
                     };
                     let _ = self.store.delete_if(&lock, &holder).await;
@@ -1362,13 +1363,10 @@ impl<U: Upstream, C: Clock, R: Random, S: SessionStore> Gateway<U, C, R, S> {
         }
     }
 
-    /// Writes the session of `grant` under `id` in the store, with the
-    /// lifetime [`issue`](Self::issue) gives it.
-    async fn keep(&self, grant: &Grant, id: &str) -> Result<(), FlowError> {
-        let Some(store) = &self.rules.store else {
-            return Ok(());
-        };
-        let now = self.clock.now();
+    /// Writes the session of `grant` under `id` in the store at `now`, to
+    /// live as long as the cookie would (a day when the tokens tell none);
+    /// when it ends. Only called in store mode.
+    async fn keep(&self, store: &StoreRules, grant: &Grant, id: &str, now: i64) -> Result<i64, FlowError> {
         let expires_at = self
             .rules
             .cookies
@@ -1386,7 +1384,7 @@ impl<U: Upstream, C: Clock, R: Random, S: SessionStore> Gateway<U, C, R, S> {
         self.store
             .put(&session_key(id), sealed.as_bytes(), ttl_ms, &indexes)
             .await?;
-        Ok(())
+        Ok(expires_at)
     }
 
     /// One refresh call to the API: spends `refresh` and reads the new
